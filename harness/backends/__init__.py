@@ -1,0 +1,68 @@
+"""Backends: what can run a model on this host, and why the others cannot."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from harness.errors import BackendUnavailable
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    module: str
+    available: bool
+    version: str = ""
+    devices: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+_INSTALL = {
+    "tensorflow": "pip install -e '.[tensorflow]'",
+    "tf2onnx": "pip install -e '.[tensorflow]'",
+    "onnx": "pip install -e '.[tensorflow]'",
+    "onnxruntime": "pip install -e '.[onnxruntime]' (or onnxruntime-gpu on a CUDA machine)",
+    "tensorrt": "pip install tensorrt (NVIDIA GPU machine; the libraries come from NVIDIA's index)",
+    "tensorrt_rtx": "pip install tensorrt-rtx-cu13",
+    "cuda.bindings.runtime": "pip install cuda-python",
+}
+
+
+def _probe(name: str, module: str) -> BackendInfo:
+    try:
+        if module == "tensorflow":
+            from harness.tfimport import import_tensorflow
+
+            mod = import_tensorflow()
+        else:
+            mod = importlib.import_module(module)
+    except (ImportError, BackendUnavailable, OSError) as e:
+        return BackendInfo(name, module, False, reason=f"{module} not importable ({e}); install: {_INSTALL[module]}")
+    version = str(getattr(mod, "__version__", "") or "")
+    devices: list[str] = []
+    if module == "tensorflow":
+        devices = [d.name for d in mod.config.list_physical_devices()]
+    elif module == "onnxruntime":
+        devices = list(mod.get_available_providers())
+    elif module == "cuda.bindings.runtime":
+        err, count = mod.cudaGetDeviceCount()
+        devices = [f"cuda:{i}" for i in range(count)] if int(err) == 0 else []
+        if not devices:
+            return BackendInfo(name, module, False, version, reason=f"no CUDA device ({err})")
+    return BackendInfo(name, module, True, version, devices)
+
+
+def probe_all() -> list[BackendInfo]:
+    return [
+        _probe(n, m)
+        for n, m in [
+            ("tensorflow", "tensorflow"),
+            ("tf2onnx", "tf2onnx"),
+            ("onnx", "onnx"),
+            ("onnxruntime", "onnxruntime"),
+            ("tensorrt", "tensorrt"),
+            ("tensorrt_rtx", "tensorrt_rtx"),
+            ("cuda-python", "cuda.bindings.runtime"),
+        ]
+    ]

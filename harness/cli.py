@@ -1,0 +1,172 @@
+"""`harness` command: info, export, golden, compare.
+
+Exit status: 0 success (all comparisons pass), 1 a tolerance failed, 2 bad input or usage.
+A HarnessError is printed as one line, never as a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness import __version__
+from harness.artifacts import DEFAULT_ROOT, atomic_write_json
+from harness.errors import HarnessError, UsageError
+from harness.export import DEFAULT_OPSET
+from harness.golden import DEFAULT_GOLDEN_DIR
+from harness.sources import ModelRequest
+from harness.spec import InputArg, format_shape
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+PRECISIONS = ("fp32",)
+
+
+def _input_arg(text: str) -> InputArg:
+    try:
+        return InputArg.parse(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _opset(text: str) -> int:
+    if not text.isdigit() or not 9 <= int(text) <= 21:
+        raise argparse.ArgumentTypeError(f"opset {text!r}: an integer from 9 to 21")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a positive integer")
+    return int(text)
+
+
+def _choices(allowed: Sequence[str]):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(allowed)} (comma-separated)")
+        return items
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from harness.workspace import BACKENDS, DEFAULT_GOLDEN_SAMPLES, DEFAULT_SEED
+
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("info", help="backends available here, their versions and devices, and why others are missing")
+
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("model", help="built-in name (inception_v3, digits) or a path: checkpoint prefix, "
+                       ".pb, SavedModel directory, .keras/.h5 file")
+    model.add_argument("--input", action="append", type=_input_arg, default=[], metavar="NAME[:SHAPE]",
+                       help="input node of a checkpoint or .pb, with its shape if the graph lacks one "
+                       "(e.g. input:1x299x299x3); repeatable")
+    model.add_argument("--output", action="append", default=[], metavar="NAME",
+                       help="output node of a checkpoint or .pb; repeatable")
+    model.add_argument("--signature", default=None, help="SavedModel signature (default: serving_default)")
+    model.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT,
+                       help=f"cache of frozen graphs and ONNX files (default: {DEFAULT_ROOT})")
+    model.add_argument("--golden-dir", type=Path, default=DEFAULT_GOLDEN_DIR,
+                       help=f"golden store (default: {DEFAULT_GOLDEN_DIR})")
+    model.add_argument("--opset", type=_opset, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
+
+    sub.add_parser("export", parents=[model], help="freeze the model and export it to ONNX (cached)")
+    golden = sub.add_parser("golden", parents=[model], help="write golden inputs and TensorFlow reference outputs")
+    golden.add_argument("--samples", type=_positive, default=DEFAULT_GOLDEN_SAMPLES,
+                        help=f"random samples for models without representative data (default: {DEFAULT_GOLDEN_SAMPLES})")
+    golden.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of those samples (default: {DEFAULT_SEED})")
+    compare = sub.add_parser("compare", parents=[model], help="compare engines with the golden outputs")
+    compare.add_argument("--backend", type=_choices(BACKENDS), default=["onnxruntime"],
+                         help="comma-separated backends (default: onnxruntime)")
+    compare.add_argument("--precision", type=_choices(PRECISIONS), default=["fp32"],
+                         help="comma-separated precisions (default: fp32)")
+    compare.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the records as JSON")
+    return parser
+
+
+def _workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from harness.workspace import Workspace
+
+    return Workspace(args.artifacts, args.golden_dir, args.opset)
+
+
+def _request(args: argparse.Namespace) -> ModelRequest:
+    return ModelRequest(args.model, tuple(args.input), tuple(args.output), args.signature)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from harness.backends import probe_all
+
+    print(f"harness {__version__}, Python {sys.version.split()[0]}")
+    for b in probe_all():
+        if b.available:
+            devices = f"  devices: {', '.join(b.devices)}" if b.devices else ""
+            print(f"  {b.name:13s} {b.version:12s} available{devices}")
+        else:
+            print(f"  {b.name:13s} {'-':12s} missing: {b.reason}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    model = ws.onnx(_request(args))
+    print(f"{model.path}  ({model.path.stat().st_size / 1e6:.1f} MB, opset {model.opset}, "
+          f"{'reused from cache' if model.reused else 'exported'} in {model.seconds:.1f} s)")
+    for kind, tensors in (("input", model.spec.inputs), ("output", model.spec.outputs)):
+        for t in tensors:
+            print(f"  {kind:6s} {t.name}: {t.dtype}[{format_shape(t.shape)}]")
+    return EXIT_OK
+
+
+def cmd_golden(args: argparse.Namespace) -> int:
+    path = _workspace(args).write_golden(_request(args), args.samples, args.seed)
+    size = sum(p.stat().st_size for p in path.iterdir())
+    print(f"wrote {path} ({size / 1e6:.2f} MB)")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    request = _request(args)
+    comparison = ws.compare(request, args.backend)
+    name = ws.frozen(request).name
+    header = f"{'backend':12s} {'precision':9s} {'output':20s} {'result':6s} {'max_abs':>9s} {'p99_abs':>9s} {'cosine':>10s} {'top1':>6s}"
+    print(header)
+    for r in comparison.results:
+        s = r.stats
+        top1 = f"{s.top1_agreement:.3f}" if s.top1_agreement is not None else "-"
+        print(f"{r.backend:12s} {r.precision:9s} {r.output[:20]:20s} {'PASS' if r.passed else 'FAIL':6s} "
+              f"{s.max_abs_error:9.2e} {s.p99_abs_error:9.2e} {s.cosine_similarity:10.7f} {top1:>6s}")
+    for r in comparison.results:
+        if not r.passed:
+            print(f"\n{r}")
+    if args.json:
+        atomic_write_json(args.json, [{"model": name, **r.record()} for r in comparison.results])
+        print(f"\nwrote {args.json}")
+    return EXIT_OK if comparison.passed else EXIT_FAILED
+
+
+COMMANDS = {"info": cmd_info, "export": cmd_export, "golden": cmd_golden, "compare": cmd_compare}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Error statistics between an engine's outputs and the reference, judged by a Tolerance.
+
+A result prints its own statistics and, when it fails, the smallest tolerance that would
+have passed, so a failure message is enough to decide whether it is a bug or a policy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+Statistic = Literal["max", "p99", "mean", "median"]
+STATISTICS: tuple[Statistic, ...] = ("max", "p99", "mean", "median")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass when statistic(|actual - ref| - rtol*|ref|) <= atol, and the per-sample cosine
+    similarity and top-1 agreement (classifier outputs) reach their minimums if set."""
+
+    atol: float = 1e-4
+    rtol: float = 0.0
+    min_cosine: float | None = None
+    min_top1: float | None = None
+    statistic: Statistic = "max"
+
+    def __post_init__(self) -> None:
+        if self.statistic not in STATISTICS:
+            raise HarnessError(f"tolerance statistic {self.statistic!r}: choose from {STATISTICS}")
+        if self.atol < 0 or self.rtol < 0:
+            raise HarnessError(f"tolerance atol={self.atol}, rtol={self.rtol}: both must be >= 0")
+
+
+# fp32 engines compute the same graph in the same precision; only reassociation differs.
+# Measured ONNX Runtime vs TensorFlow on the golden inputs: max |error| 5.1e-5 (inception_v3,
+# logits std 0.58) and 1.3e-5 (digits, logits up to 40).  A 1% perturbation of one weight
+# tensor gives >= 1.4e-2 (inception_v3, 12 tensors tried) and 0.4 (digits): atol sits ~10x
+# above the clean error and ~18x below the smallest broken one.
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(atol=5e-4, rtol=1e-4, min_cosine=0.99999),
+}
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    max_abs_error: float
+    mean_abs_error: float
+    median_abs_error: float
+    p99_abs_error: float
+    max_rel_error: float
+    mean_rel_error: float
+    median_rel_error: float
+    p99_rel_error: float
+    cosine_similarity: float  # the lowest over the samples of the batch
+    top1_agreement: float | None
+    top5_agreement: float | None
+    samples: int
+
+
+def _stat(values: np.ndarray, statistic: Statistic) -> float:
+    if statistic == "max":
+        return float(values.max())
+    if statistic == "p99":
+        return float(np.percentile(values, 99))
+    if statistic == "mean":
+        return float(values.mean())
+    return float(np.median(values))
+
+
+def is_classifier_output(ref: np.ndarray) -> bool:
+    return ref.ndim == 2 and ref.shape[1] >= 2
+
+
+def error_stats(actual: np.ndarray, ref: np.ndarray) -> ErrorStats:
+    a = np.asarray(actual, dtype=np.float64)
+    r = np.asarray(ref, dtype=np.float64)
+    abs_err = np.abs(a - r).ravel()
+    # Relative error with a floor, so entries that are ~0 in the reference don't read as inf.
+    floor = max(float(np.abs(r).max(initial=0.0)) * 1e-6, np.finfo(np.float32).tiny)
+    rel_err = abs_err / np.maximum(np.abs(r).ravel(), floor)
+    fa, fr = a.reshape(len(a), -1), r.reshape(len(r), -1)
+    norms = np.linalg.norm(fa, axis=1) * np.linalg.norm(fr, axis=1)
+    same = np.all(fa == fr, axis=1)
+    cos = np.where(same, 1.0, np.sum(fa * fr, axis=1) / np.where(norms == 0, 1.0, norms))
+    top1 = top5 = None
+    if is_classifier_output(r):
+        top1 = float(np.mean(a.argmax(1) == r.argmax(1)))
+        if r.shape[1] >= 5:
+            top5_ref = np.argsort(-r, axis=1)[:, :5]
+            top5 = float(np.mean([a_i.argmax() in t for a_i, t in zip(a, top5_ref)]))
+    return ErrorStats(
+        max_abs_error=float(abs_err.max(initial=0.0)),
+        mean_abs_error=float(abs_err.mean()) if abs_err.size else 0.0,
+        median_abs_error=float(np.median(abs_err)) if abs_err.size else 0.0,
+        p99_abs_error=float(np.percentile(abs_err, 99)) if abs_err.size else 0.0,
+        max_rel_error=float(rel_err.max(initial=0.0)),
+        mean_rel_error=float(rel_err.mean()) if rel_err.size else 0.0,
+        median_rel_error=float(np.median(rel_err)) if rel_err.size else 0.0,
+        p99_rel_error=float(np.percentile(rel_err, 99)) if rel_err.size else 0.0,
+        cosine_similarity=float(cos.min(initial=1.0)),
+        top1_agreement=top1,
+        top5_agreement=top5,
+        samples=len(r),
+    )
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    output: str
+    stats: ErrorStats
+    tolerance: Tolerance
+    smallest_passing_atol: float
+    failures: tuple[str, ...]
+    backend: str = ""
+    precision: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def record(self) -> dict[str, Any]:
+        """One JSON record: what `harness compare --json` writes."""
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "output": self.output,
+            "passed": self.passed,
+            **asdict(self.stats),
+            "smallest_passing_atol": self.smallest_passing_atol,
+            "tolerance": asdict(self.tolerance),
+            "failures": list(self.failures),
+        }
+
+    def __str__(self) -> str:
+        s, t = self.stats, self.tolerance
+        head = f"{self.backend}-{self.precision} output {self.output!r}: {'PASS' if self.passed else 'FAIL'}"
+        lines = [
+            head,
+            f"  abs error  max {s.max_abs_error:.3g}  p99 {s.p99_abs_error:.3g}  "
+            f"mean {s.mean_abs_error:.3g}  median {s.median_abs_error:.3g}",
+            f"  rel error  max {s.max_rel_error:.3g}  p99 {s.p99_rel_error:.3g}  "
+            f"mean {s.mean_rel_error:.3g}  median {s.median_rel_error:.3g}",
+            f"  cosine similarity (worst sample) {s.cosine_similarity:.8f}"
+            + (f"  top-1 agreement {s.top1_agreement:.4f}" if s.top1_agreement is not None else "")
+            + (f"  top-5 agreement {s.top5_agreement:.4f}" if s.top5_agreement is not None else "")
+            + f"  ({s.samples} samples)",
+            f"  tolerance  {t.statistic}(|err| - rtol*|ref|) <= atol={t.atol:g} (rtol={t.rtol:g})"
+            + (f", cosine >= {t.min_cosine}" if t.min_cosine is not None else "")
+            + (f", top-1 >= {t.min_top1}" if t.min_top1 is not None else ""),
+        ]
+        lines += [f"  failed: {f}" for f in self.failures]
+        if not self.passed:
+            lines.append(f"  smallest atol that would have passed: {self.smallest_passing_atol:.3g}")
+        return "\n".join(lines)
+
+
+def compare_output(
+    name: str, actual: np.ndarray, ref: np.ndarray, tolerance: Tolerance, backend: str = "", precision: str = ""
+) -> OutputComparison:
+    if actual.shape != ref.shape:
+        raise HarnessError(f"output {name!r}: shape {actual.shape} vs reference {ref.shape}; the engines disagree on the model")
+    stats = error_stats(actual, ref)
+    a, r = np.asarray(actual, np.float64), np.asarray(ref, np.float64)
+    excess = (np.abs(a - r) - tolerance.rtol * np.abs(r)).ravel()
+    needed = max(_stat(excess, tolerance.statistic), 0.0) if excess.size else 0.0
+    failures = []
+    if not np.all(np.isfinite(a)):
+        failures.append(f"{int(np.sum(~np.isfinite(a)))} non-finite values")
+    if needed > tolerance.atol:
+        failures.append(f"{tolerance.statistic} error {needed:.3g} > atol {tolerance.atol:g}")
+    if tolerance.min_cosine is not None and stats.cosine_similarity < tolerance.min_cosine:
+        failures.append(f"cosine similarity {stats.cosine_similarity:.8f} < {tolerance.min_cosine}")
+    if tolerance.min_top1 is not None and stats.top1_agreement is not None and stats.top1_agreement < tolerance.min_top1:
+        failures.append(f"top-1 agreement {stats.top1_agreement:.4f} < {tolerance.min_top1}")
+    return OutputComparison(name, stats, tolerance, needed, tuple(failures), backend, precision)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    results: tuple[OutputComparison, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def __str__(self) -> str:
+        return "\n".join(str(r) for r in self.results)
+
+
+def compare(
+    actual: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    tolerance: Tolerance | Mapping[str, Tolerance],
+    backend: str = "",
+    precision: str = "",
+) -> Comparison:
+    """Compare every reference output; `tolerance` may be one for all or one per output."""
+    missing = [k for k in reference if k not in actual]
+    if missing:
+        raise HarnessError(f"outputs {missing} missing from {backend or 'the engine'}'s results ({sorted(actual)})")
+    results = []
+    for name, ref in reference.items():
+        tol = tolerance if isinstance(tolerance, Tolerance) else tolerance[name]
+        results.append(compare_output(name, np.asarray(actual[name]), np.asarray(ref), tol, backend, precision))
+    return Comparison(tuple(results))

@@ -1,0 +1,97 @@
+"""Small models in every saved form the harness accepts, written into a directory.
+
+They stand in for a user's models: a TF1 checkpoint with classic node names, a frozen .pb,
+a SavedModel with a non-default two-output signature, .keras and .h5 files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness.tfimport import import_tensorflow
+
+
+def write_tf1_checkpoint(directory: Path) -> Path:
+    """TF1 graph with a fixed batch of 1 (as classic graphs have), input `input`,
+    output `Logits/SpatialSqueeze`; returns the checkpoint prefix."""
+    tf = import_tensorflow()
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [1, 8, 8, 3], name="input")
+        init = tf.compat.v1.random_normal_initializer(seed=1)
+        w = tf.compat.v1.get_variable("Conv/weights", [3, 3, 3, 4], initializer=init)
+        b = tf.compat.v1.get_variable("Conv/biases", [4], initializer=init)
+        h = tf.nn.relu(tf.nn.conv2d(x, w, 1, "SAME") + b)
+        pooled = tf.reduce_mean(h, axis=[1, 2], keepdims=True)
+        fc = tf.compat.v1.get_variable("Logits/weights", [1, 1, 4, 5], initializer=init)
+        logits = tf.nn.conv2d(pooled, fc, 1, "VALID")
+        tf.squeeze(logits, [1, 2], name="Logits/SpatialSqueeze")
+        tf.compat.v1.train.GradientDescentOptimizer(0.1)  # training leftovers a frozen graph must drop
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            prefix = directory / "model.ckpt"
+            saver.save(sess, str(prefix))
+    return prefix
+
+
+def write_frozen_pb(directory: Path) -> Path:
+    tf = import_tensorflow()
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 5], name="x")
+        w = tf.constant(np.linspace(-1, 1, 15, dtype=np.float32).reshape(5, 3))
+        tf.nn.tanh(tf.matmul(x, w), name="y")
+    path = directory / "frozen.pb"
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    return path
+
+
+def write_saved_model(directory: Path) -> Path:
+    """serving_default -> {scores}; two_heads -> {probabilities, embedding}."""
+    tf = import_tensorflow()
+    rng = np.random.default_rng(3)
+
+    class Model(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = tf.Variable(rng.standard_normal((6, 4)).astype(np.float32))
+            self.v = tf.Variable(rng.standard_normal((6, 3)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="features")])
+        def serve(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"scores": tf.matmul(features, self.w)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="features")])
+        def two_heads(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {
+                "probabilities": tf.nn.softmax(tf.matmul(features, self.w)),
+                "embedding": tf.tanh(tf.matmul(features, self.v)),
+            }
+
+    model = Model()
+    path = directory / "saved_model"
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve, "two_heads": model.two_heads})
+    return path
+
+
+def _keras_model(seed: int):  # type: ignore[no-untyped-def]
+    import_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 2), name="pixels"),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+def write_keras(directory: Path, seed: int = 0, name: str = "model.keras") -> Path:
+    path = directory / name
+    _keras_model(seed).save(path)
+    return path
