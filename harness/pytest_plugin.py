@@ -21,6 +21,7 @@ from harness.sources import ModelRequest
 from harness.spec import InputArg
 
 DEFAULT_MODEL = "inception_v3"
+DEFAULT_BATCH_SIZES = "1,8,32"
 
 
 def _input_arg(text: str) -> InputArg:
@@ -34,6 +35,13 @@ def _opset(text: str) -> int:
     if not text.isdigit() or not 9 <= int(text) <= 21:
         raise argparse.ArgumentTypeError(f"--harness-opset {text!r}: an integer from 9 to 21")
     return int(text)
+
+
+def _batch_sizes(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"--harness-batch-sizes {text!r}: comma-separated positive integers, e.g. 1,8,32")
+    return sorted({int(p) for p in parts})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,6 +60,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"golden store (default: {DEFAULT_GOLDEN_DIR})")
     group.addoption("--harness-opset", type=_opset, default=DEFAULT_OPSET, metavar="N",
                     help=f"ONNX opset of the export (default: {DEFAULT_OPSET})")
+    group.addoption("--harness-batch-sizes", type=_batch_sizes, default=_batch_sizes(DEFAULT_BATCH_SIZES),
+                    metavar="N,N,...", help=f"batch sizes the benchmarks run (default: {DEFAULT_BATCH_SIZES})")
 
 
 def pytest_report_header(config: pytest.Config) -> str:

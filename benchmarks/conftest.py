@@ -1,0 +1,42 @@
+"""Benchmark suite wiring: one benchmark per engine x batch size, TensorFlow first so each
+engine's speedup over it is measured in the same run, and a speedup table at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness.workspace import BACKENDS
+
+# Filled by the benchmarks: (model, batch, engine) -> median seconds per batch.
+MEDIANS: dict[tuple[str, int, str], float] = {}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "batch" in metafunc.fixturenames:
+        metafunc.parametrize("batch", metafunc.config.getoption("harness_batch_sizes"), ids=lambda b: f"batch{b}")
+    if "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", BACKENDS)  # tensorflow first: the baseline
+
+
+@pytest.fixture(scope="session")
+def active_runners(harness_workspace: Any, harness_request: Any) -> Iterator[dict[str, Any]]:
+    """One active runner per engine for the whole session (loading is not what we time)."""
+    runners: dict[str, Any] = {}
+    yield runners
+    for runner in runners.values():
+        runner.deactivate()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not MEDIANS:
+        return
+    tw = terminalreporter
+    tw.section("harness: median latency per batch and speedup over TensorFlow (same run)")
+    tw.line(f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'speedup':>8s}")
+    for (model, batch, engine), median in sorted(MEDIANS.items()):
+        base = MEDIANS.get((model, batch, "tensorflow-fp32"))
+        speedup = f"{base / median:7.2f}x" if base else "       -"
+        tw.line(f"{model:14s} {batch:5d} {engine:22s} {median * 1e3:10.2f} {batch / median:10.1f} {speedup:>8s}")

@@ -1,0 +1,79 @@
+"""The `harness` command, run in-process: outputs, JSON records and exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+
+pytest.importorskip("tensorflow", reason="tensorflow not importable")
+pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
+
+
+def test_compare_builtin_passes_and_writes_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results.json"
+    assert main(["compare", "digits", "--backend", "onnxruntime,tensorflow", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "onnxruntime  fp32      logits" in table and "PASS" in table
+    records = json.loads(out.read_text())
+    assert [(r["backend"], r["precision"], r["output"]) for r in records] == [
+        ("onnxruntime", "fp32", "logits"),
+        ("tensorflow", "fp32", "logits"),
+    ]
+    for r in records:
+        assert r["passed"] is True and r["model"] == "digits"
+        assert {"max_abs_error", "cosine_similarity", "top1_agreement", "p99_abs_error"} <= set(r)
+
+
+def test_compare_exits_1_on_a_tolerance_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    golden_dir = tmp_path / "golden"
+    shutil.copytree("golden/digits", golden_dir / "digits")
+    with np.load(golden_dir / "digits" / "outputs.npz") as data:
+        logits = data["logits"] * np.float32(1.01)  # a reference the engine cannot match
+    np.savez_compressed(golden_dir / "digits" / "outputs.npz", logits=logits)
+    out = tmp_path / "r.json"
+    assert main(["compare", "digits", "--golden-dir", str(golden_dir), "--json", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "FAIL" in printed and "smallest atol that would have passed" in printed
+    assert json.loads(out.read_text())[0]["passed"] is False
+
+
+def test_user_model_export_golden_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.models import write_tf1_checkpoint
+
+    prefix = write_tf1_checkpoint(tmp_path)
+    common = [str(prefix), "--input", "input", "--output", "Logits/SpatialSqueeze",
+              "--artifacts", str(tmp_path / "a"), "--golden-dir", str(tmp_path / "g")]
+    assert main(["export", *common]) == 0
+    assert "exported" in capsys.readouterr().out
+    assert main(["export", *common]) == 0
+    assert "reused from cache" in capsys.readouterr().out
+    assert main(["golden", *common]) == 0
+    assert (tmp_path / "g" / "model.ckpt" / "meta.json").is_file()
+    assert main(["compare", *common, "--backend", "onnxruntime,tensorflow"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compare", "no_such_model"], "no_such_model: no such built-in model or file"),
+        (["compare", "digits", "--golden-dir", "/nonexistent/golden"], "write it with: harness golden digits --golden-dir="),
+        (["export", "digits", "--input", "x"], "--input/--output are not used for built-in model"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["compare", "digits", "--backend", "tensorrt9"], ["export", "digits", "--opset", "99"]])
+def test_bad_option_is_a_usage_error(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2

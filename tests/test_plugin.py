@@ -1,0 +1,70 @@
+"""The pytest plugin as a user meets it: fixtures for the chosen model, validated options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _preload_heavy_modules() -> None:
+    # runpytest_inprocess drops the modules a run imported; TensorFlow cannot be imported a
+    # second time in one process, so import it (and its company) out here, once.
+    for name in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+
+USER_TEST = """
+from harness.compare import DEFAULT_TOLERANCES
+
+def test_golden(ort_runner, golden, harness_tolerances):
+    comparison = golden.check(ort_runner, harness_tolerances["fp32"])
+    assert comparison.passed, str(comparison)
+
+def test_spec(model_spec, onnx_model, tf_runner):
+    assert model_spec.input_names == ["image"]
+    assert onnx_model.path.is_file()
+    assert tf_runner.is_active
+"""
+
+
+def _args(tmp: Path) -> list[str]:
+    root = Path(__file__).resolve().parents[1]
+    return ["--harness-model", "digits", "--harness-golden-dir", str(root / "golden"),
+            "--harness-artifacts", str(root / ".harness"), "-p", "no:cacheprovider"]
+
+
+def test_fixtures_run_a_users_golden_test(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("tensorflow", reason="tensorflow not importable")
+    pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
+    pytester.makepyfile(test_user=USER_TEST)
+    result = pytester.runpytest_inprocess(*_args(pytester.path))
+    result.assert_outcomes(passed=2)
+
+
+def test_a_stale_or_missing_golden_fails_with_the_command(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("tensorflow", reason="tensorflow not importable")
+    pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
+    pytester.makepyfile(test_user=USER_TEST)
+    args = _args(pytester.path)
+    args[args.index("--harness-golden-dir") + 1] = str(pytester.path / "empty")
+    result = pytester.runpytest_inprocess(*args)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*GoldenMissing*write it with: harness golden digits*"])
+
+
+def test_options_are_validated_when_parsed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="def test_x(): pass")
+    result = pytester.runpytest_inprocess("--harness-opset", "seventeen")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--harness-opset 'seventeen': an integer from 9 to 21*"])
+
+
+def test_help_states_defaults(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_inprocess("--help")
+    result.stdout.fnmatch_lines(["*--harness-model*", "*(default:*", "*inception_v3)*", "*--harness-artifacts*"])
