@@ -6,51 +6,22 @@ A HarnessError is printed as one line, never as a traceback."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness import __version__
 from harness.artifacts import DEFAULT_ROOT, atomic_write_json
-from harness.errors import HarnessError, UsageError
+from harness.backends.onnxrt import PROVIDERS
+from harness.errors import HarnessError
 from harness.export import DEFAULT_OPSET
 from harness.golden import DEFAULT_GOLDEN_DIR
+from harness.options import choices, input_arg, opset, positive_int
 from harness.sources import ModelRequest
-from harness.spec import InputArg, format_shape
+from harness.spec import format_shape
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 PRECISIONS = ("fp32",)
-
-
-def _input_arg(text: str) -> InputArg:
-    try:
-        return InputArg.parse(text)
-    except UsageError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-
-
-def _opset(text: str) -> int:
-    if not text.isdigit() or not 9 <= int(text) <= 21:
-        raise argparse.ArgumentTypeError(f"opset {text!r}: an integer from 9 to 21")
-    return int(text)
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a positive integer")
-    return int(text)
-
-
-def _choices(allowed: Sequence[str]):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> list[str]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        bad = [t for t in items if t not in allowed]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(allowed)} (comma-separated)")
-        return items
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("model", help="built-in name (inception_v3, digits) or a path: checkpoint prefix, "
                        ".pb, SavedModel directory, .keras/.h5 file")
-    model.add_argument("--input", action="append", type=_input_arg, default=[], metavar="NAME[:SHAPE]",
+    model.add_argument("--input", action="append", type=input_arg, default=[], metavar="NAME[:SHAPE]",
                        help="input node of a checkpoint or .pb, with its shape if the graph lacks one "
                        "(e.g. input:1x299x299x3); repeatable")
     model.add_argument("--output", action="append", default=[], metavar="NAME",
@@ -75,17 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"cache of frozen graphs and ONNX files (default: {DEFAULT_ROOT})")
     model.add_argument("--golden-dir", type=Path, default=DEFAULT_GOLDEN_DIR,
                        help=f"golden store (default: {DEFAULT_GOLDEN_DIR})")
-    model.add_argument("--opset", type=_opset, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
+    model.add_argument("--opset", type=opset, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
+    model.add_argument("--providers", type=choices(list(PROVIDERS)), default=["cpu"],
+                       help="ONNX Runtime execution providers in priority order, e.g. tensorrt,cuda (default: cpu)")
 
     sub.add_parser("export", parents=[model], help="freeze the model and export it to ONNX (cached)")
     golden = sub.add_parser("golden", parents=[model], help="write golden inputs and TensorFlow reference outputs")
-    golden.add_argument("--samples", type=_positive, default=DEFAULT_GOLDEN_SAMPLES,
+    golden.add_argument("--samples", type=positive_int, default=DEFAULT_GOLDEN_SAMPLES,
                         help=f"random samples for models without representative data (default: {DEFAULT_GOLDEN_SAMPLES})")
     golden.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of those samples (default: {DEFAULT_SEED})")
     compare = sub.add_parser("compare", parents=[model], help="compare engines with the golden outputs")
-    compare.add_argument("--backend", type=_choices(BACKENDS), default=["onnxruntime"],
+    compare.add_argument("--backend", type=choices(BACKENDS), default=["onnxruntime"],
                          help="comma-separated backends (default: onnxruntime)")
-    compare.add_argument("--precision", type=_choices(PRECISIONS), default=["fp32"],
+    compare.add_argument("--precision", type=choices(PRECISIONS), default=["fp32"],
                          help="comma-separated precisions (default: fp32)")
     compare.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the records as JSON")
     return parser
@@ -94,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from harness.workspace import Workspace
 
-    return Workspace(args.artifacts, args.golden_dir, args.opset)
+    return Workspace(args.artifacts, args.golden_dir, args.opset, providers=args.providers)
 
 
 def _request(args: argparse.Namespace) -> ModelRequest:

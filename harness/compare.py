@@ -80,7 +80,7 @@ def error_stats(actual: np.ndarray, ref: np.ndarray) -> ErrorStats:
     r = np.asarray(ref, dtype=np.float64)
     abs_err = np.abs(a - r).ravel()
     # Relative error with a floor, so entries that are ~0 in the reference don't read as inf.
-    floor = max(float(np.abs(r).max(initial=0.0)) * 1e-6, np.finfo(np.float32).tiny)
+    floor = max(float(np.abs(r).max(initial=0.0)) * 1e-6, float(np.finfo(np.float32).tiny))
     rel_err = abs_err / np.maximum(np.abs(r).ravel(), floor)
     fa, fr = a.reshape(len(a), -1), r.reshape(len(r), -1)
     norms = np.linalg.norm(fa, axis=1) * np.linalg.norm(fr, axis=1)
@@ -140,10 +140,8 @@ class OutputComparison:
         head = f"{self.backend}-{self.precision} output {self.output!r}: {'PASS' if self.passed else 'FAIL'}"
         lines = [
             head,
-            f"  abs error  max {s.max_abs_error:.3g}  p99 {s.p99_abs_error:.3g}  "
-            f"mean {s.mean_abs_error:.3g}  median {s.median_abs_error:.3g}",
-            f"  rel error  max {s.max_rel_error:.3g}  p99 {s.p99_rel_error:.3g}  "
-            f"mean {s.mean_rel_error:.3g}  median {s.median_rel_error:.3g}",
+            _row("abs error", s.max_abs_error, s.p99_abs_error, s.mean_abs_error, s.median_abs_error),
+            _row("rel error", s.max_rel_error, s.p99_rel_error, s.mean_rel_error, s.median_rel_error),
             f"  cosine similarity (worst sample) {s.cosine_similarity:.8f}"
             + (f"  top-1 agreement {s.top1_agreement:.4f}" if s.top1_agreement is not None else "")
             + (f"  top-5 agreement {s.top5_agreement:.4f}" if s.top5_agreement is not None else "")
@@ -156,6 +154,10 @@ class OutputComparison:
         if not self.passed:
             lines.append(f"  smallest atol that would have passed: {self.smallest_passing_atol:.3g}")
         return "\n".join(lines)
+
+
+def _row(label: str, largest: float, p99: float, mean: float, median: float) -> str:
+    return f"  {label}  max {largest:.3g}  p99 {p99:.3g}  mean {mean:.3g}  median {median:.3g}"
 
 
 def compare_output(

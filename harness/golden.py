@@ -11,7 +11,7 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -56,8 +56,8 @@ def write_golden(
 ) -> Path:
     final = golden_path(root, model)
     with building_dir(final) as tmp:
-        np.savez_compressed(tmp / "inputs.npz", **inputs)
-        np.savez_compressed(tmp / "outputs.npz", **outputs)
+        np.savez_compressed(tmp / "inputs.npz", **cast(dict[str, Any], inputs))
+        np.savez_compressed(tmp / "outputs.npz", **cast(dict[str, Any], outputs))
         if labels is not None:
             np.save(tmp / "labels.npy", labels)
         atomic_write_json(tmp / "meta.json", {"format": FORMAT, "model": model, **meta})

@@ -5,7 +5,6 @@ Every option starts with --harness-, is validated when parsed and states its def
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,42 +12,23 @@ from typing import Any
 import pytest
 
 from harness.artifacts import DEFAULT_ROOT
+from harness.backends.onnxrt import PROVIDERS
 from harness.compare import DEFAULT_TOLERANCES, Tolerance
-from harness.errors import BackendUnavailable, UsageError
+from harness.errors import BackendUnavailable
 from harness.export import DEFAULT_OPSET
 from harness.golden import DEFAULT_GOLDEN_DIR
+from harness.options import batch_sizes, choices, input_arg, opset
 from harness.sources import ModelRequest
-from harness.spec import InputArg
 
 DEFAULT_MODEL = "inception_v3"
 DEFAULT_BATCH_SIZES = "1,8,32"
-
-
-def _input_arg(text: str) -> InputArg:
-    try:
-        return InputArg.parse(text)
-    except UsageError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-
-
-def _opset(text: str) -> int:
-    if not text.isdigit() or not 9 <= int(text) <= 21:
-        raise argparse.ArgumentTypeError(f"--harness-opset {text!r}: an integer from 9 to 21")
-    return int(text)
-
-
-def _batch_sizes(text: str) -> list[int]:
-    parts = [p.strip() for p in text.split(",")]
-    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"--harness-batch-sizes {text!r}: comma-separated positive integers, e.g. 1,8,32")
-    return sorted({int(p) for p in parts})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "TensorFlow/TensorRT harness")
     group.addoption("--harness-model", default=DEFAULT_MODEL, metavar="NAME|PATH",
                     help=f"model under test: built-in name or path (default: {DEFAULT_MODEL})")
-    group.addoption("--harness-input", action="append", type=_input_arg, default=[], metavar="NAME[:SHAPE]",
+    group.addoption("--harness-input", action="append", type=input_arg, default=[], metavar="NAME[:SHAPE]",
                     help="input node of a checkpoint or .pb; repeatable (default: none)")
     group.addoption("--harness-output", action="append", default=[], metavar="NAME",
                     help="output node of a checkpoint or .pb; repeatable (default: none)")
@@ -58,9 +38,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"artifact cache (default: {DEFAULT_ROOT})")
     group.addoption("--harness-golden-dir", type=Path, default=DEFAULT_GOLDEN_DIR, metavar="DIR",
                     help=f"golden store (default: {DEFAULT_GOLDEN_DIR})")
-    group.addoption("--harness-opset", type=_opset, default=DEFAULT_OPSET, metavar="N",
+    group.addoption("--harness-opset", type=opset, default=DEFAULT_OPSET, metavar="N",
                     help=f"ONNX opset of the export (default: {DEFAULT_OPSET})")
-    group.addoption("--harness-batch-sizes", type=_batch_sizes, default=_batch_sizes(DEFAULT_BATCH_SIZES),
+    group.addoption("--harness-providers", type=choices(list(PROVIDERS)), default=["cpu"], metavar="P,P,...",
+                    help=f"ONNX Runtime execution providers in priority order, from {','.join(PROVIDERS)} (default: cpu)")
+    group.addoption("--harness-batch-sizes", type=batch_sizes, default=batch_sizes(DEFAULT_BATCH_SIZES),
                     metavar="N,N,...", help=f"batch sizes the benchmarks run (default: {DEFAULT_BATCH_SIZES})")
 
 
@@ -94,6 +76,7 @@ def harness_workspace(pytestconfig: pytest.Config) -> Any:
         pytestconfig.getoption("harness_artifacts"),
         pytestconfig.getoption("harness_golden_dir"),
         pytestconfig.getoption("harness_opset"),
+        providers=pytestconfig.getoption("harness_providers"),
     )
 
 

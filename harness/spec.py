@@ -164,4 +164,4 @@ def _parse_shape(text: str, whole: str) -> Shape:
 
 def strip_tensor_index(name: str) -> str:
     """'input:0' -> 'input': users give either node or tensor names."""
-    return name[:-2] if name.endswith(":0") else name
+    return name.removesuffix(":0")

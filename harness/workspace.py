@@ -19,7 +19,7 @@ from harness.artifacts import DEFAULT_ROOT, ArtifactStore, digest_bytes, digest_
 from harness.backends.base import Runner
 from harness.backends.onnxrt import OrtRunner
 from harness.backends.tf import TFRunner
-from harness.compare import DEFAULT_TOLERANCES, Comparison, Tolerance
+from harness.compare import DEFAULT_TOLERANCES, Comparison, OutputComparison, Tolerance
 from harness.errors import ArtifactError, UsageError
 from harness.export import DEFAULT_OPSET, export_onnx
 from harness.golden import DEFAULT_GOLDEN_DIR, Golden, load_golden, write_golden
@@ -65,11 +65,13 @@ class Workspace:
         golden_dir: Path = DEFAULT_GOLDEN_DIR,
         opset: int = DEFAULT_OPSET,
         quiet: bool = False,
+        providers: Sequence[str] = ("cpu",),
     ) -> None:
         self.store = ArtifactStore(Path(artifacts))
         self.golden_dir = Path(golden_dir)
         self.opset = opset
         self.quiet = quiet
+        self.providers = tuple(providers)  # ONNX Runtime execution providers, in priority order
         self._frozen: dict[ModelRequest, FrozenModel] = {}
         self._onnx: dict[ModelRequest, OnnxModel] = {}
 
@@ -122,9 +124,9 @@ class Workspace:
         frozen = self.frozen(request)
         return TFRunner(frozen.graph_path, frozen.spec)
 
-    def ort_runner(self, request: ModelRequest, providers: Sequence[str] = ("cpu",), threads: int = 0) -> OrtRunner:
+    def ort_runner(self, request: ModelRequest, threads: int = 0) -> OrtRunner:
         model = self.onnx(request)
-        return OrtRunner(model.path, model.spec, "fp32", providers, threads)
+        return OrtRunner(model.path, model.spec, "fp32", self.providers, threads)
 
     def runner(self, request: ModelRequest, backend: str) -> Runner:
         if backend == "tensorflow":
@@ -182,7 +184,7 @@ class Workspace:
         """Each backend's outputs on the golden inputs against the golden reference outputs."""
         golden = self.golden(request)
         tols = dict(DEFAULT_TOLERANCES, **(tolerances or {}))
-        results = []
+        results: list[OutputComparison] = []
         for backend in backends:
             with self.runner(request, backend) as runner:
                 results += golden.check(runner, tols[runner.precision]).results

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class Runner(ABC):
     @abstractmethod
     def _deactivate(self) -> None: ...
 
-    def __enter__(self) -> Runner:
+    def __enter__(self) -> Self:
         self.activate()
         return self
 

@@ -25,8 +25,11 @@ class Frozen:
 
 
 class Source(Protocol):
-    name: str
-    kind: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
 
     def key(self) -> str:
         """Digest of everything the frozen graph depends on (file bytes, options)."""

@@ -102,7 +102,7 @@ def spec_of_graph(
 
     def tspec(node: str) -> TensorSpec:
         tensor = graph.get_tensor_by_name(node if ":" in node else f"{node}:0")
-        public = node[:-2] if node.endswith(":0") else node
+        public = node.removesuffix(":0")
         return TensorSpec(public, tensor.dtype.as_numpy_dtype.__name__, _shape(tensor), tensor.name)
 
     return ModelSpec(name, tuple(tspec(i.name) for i in inputs), tuple(tspec(o) for o in outputs), metadata)
