@@ -12,6 +12,8 @@ from harness.workspace import BACKENDS
 
 # Filled by the benchmarks: (model, batch, engine) -> median seconds per batch.
 MEDIANS: dict[tuple[str, int, str], float] = {}
+# Filled by the overhead benchmark: "bare" | "runner" -> median seconds per call.
+OVERHEAD: dict[str, float] = {}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -30,10 +32,21 @@ def active_runners(harness_workspace: Any, harness_request: Any) -> Iterator[dic
         runner.deactivate()
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    from harness.machine import machine_info as harness_machine_info
+
+    machine_info["harness"] = harness_machine_info()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    tw = terminalreporter
+    if OVERHEAD.keys() >= {"bare", "runner"}:
+        tw.section("harness: runner overhead")
+        tw.line(f"median through the harness runner / bare session.run: {OVERHEAD['runner'] / OVERHEAD['bare']:.3f} "
+                f"({OVERHEAD['runner'] * 1e3:.3f} ms vs {OVERHEAD['bare'] * 1e3:.3f} ms)")
     if not MEDIANS:
         return
-    tw = terminalreporter
     tw.section("harness: median latency per batch and speedup over TensorFlow (same run)")
     tw.line(f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'speedup':>8s}")
     for (model, batch, engine), median in sorted(MEDIANS.items()):

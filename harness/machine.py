@@ -1,0 +1,65 @@
+"""What a benchmark ran on: CPU model and the flags that change inference speed, GPUs, and
+the versions of the libraries whose speed is measured.  Read without importing them."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+PACKAGES = ("tensorflow", "keras", "onnxruntime", "onnxruntime-gpu", "tf2onnx", "onnx", "tensorrt", "tensorrt-rtx-cu13",
+            "tensorrt-rtx-cu12", "cuda-python", "numpy")
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "model": model,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "speed_flags": [f for f in SPEED_FLAGS if f in flags],
+    }
+
+
+def gpu_info() -> list[dict[str, str]]:
+    """GPUs as nvidia-smi reports them (name, driver, compute capability); [] without one."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
+    return [{"name": r[0], "driver": r[1], "compute_capability": r[2]} for r in rows if len(r) == 3]
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for p in PACKAGES:
+        try:
+            found[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def machine_info() -> dict[str, Any]:
+    return {"cpu": cpu_info(), "gpus": gpu_info(), "versions": versions()}
