@@ -51,14 +51,15 @@ def gpu_info() -> list[dict[str, str]]:
     return [{"name": r[0], "driver": r[1], "compute_capability": r[2]} for r in rows if len(r) == 3]
 
 
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def versions() -> dict[str, str]:
-    found = {}
-    for p in PACKAGES:
-        try:
-            found[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+    return {p: v for p in PACKAGES if (v := package_version(p)) is not None}
 
 
 def machine_info() -> dict[str, Any]:

@@ -10,7 +10,6 @@ import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from harness.compare import DEFAULT_TOLERANCES, Comparison, OutputComparison, To
 from harness.errors import ArtifactError, UsageError
 from harness.export import DEFAULT_OPSET, export_onnx
 from harness.golden import DEFAULT_GOLDEN_DIR, Golden, load_golden, write_golden
+from harness.machine import package_version
 from harness.progress import step
 from harness.sources import ModelRequest, resolve
 from harness.spec import ModelSpec
@@ -33,10 +33,7 @@ DEFAULT_SEED = 0
 
 
 def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+    return package_version(package) or "not installed"
 
 
 @dataclass(frozen=True)
