@@ -8,13 +8,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Protocol
 
 HEARTBEAT_S = 10.0
 
 
+class Stream(Protocol):
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 @contextlib.contextmanager
-def step(what: str, stream: TextIO | None = None, heartbeat_s: float = HEARTBEAT_S) -> Iterator[None]:
+def step(what: str, stream: Stream | None = None, heartbeat_s: float = HEARTBEAT_S) -> Iterator[None]:
     out = stream or sys.stderr
     print(f"[harness] {what} ...", file=out, flush=True)
     start = time.perf_counter()

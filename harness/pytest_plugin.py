@@ -5,6 +5,7 @@ Every option starts with --harness-, is validated when parsed and states its def
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,14 +69,36 @@ def _active(make: Any, request: ModelRequest) -> Iterator[Any]:
         runner.deactivate()
 
 
+class _TerminalStream:
+    """Progress lines straight to the terminal: a minute of building InceptionV3 inside a
+    fixture must not look like a hang because pytest captures the fixture's stderr."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def write(self, text: str) -> int:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None:
+            return sys.stderr.write(text)
+        with capture.global_and_fixture_disabled():  # what capsys.disabled() does
+            reporter.ensure_newline()
+            reporter.write(text, flush=True)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
 @pytest.fixture(scope="session")
 def harness_workspace(pytestconfig: pytest.Config) -> Any:
     from harness.workspace import Workspace
 
     return Workspace(
-        pytestconfig.getoption("harness_artifacts"),
-        pytestconfig.getoption("harness_golden_dir"),
-        pytestconfig.getoption("harness_opset"),
+        progress=_TerminalStream(pytestconfig),
+        artifacts=pytestconfig.getoption("harness_artifacts"),
+        golden_dir=pytestconfig.getoption("harness_golden_dir"),
+        opset=pytestconfig.getoption("harness_opset"),
         providers=pytestconfig.getoption("harness_providers"),
     )
 

@@ -23,7 +23,7 @@ from harness.errors import ArtifactError, UsageError
 from harness.export import DEFAULT_OPSET, export_onnx
 from harness.golden import DEFAULT_GOLDEN_DIR, Golden, load_golden, write_golden
 from harness.machine import package_version
-from harness.progress import step
+from harness.progress import Stream, step
 from harness.sources import ModelRequest, resolve
 from harness.spec import ModelSpec
 
@@ -63,17 +63,19 @@ class Workspace:
         opset: int = DEFAULT_OPSET,
         quiet: bool = False,
         providers: Sequence[str] = ("cpu",),
+        progress: Stream | None = None,
     ) -> None:
         self.store = ArtifactStore(Path(artifacts))
         self.golden_dir = Path(golden_dir)
         self.opset = opset
         self.quiet = quiet
+        self.progress = progress  # where progress lines go (default stderr)
         self.providers = tuple(providers)  # ONNX Runtime execution providers, in priority order
         self._frozen: dict[ModelRequest, FrozenModel] = {}
         self._onnx: dict[ModelRequest, OnnxModel] = {}
 
     def _step(self, what: str) -> contextlib.AbstractContextManager[None]:
-        return step(what, io.StringIO() if self.quiet else None)
+        return step(what, io.StringIO() if self.quiet else self.progress)
 
     def frozen(self, request: ModelRequest) -> FrozenModel:
         if request in self._frozen:
