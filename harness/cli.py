@@ -110,12 +110,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     request = _request(args)
     comparison = ws.compare(request, args.backend)
     name = ws.frozen(request).name
-    header = f"{'backend':12s} {'precision':9s} {'output':20s} {'result':6s} {'max_abs':>9s} {'p99_abs':>9s} {'cosine':>10s} {'top1':>6s}"
-    print(header)
+    width = max([len("output"), *(len(r.output) for r in comparison.results)])
+    print(f"{'backend':12s} {'precision':9s} {'output':{width}s} {'result':6s} {'max_abs':>9s} {'p99_abs':>9s} "
+          f"{'cosine':>10s} {'top1':>6s}")
     for r in comparison.results:
         s = r.stats
         top1 = f"{s.top1_agreement:.3f}" if s.top1_agreement is not None else "-"
-        print(f"{r.backend:12s} {r.precision:9s} {r.output[:20]:20s} {'PASS' if r.passed else 'FAIL':6s} "
+        print(f"{r.backend:12s} {r.precision:9s} {r.output:{width}s} {'PASS' if r.passed else 'FAIL':6s} "
               f"{s.max_abs_error:9.2e} {s.p99_abs_error:9.2e} {s.cosine_similarity:10.7f} {top1:>6s}")
     for r in comparison.results:
         if not r.passed:

@@ -19,7 +19,7 @@ def test_compare_builtin_passes_and_writes_records(tmp_path: Path, capsys: pytes
     out = tmp_path / "results.json"
     assert main(["compare", "digits", "--backend", "onnxruntime,tensorflow", "--json", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "onnxruntime  fp32      logits" in table and "PASS" in table
+    assert "onnxruntime  fp32      logits " in table and "PASS" in table
     records = json.loads(out.read_text())
     assert [(r["backend"], r["precision"], r["output"]) for r in records] == [
         ("onnxruntime", "fp32", "logits"),
