@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.errors import ModelSourceError
 from harness.sources import Frozen
-from harness.spec import InputArg, ModelSpec, Shape, TensorSpec, format_shape
+from harness.spec import InputArg, ModelSpec, Shape, TensorSpec
 from harness.tfimport import import_tensorflow
 
 PLACEHOLDERS = ("Placeholder", "PlaceholderWithDefault")
@@ -158,7 +158,3 @@ def _keras_name(tensor: Any, default: str) -> str:
     history = getattr(tensor, "_keras_history", None)
     layer = getattr(history, "operation", None) or (history[0] if history else None)
     return str(getattr(layer, "name", None) or default)
-
-
-def describe_shape(t: TensorSpec) -> str:
-    return f"{t.name}: {t.dtype}[{format_shape(t.shape)}]"
