@@ -3,7 +3,6 @@ engine's speedup over it is measured in the same run, and a speedup table at the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,13 +22,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("engine", BACKENDS)  # tensorflow first: the baseline
 
 
-@pytest.fixture(scope="session")
-def active_runners(harness_workspace: Any, harness_request: Any) -> Iterator[dict[str, Any]]:
-    """One active runner per engine for the whole session (loading is not what we time)."""
-    runners: dict[str, Any] = {}
-    yield runners
-    for runner in runners.values():
-        runner.deactivate()
+# The plugin's session-scoped, already active runner of each engine (loading is not what we
+# time; a missing backend is a skip with its reason).
+RUNNER_FIXTURES = {"tensorflow": "tf_runner", "onnxruntime": "ort_runner"}
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -13,21 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.conftest import MEDIANS
-from harness.errors import BackendUnavailable
+from benchmarks.conftest import MEDIANS, RUNNER_FIXTURES
 
 TARGET_SECONDS = 2.0  # per benchmark, so batch 32 of InceptionV3 stays affordable on 2 cores
 MIN_ROUNDS, MAX_ROUNDS = 5, 200
 
 
-def test_latency(benchmark: Any, engine: str, batch: int, harness_workspace: Any, harness_request: Any,
-                 active_runners: dict[str, Any]) -> None:
-    try:
-        runner = active_runners.get(engine) or harness_workspace.runner(harness_request, engine)
-        runner.activate()
-    except BackendUnavailable as e:
-        pytest.skip(e.reason)
-    active_runners[engine] = runner
+def test_latency(benchmark: Any, engine: str, batch: int, request: pytest.FixtureRequest) -> None:
+    runner = request.getfixturevalue(RUNNER_FIXTURES[engine])
     feed = runner.spec.check_feed(runner.spec.random_feed(batch, seed=batch))
     start = time.perf_counter()
     runner.infer_checked(feed)  # warm-up, and an estimate of one call

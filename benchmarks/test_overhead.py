@@ -10,24 +10,13 @@ import numpy as np
 import pytest
 
 from benchmarks.conftest import OVERHEAD
-from harness.errors import BackendUnavailable
 
 ROUNDS = 50
 
 
-@pytest.fixture(scope="module")
-def ort(harness_workspace: Any, harness_request: Any) -> Any:
-    try:
-        runner = harness_workspace.ort_runner(harness_request)
-        runner.activate()
-    except BackendUnavailable as e:
-        pytest.skip(e.reason)
-    yield runner
-    runner.deactivate()
-
-
 @pytest.mark.parametrize("path", ["bare", "runner"])
-def test_overhead(benchmark: Any, path: str, ort: Any) -> None:
+def test_overhead(benchmark: Any, path: str, ort_runner: Any) -> None:
+    ort = ort_runner
     feed = ort.spec.random_feed(1, seed=0)
     session, names = ort.session, ort.spec.output_names
     call = (lambda: session.run(names, feed)) if path == "bare" else (lambda: ort.infer(feed))
