@@ -1,9 +1,11 @@
-"""Latency of the TensorFlow baseline and each engine on the model under test
+"""Latency of the TensorFlow baseline and of every engine x precision on the model under test
 (--harness-model, default inception_v3), per batch size (--harness-batch-sizes).
 
-Inputs are made before timing; each round is one `infer` call on an already active runner.
-`extra_info` carries p50/p90/p99 latency, samples/s and the speedup over TensorFlow at the
-same batch size, measured in this run."""
+TensorFlow runs first (it is defined first), so each engine's speedup is against a median
+measured in this same run. Inputs are made before timing; each round is one call on an
+already active runner. Batch 1 is the latency figure (one request at a time, MLPerf's
+SingleStream); the largest batch is the throughput figure (Offline). `extra_info` carries
+p50/p90/p99 latency, samples/s and the speedup over TensorFlow at the same batch size."""
 
 from __future__ import annotations
 
@@ -11,16 +13,15 @@ import time
 from typing import Any
 
 import numpy as np
-import pytest
 
-from benchmarks.conftest import MEDIANS, RUNNER_FIXTURES
+from harness.backends.base import Runner
+from harness.timing import REFERENCE, Latency, Row, speedups
 
 TARGET_SECONDS = 2.0  # per benchmark, so batch 32 of InceptionV3 stays affordable on 2 cores
 MIN_ROUNDS, MAX_ROUNDS = 5, 200
 
 
-def test_latency(benchmark: Any, engine: str, batch: int, request: pytest.FixtureRequest) -> None:
-    runner = request.getfixturevalue(RUNNER_FIXTURES[engine])
+def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], largest: int) -> None:
     feed = runner.spec.check_feed(runner.spec.random_feed(batch, seed=batch))
     start = time.perf_counter()
     runner.infer_checked(feed)  # warm-up, and an estimate of one call
@@ -31,18 +32,30 @@ def test_latency(benchmark: Any, engine: str, batch: int, request: pytest.Fixtur
     benchmark.group = f"{model} batch {batch}"
     benchmark.pedantic(runner.infer_checked, args=(feed,), rounds=rounds, iterations=1, warmup_rounds=1)
 
-    times = np.asarray(benchmark.stats.stats.data)
-    median = float(np.median(times))
-    MEDIANS[(model, batch, runner.name)] = median
-    baseline = MEDIANS.get((model, batch, "tensorflow-fp32"))
+    latency = Latency.of(benchmark.stats.stats.data)
+    row = Row(model, runner.name, batch, latency.p50)
+    rows.append(row)
+    speedup = speedups(rows).get((model, runner.name, batch))
+    scenario = "SingleStream" if batch == 1 else "Offline" if batch == largest else "batch"
     benchmark.extra_info.update(
         model=model,
         engine=runner.backend,
         precision=runner.precision,
         batch=batch,
-        p50_ms=median * 1e3,
-        p90_ms=float(np.percentile(times, 90)) * 1e3,
-        p99_ms=float(np.percentile(times, 99)) * 1e3,
-        samples_per_s=batch / median,
-        speedup_vs_tensorflow=(baseline / median) if baseline else None,
+        scenario=scenario,
+        p50_ms=latency.p50 * 1e3,
+        p90_ms=latency.p90 * 1e3,
+        p99_ms=latency.p99 * 1e3,
+        samples_per_s=row.samples_per_s,
+        speedup_vs_tensorflow=speedup,
     )
+
+
+def test_tensorflow(benchmark: Any, batch: int, tf_runner: Runner, harness_benchmark_rows: list[Row],
+                    pytestconfig: Any) -> None:
+    assert tf_runner.name == REFERENCE
+    _measure(benchmark, tf_runner, batch, harness_benchmark_rows, max(pytestconfig.getoption("harness_batch_sizes")))
+
+
+def test_engine(benchmark: Any, batch: int, engine: Any, harness_benchmark_rows: list[Row], pytestconfig: Any) -> None:
+    _measure(benchmark, engine.runner, batch, harness_benchmark_rows, max(pytestconfig.getoption("harness_batch_sizes")))

@@ -16,16 +16,23 @@ from harness.backends.onnxrt import PROVIDERS
 from harness.errors import HarnessError
 from harness.export import DEFAULT_OPSET
 from harness.golden import DEFAULT_GOLDEN_DIR
-from harness.options import choices, input_arg, opset, positive_int
+from harness.options import choices, input_arg, one_of, opset, positive_int
+from harness.precision import PRECISIONS
+from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
 from harness.sources import ModelRequest
 from harness.spec import format_shape
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-PRECISIONS = ("fp32",)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.workspace import BACKENDS, DEFAULT_GOLDEN_SAMPLES, DEFAULT_SEED
+    from harness.workspace import (
+        BACKENDS,
+        DEFAULT_CALIBRATION_METHOD,
+        DEFAULT_CALIBRATION_SAMPLES,
+        DEFAULT_GOLDEN_SAMPLES,
+        DEFAULT_SEED,
+    )
 
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
@@ -59,7 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--backend", type=choices(BACKENDS), default=["onnxruntime"],
                          help="comma-separated backends (default: onnxruntime)")
     compare.add_argument("--precision", type=choices(PRECISIONS), default=["fp32"],
-                         help="comma-separated precisions (default: fp32)")
+                         help=f"comma-separated precisions from {','.join(PRECISIONS)} (default: fp32; "
+                         "tensorflow, the reference, is always fp32)")
+    compare.add_argument("--calibration", type=Path, default=None, metavar="PATH",
+                         help="int8 calibration data: a directory of images, a .npy or an .npz keyed by input name "
+                         "(default: the golden inputs)")
+    compare.add_argument("--calibration-samples", type=positive_int, default=DEFAULT_CALIBRATION_SAMPLES, metavar="N",
+                         help=f"calibration samples used, the first N (default: {DEFAULT_CALIBRATION_SAMPLES})")
+    compare.add_argument("--calibration-method", type=one_of(METHODS), default=DEFAULT_CALIBRATION_METHOD,
+                         help=f"from {','.join(METHODS)} (default: {DEFAULT_CALIBRATION_METHOD})")
+    compare.add_argument("--calibration-preprocess", default=DEFAULT_PREPROCESS, metavar="NAME|MODULE:FUNCTION",
+                         help="preprocessing of calibration images: inception ([-1, 1]), unit ([0, 1]) or "
+                         f"module:function taking an HxWxC uint8 array (default: {DEFAULT_PREPROCESS})")
+    compare.add_argument("--tolerances", type=Path, default=Path("pyproject.toml"), metavar="PYPROJECT",
+                         help="pyproject.toml whose [tool.harness] overrides the default tolerances "
+                         "(default: ./pyproject.toml, if present)")
     compare.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the records as JSON")
     return parser
 
@@ -108,16 +129,27 @@ def cmd_golden(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     request = _request(args)
-    comparison = ws.compare(request, args.backend)
+    from harness.policy import TolerancePolicy
+    from harness.workspace import CalibrationOptions
+
+    calibration = CalibrationOptions(
+        args.calibration, args.calibration_samples, args.calibration_method, args.calibration_preprocess
+    )
+    policy = TolerancePolicy.from_pyproject(args.tolerances)
+    comparison = ws.compare(request, args.backend, args.precision, policy, calibration)
     name = ws.frozen(request).name
     width = max([len("output"), *(len(r.output) for r in comparison.results)])
     print(f"{'backend':12s} {'precision':9s} {'output':{width}s} {'result':6s} {'max_abs':>9s} {'p99_abs':>9s} "
-          f"{'cosine':>10s} {'top1':>6s}")
+          f"{'cosine':>10s} {'top1':>6s} {'accuracy':>8s}")
     for r in comparison.results:
         s = r.stats
         top1 = f"{s.top1_agreement:.3f}" if s.top1_agreement is not None else "-"
+        accuracy = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
         print(f"{r.backend:12s} {r.precision:9s} {r.output:{width}s} {'PASS' if r.passed else 'FAIL':6s} "
-              f"{s.max_abs_error:9.2e} {s.p99_abs_error:9.2e} {s.cosine_similarity:10.7f} {top1:>6s}")
+              f"{s.max_abs_error:9.2e} {s.p99_abs_error:9.2e} {s.cosine_similarity:10.7f} {top1:>6s} {accuracy:>8s}")
+    accuracies = {r.reference_accuracy for r in comparison.results if r.reference_accuracy is not None}
+    if accuracies:
+        print(f"(accuracy: top-1 against the golden labels; TensorFlow reference {accuracies.pop():.4f})")
     for r in comparison.results:
         if not r.passed:
             print(f"\n{r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -19,6 +20,7 @@ from harness.artifacts import atomic_write_json, building_dir
 from harness.backends.base import Runner
 from harness.compare import Comparison, Tolerance, compare
 from harness.errors import GoldenError, GoldenMissing, GoldenStale
+from harness.policy import TolerancePolicy
 
 DEFAULT_GOLDEN_DIR = Path("golden")
 FORMAT = 1
@@ -33,9 +35,15 @@ class Golden:
     labels: np.ndarray | None
     meta: dict[str, Any]
 
-    def check(self, runner: Runner, tolerance: Tolerance | dict[str, Tolerance]) -> Comparison:
-        """Run `runner` (active) on the golden inputs and compare with the golden outputs."""
-        return compare(runner.infer(self.inputs), self.outputs, tolerance, runner.backend, runner.precision)
+    def check(self, runner: Runner, tolerance: Tolerance | Mapping[str, Tolerance] | TolerancePolicy) -> Comparison:
+        """Run `runner` (active) on the golden inputs and compare with the golden outputs, under
+        one tolerance, one per output, or a policy (resolved for this model and the runner's
+        precision)."""
+        if isinstance(tolerance, TolerancePolicy):
+            tolerance = tolerance.for_outputs(runner.precision, self.model, list(self.outputs))
+        return compare(
+            runner.infer(self.inputs), self.outputs, tolerance, runner.backend, runner.precision, self.labels
+        )
 
 
 def golden_path(root: Path, model: str) -> Path:

@@ -50,3 +50,22 @@ def choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
         return items
 
     return parse
+
+
+def one_of(allowed: Sequence[str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"{text!r}: one of {','.join(allowed)}")
+        return text
+
+    return parse
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a fraction in [0, 1), e.g. 0.15")
+    return value

@@ -14,15 +14,27 @@ import pytest
 
 from harness.artifacts import DEFAULT_ROOT
 from harness.backends.onnxrt import PROVIDERS
-from harness.compare import DEFAULT_TOLERANCES, Tolerance
 from harness.errors import BackendUnavailable
 from harness.export import DEFAULT_OPSET
 from harness.golden import DEFAULT_GOLDEN_DIR
-from harness.options import batch_sizes, choices, input_arg, opset
+from harness.options import batch_sizes, choices, fraction, input_arg, one_of, opset, positive_int
+from harness.policy import TolerancePolicy
+from harness.precision import PRECISIONS
+from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
 from harness.sources import ModelRequest
+from harness.workspace import (
+    DEFAULT_CALIBRATION_METHOD,
+    DEFAULT_CALIBRATION_SAMPLES,
+    ENGINE_BACKENDS,
+    CalibrationOptions,
+)
 
 DEFAULT_MODEL = "inception_v3"
 DEFAULT_BATCH_SIZES = "1,8,32"
+DEFAULT_MAX_SLOWDOWN = 0.15
+ROWS = pytest.StashKey[list[Any]]()
+GATE = pytest.StashKey[list[Any]]()
+BASELINE_WRITTEN = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,6 +55,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"ONNX opset of the export (default: {DEFAULT_OPSET})")
     group.addoption("--harness-providers", type=choices(list(PROVIDERS)), default=["cpu"], metavar="P,P,...",
                     help=f"ONNX Runtime execution providers in priority order, from {','.join(PROVIDERS)} (default: cpu)")
+    group.addoption("--harness-backends", type=choices(list(ENGINE_BACKENDS)), default=list(ENGINE_BACKENDS),
+                    metavar="B,B,...", help="engine backends the `engine` fixture covers, from "
+                    f"{','.join(ENGINE_BACKENDS)} (default: all; unavailable ones are skipped with the reason)")
+    group.addoption("--harness-precisions", type=choices(list(PRECISIONS)), default=list(PRECISIONS),
+                    metavar="P,P,...", help=f"precisions the `engine` fixture covers (default: {','.join(PRECISIONS)})")
+    group.addoption("--harness-calibration", type=Path, default=None, metavar="PATH",
+                    help="int8 calibration data: a directory of images, a .npy or .npz (default: the golden inputs)")
+    group.addoption("--harness-calibration-samples", type=positive_int, default=DEFAULT_CALIBRATION_SAMPLES,
+                    metavar="N", help=f"int8 calibration samples used (default: {DEFAULT_CALIBRATION_SAMPLES})")
+    group.addoption("--harness-calibration-method", type=one_of(METHODS), default=DEFAULT_CALIBRATION_METHOD,
+                    metavar="M", help=f"int8 calibration method, from {','.join(METHODS)} "
+                    f"(default: {DEFAULT_CALIBRATION_METHOD})")
+    group.addoption("--harness-calibration-preprocess", default=DEFAULT_PREPROCESS, metavar="NAME|MODULE:FUNCTION",
+                    help="preprocessing of calibration images: inception ([-1, 1]), unit ([0, 1]) or "
+                    f"module:function (default: {DEFAULT_PREPROCESS})")
+    group.addoption("--harness-gate", type=Path, default=None, metavar="BASELINE.json",
+                    help="fail the run when a measured speedup over TensorFlow falls below this baseline's by "
+                    "more than --harness-max-slowdown (default: no gate)")
+    group.addoption("--harness-max-slowdown", type=fraction, default=DEFAULT_MAX_SLOWDOWN, metavar="F",
+                    help=f"margin of the gate, a fraction of the baseline speedup (default: {DEFAULT_MAX_SLOWDOWN})")
+    group.addoption("--harness-update-baseline", type=Path, default=None, metavar="BASELINE.json",
+                    help="write the speedups measured in this run into this baseline (other models kept)")
     group.addoption("--harness-batch-sizes", type=batch_sizes, default=batch_sizes(DEFAULT_BATCH_SIZES),
                     metavar="N,N,...", help=f"batch sizes the benchmarks run (default: {DEFAULT_BATCH_SIZES})")
 
@@ -114,10 +148,56 @@ def harness_request(pytestconfig: pytest.Config) -> ModelRequest:
     )
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every (backend, precision) asked for; one the host cannot build or run is skipped by
+    # the fixture with the reason, so the report shows what was not covered.
+    if "engine" in metafunc.fixturenames and not _parametrized_by_test(metafunc, "engine"):
+        config = metafunc.config
+        combos = [(b, p) for b in config.getoption("harness_backends") for p in config.getoption("harness_precisions")]
+        metafunc.parametrize("engine", combos, indirect=True, ids=[f"{b}-{p}" for b, p in combos], scope="session")
+
+
+def _parametrized_by_test(metafunc: pytest.Metafunc, name: str) -> bool:
+    return any(name in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize"))
+
+
 @pytest.fixture(scope="session")
-def harness_tolerances() -> dict[str, Tolerance]:
-    """Tolerance per precision; override this fixture in a conftest.py to change the policy."""
-    return dict(DEFAULT_TOLERANCES)
+def harness_tolerances(pytestconfig: pytest.Config) -> TolerancePolicy:
+    """Tolerance policy: per-precision defaults, then `[tool.harness]` of the project's
+    pyproject.toml. Override this fixture in a conftest.py to change it in code, e.g.
+    `return TolerancePolicy.from_pyproject(...).override("int8", model="mine", min_top1=0.99)`."""
+    return TolerancePolicy.from_pyproject(pytestconfig.rootpath / "pyproject.toml")
+
+
+@pytest.fixture(scope="session")
+def harness_calibration(pytestconfig: pytest.Config) -> CalibrationOptions:
+    return CalibrationOptions(
+        pytestconfig.getoption("harness_calibration"),
+        pytestconfig.getoption("harness_calibration_samples"),
+        pytestconfig.getoption("harness_calibration_method"),
+        pytestconfig.getoption("harness_calibration_preprocess"),
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(
+    request: pytest.FixtureRequest,
+    harness_workspace: Any,
+    harness_request: ModelRequest,
+    harness_calibration: CalibrationOptions,
+) -> Iterator[Any]:
+    """A built, active engine of the model under test for one (backend, precision):
+    `.plan` (the file the backend loads), `.backend`, `.precision`, `.runner`.
+    Parametrized over --harness-backends x --harness-precisions."""
+    if not hasattr(request, "param"):
+        raise pytest.UsageError("the `engine` fixture is parametrized by the harness plugin; don't call it directly")
+    backend, precision = request.param
+    built = _unavailable_to_skip(harness_workspace.engine, harness_request, backend, precision, harness_calibration)
+    _unavailable_to_skip(built.runner.activate)
+    try:
+        yield built
+    finally:
+        built.runner.deactivate()
 
 
 @pytest.fixture(scope="session")
@@ -152,3 +232,75 @@ def golden(harness_workspace: Any, harness_request: ModelRequest) -> Any:
     """Golden inputs and reference outputs; a missing or stale golden fails with the command
     that writes it."""
     return harness_workspace.golden(harness_request)
+
+
+# --- benchmark results, speedup table and regression gate --------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[ROWS] = []
+
+
+@pytest.fixture(scope="session")
+def harness_benchmark_rows(pytestconfig: pytest.Config) -> list[Any]:
+    """Benchmarks append a `harness.timing.Row` per engine x batch; the speedup table and the
+    gate at the end of the run are computed from them."""
+    return pytestconfig.stash[ROWS]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    from harness.machine import machine_info as harness_machine_info
+
+    machine_info["harness"] = harness_machine_info()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from harness.machine import machine_info
+    from harness.timing import check_gate, load_baseline, speedups, update_baseline
+
+    config = session.config
+    measured = speedups(config.stash.get(ROWS, []))
+    if not measured:
+        return
+    gate = config.getoption("harness_gate")
+    if gate is not None:
+        results = check_gate(measured, load_baseline(gate), config.getoption("harness_max_slowdown"))
+        config.stash[GATE] = results
+        if any(r.measured is not None and not r.passed for r in results) and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    target = config.getoption("harness_update_baseline")
+    if target is not None and session.exitstatus == 0:
+        info = machine_info()
+        update_baseline(target, measured, {"cpu": info["cpu"]["model"], "cores": info["cpu"]["usable_cores"],
+                                           "gpus": [g["name"] for g in info["gpus"]], "versions": info["versions"]})
+        config.stash[BASELINE_WRITTEN] = True
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from harness.timing import REFERENCE, speedups
+
+    rows = config.stash.get(ROWS, [])
+    if not rows:
+        return
+    tw = terminalreporter
+    ratios = speedups(rows)
+    tw.section("harness: median latency per batch and speedup over TensorFlow (same run)")
+    tw.line(f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'speedup':>8s}")
+    for r in sorted(rows, key=lambda r: (r.model, r.batch, r.engine != REFERENCE, r.engine)):
+        ratio = ratios.get((r.model, r.engine, r.batch))
+        speedup = f"{ratio:7.2f}x" if ratio is not None else "       -"
+        tw.line(f"{r.model:14s} {r.batch:5d} {r.engine:22s} {r.median * 1e3:10.2f} {r.samples_per_s:10.1f} {speedup:>8s}")
+    if GATE in config.stash:
+        results = config.stash[GATE]
+        failed = [r for r in results if r.measured is not None and not r.passed]
+        tw.section(f"harness gate ({config.getoption('harness_gate')}, max slowdown "
+                   f"{config.getoption('harness_max_slowdown'):.0%}): {'FAILED' if failed else 'passed'}",
+                   red=bool(failed), green=not failed)
+        for r in results:
+            tw.line(str(r), red=r.measured is not None and not r.passed)
+    target = config.getoption("harness_update_baseline")
+    if target is not None:
+        written = config.stash.get(BASELINE_WRITTEN, False)
+        tw.line(f"harness: baseline {'written to' if written else 'NOT written (the run failed):'} {target}")

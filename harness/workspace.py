@@ -7,27 +7,34 @@ from __future__ import annotations
 import contextlib
 import io
 import shlex
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.artifacts import DEFAULT_ROOT, ArtifactStore, digest_bytes, digest_json
+from harness.artifacts import DEFAULT_ROOT, ArtifactStore, digest_bytes, digest_json, file_digest
 from harness.backends.base import Runner
 from harness.backends.onnxrt import OrtRunner
 from harness.backends.tf import TFRunner
-from harness.compare import DEFAULT_TOLERANCES, Comparison, OutputComparison, Tolerance
+from harness.compare import Comparison, OutputComparison
 from harness.errors import ArtifactError, UsageError
 from harness.export import DEFAULT_OPSET, export_onnx
 from harness.golden import DEFAULT_GOLDEN_DIR, Golden, load_golden, write_golden
 from harness.machine import package_version
+from harness.policy import TolerancePolicy
+from harness.precision import PRECISIONS
+from harness.precision.calibration import DEFAULT_PREPROCESS, load_calibration
 from harness.progress import Stream, step
 from harness.sources import ModelRequest, resolve
 from harness.spec import ModelSpec
 
-BACKENDS = ("tensorflow", "onnxruntime")
+DEFAULT_CALIBRATION_SAMPLES = 256
+DEFAULT_CALIBRATION_METHOD = "minmax"
+BACKENDS = ("tensorflow", "onnxruntime")  # what `harness compare --backend` accepts
+ENGINE_BACKENDS = ("onnxruntime",)  # engines: what is built from the ONNX and checked against TensorFlow
 DEFAULT_GOLDEN_SAMPLES = 4
 DEFAULT_SEED = 0
 
@@ -55,6 +62,44 @@ class OnnxModel:
     seconds: float
 
 
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """Where INT8 calibration data come from; None means the model's golden inputs."""
+
+    source: Path | None = None
+    samples: int = DEFAULT_CALIBRATION_SAMPLES
+    method: str = DEFAULT_CALIBRATION_METHOD
+    preprocess: str = DEFAULT_PREPROCESS
+
+
+@dataclass(frozen=True)
+class Calibration:
+    table: Path  # activation ranges (ONNX Runtime's calibration cache format, JSON)
+    description: str
+    method: str
+    reused: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One deployable engine of the model: `plan` is what the backend loads (the precision's
+    ONNX file for ONNX Runtime, a serialized plan for TensorRT)."""
+
+    model: str
+    backend: str
+    precision: str
+    plan: Path
+    spec: ModelSpec
+    runner: Runner
+    reused: bool
+    calibration: Calibration | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+
 class Workspace:
     def __init__(
         self,
@@ -73,6 +118,7 @@ class Workspace:
         self.providers = tuple(providers)  # ONNX Runtime execution providers, in priority order
         self._frozen: dict[ModelRequest, FrozenModel] = {}
         self._onnx: dict[ModelRequest, OnnxModel] = {}
+        self._variants: dict[tuple[ModelRequest, str, CalibrationOptions], tuple[OnnxModel, Calibration | None]] = {}
 
     def _step(self, what: str) -> contextlib.AbstractContextManager[None]:
         return step(what, io.StringIO() if self.quiet else self.progress)
@@ -118,6 +164,86 @@ class Workspace:
         )
         self._onnx[request] = result
         return result
+
+    # --- precision variants ---------------------------------------------------------------
+
+    def calibration(self, request: ModelRequest, options: CalibrationOptions) -> Calibration:
+        """INT8 activation ranges of the FP32 ONNX on the calibration data, cached: reused
+        while the FP32 model, the data (by content) and the method are unchanged."""
+        from harness.precision.int8 import calibrate, check_table
+
+        model = self.onnx(request)
+        golden_inputs = None
+        if options.source is None:
+            golden_inputs = self.golden(request).inputs
+        data = load_calibration(model.spec, options.source, golden_inputs, options.samples, options.preprocess)
+        key = digest_json(["calibration", file_digest(model.path), data.digest(), options.method,
+                           _version("onnxruntime")])
+        start = time.perf_counter()
+
+        def build(tmp: Path) -> dict[str, Any]:
+            with self._step(f"calibrating {model.name} for int8 on {data.description} ({options.method})"):
+                calibrate(model.path, data, options.method, tmp / "calibration.json")
+            return {"description": data.description, "method": options.method, "data_digest": data.digest()}
+
+        entry = self.store.get_or_build("calibration", model.name, key, build)
+        check_table(entry.file("calibration.json"))
+        return Calibration(entry.file("calibration.json"), entry.meta["description"], options.method, entry.reused,
+                           time.perf_counter() - start)
+
+    def variant(
+        self, request: ModelRequest, precision: str, calibration: CalibrationOptions = CalibrationOptions()
+    ) -> tuple[OnnxModel, Calibration | None]:
+        """The ONNX file of `precision` (fp32 is the export itself), and its calibration (int8)."""
+        if precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {precision!r}; choose from {list(PRECISIONS)}")
+        cache_key = (request, precision, calibration)
+        if cache_key in self._variants:
+            return self._variants[cache_key]
+        fp32 = self.onnx(request)
+        cal: Calibration | None = None
+        if precision == "fp32":
+            result = (fp32, None)
+            self._variants[cache_key] = result
+            return result
+        start = time.perf_counter()
+        if precision == "fp16":
+            from harness.precision.fp16 import convert_fp16
+
+            key = digest_json(["fp16", file_digest(fp32.path), _version("onnxconverter-common"), _version("onnx")])
+
+            def build(tmp: Path) -> dict[str, Any]:
+                with self._step(f"converting {fp32.name} to fp16"):
+                    return convert_fp16(fp32.path, tmp / "model.onnx")
+        else:
+            from harness.precision.int8 import quantize
+
+            cal = self.calibration(request, calibration)
+            key = digest_json(["int8", file_digest(fp32.path), file_digest(cal.table), cal.method,
+                               _version("onnxruntime")])
+
+            def build(tmp: Path) -> dict[str, Any]:
+                with self._step(f"quantizing {fp32.name} to int8 (Q/DQ)"):
+                    info = quantize(fp32.path, cal.table, cal.method, tmp / "model.onnx")
+                # The calibration table travels beside the model it produced.
+                shutil.copyfile(cal.table, tmp / "calibration.json")
+                return {**info, "calibration": cal.description, "method": cal.method}
+
+        entry = self.store.get_or_build(precision, fp32.name, key, build)
+        model = OnnxModel(fp32.name, fp32.spec, entry.file("model.onnx"), fp32.opset, entry.reused,
+                          time.perf_counter() - start)
+        self._variants[cache_key] = (model, cal)
+        return model, cal
+
+    def engine(
+        self, request: ModelRequest, backend: str, precision: str, calibration: CalibrationOptions = CalibrationOptions()
+    ) -> Engine:
+        """A built (not yet active) engine of `backend` in `precision`."""
+        if backend not in ENGINE_BACKENDS:
+            raise UsageError(f"unknown engine backend {backend!r}; choose from {list(ENGINE_BACKENDS)}")
+        model, cal = self.variant(request, precision, calibration)
+        runner = OrtRunner(model.path, model.spec, precision, self.providers)
+        return Engine(model.name, backend, precision, model.path, model.spec, runner, model.reused, cal)
 
     def tf_runner(self, request: ModelRequest) -> TFRunner:
         frozen = self.frozen(request)
@@ -178,13 +304,22 @@ class Workspace:
         self,
         request: ModelRequest,
         backends: Sequence[str] = ("onnxruntime",),
-        tolerances: Mapping[str, Tolerance] | None = None,
+        precisions: Sequence[str] = ("fp32",),
+        policy: TolerancePolicy | None = None,
+        calibration: CalibrationOptions = CalibrationOptions(),
     ) -> Comparison:
-        """Each backend's outputs on the golden inputs against the golden reference outputs."""
+        """Each backend x precision on the golden inputs against the golden reference outputs
+        (TensorFlow, the reference, only in fp32)."""
         golden = self.golden(request)
-        tols = dict(DEFAULT_TOLERANCES, **(tolerances or {}))
+        policy = policy or TolerancePolicy()
         results: list[OutputComparison] = []
         for backend in backends:
-            with self.runner(request, backend) as runner:
-                results += golden.check(runner, tols[runner.precision]).results
+            for precision in ("fp32",) if backend == "tensorflow" else precisions:
+                if backend == "tensorflow":
+                    runner: Runner = self.tf_runner(request)
+                else:
+                    runner = self.engine(request, backend, precision, calibration).runner
+                tolerances = policy.for_outputs(precision, golden.model, list(golden.outputs))
+                with runner:
+                    results += golden.check(runner, tolerances).results
         return Comparison(tuple(results))

@@ -1,0 +1,114 @@
+"""Tolerance policy as data: defaults per precision, overridden for all models, per model and
+per output, from `[tool.harness]` in pyproject.toml or in code (a conftest.py):
+
+    [tool.harness.tolerance.fp16]                        # every model
+    atol = 0.2
+    [tool.harness.model.digits.tolerance.int8]           # one model
+    min_top1 = 0.99
+    [tool.harness.model.digits.output.logits.tolerance.int8]   # one output of one model
+    min_cosine = 0.999
+
+The most specific setting wins field by field: output > model > all models > default."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from harness.compare import DEFAULT_TOLERANCES, Tolerance
+from harness.errors import HarnessError, UsageError
+
+FIELDS = {f.name for f in fields(Tolerance)}
+Overrides = Mapping[str, Mapping[str, Any]]  # precision -> {field: value}
+
+
+def _check(overrides: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    checked: dict[str, dict[str, Any]] = {}
+    for precision, values in overrides.items():
+        if precision not in DEFAULT_TOLERANCES:
+            raise UsageError(f"{where}: unknown precision {precision!r}; choose from {sorted(DEFAULT_TOLERANCES)}")
+        if not isinstance(values, Mapping):
+            raise UsageError(f"{where}.{precision}: expected a table of {sorted(FIELDS)}")
+        unknown = sorted(set(values) - FIELDS)
+        if unknown:
+            raise UsageError(f"{where}.{precision}: unknown field(s) {unknown}; allowed: {sorted(FIELDS)}")
+        for name, value in values.items():
+            if name != "statistic" and value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise UsageError(f"{where}.{precision}.{name}: {value!r} is not a number")
+        try:
+            replace(DEFAULT_TOLERANCES[precision], **values)  # range check now, not at test time
+        except HarnessError as e:
+            raise UsageError(f"{where}.{precision}: {e}") from e
+        checked[precision] = dict(values)
+    return checked
+
+
+@dataclass(frozen=True)
+class TolerancePolicy:
+    defaults: Mapping[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    everywhere: Overrides = field(default_factory=dict)
+    models: Mapping[str, Overrides] = field(default_factory=dict)
+    outputs: Mapping[tuple[str, str], Overrides] = field(default_factory=dict)
+
+    def tolerance(self, precision: str, model: str = "", output: str = "") -> Tolerance:
+        if precision not in self.defaults:
+            raise UsageError(f"no tolerance for precision {precision!r}; known: {sorted(self.defaults)}")
+        values: dict[str, Any] = {}
+        for layer in (self.everywhere, self.models.get(model, {}), self.outputs.get((model, output), {})):
+            values.update(layer.get(precision, {}))
+        return replace(self.defaults[precision], **values)
+
+    def for_outputs(self, precision: str, model: str, outputs: Sequence[str]) -> dict[str, Tolerance]:
+        return {o: self.tolerance(precision, model, o) for o in outputs}
+
+    def override(self, precision: str, model: str = "", output: str = "", **values: Any) -> TolerancePolicy:
+        """A copy with `values` set for all models, one model, or one output of a model
+        (what a conftest.py does to change the policy in code)."""
+        if output and not model:
+            raise UsageError("an output override needs the model it belongs to")
+        layer = _check({precision: values}, "override")
+        if output:
+            key = (model, output)
+            merged = {**self.outputs.get(key, {}), precision: {**self.outputs.get(key, {}).get(precision, {}), **values}}
+            return replace(self, outputs={**self.outputs, key: merged})
+        if model:
+            merged = {**self.models.get(model, {}), precision: {**self.models.get(model, {}).get(precision, {}), **values}}
+            return replace(self, models={**self.models, model: merged})
+        return replace(self, everywhere={**self.everywhere, precision: {**self.everywhere.get(precision, {}), **layer[precision]}})
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], where: str = "[tool.harness]") -> TolerancePolicy:
+        unknown = sorted(set(table) - {"tolerance", "model"})
+        if unknown:
+            raise UsageError(f"{where}: unknown key(s) {unknown}; expected 'tolerance' and 'model'")
+        everywhere = _check(table.get("tolerance", {}), f"{where}.tolerance")
+        models: dict[str, Overrides] = {}
+        outputs: dict[tuple[str, str], Overrides] = {}
+        for model, body in table.get("model", {}).items():
+            bad = sorted(set(body) - {"tolerance", "output"})
+            if bad:
+                raise UsageError(f"{where}.model.{model}: unknown key(s) {bad}; expected 'tolerance' and 'output'")
+            models[model] = _check(body.get("tolerance", {}), f"{where}.model.{model}.tolerance")
+            for output, obody in body.get("output", {}).items():
+                bad = sorted(set(obody) - {"tolerance"})
+                if bad:
+                    raise UsageError(f"{where}.model.{model}.output.{output}: unknown key(s) {bad}")
+                outputs[(model, output)] = _check(
+                    obody.get("tolerance", {}), f"{where}.model.{model}.output.{output}.tolerance"
+                )
+        return cls(dict(DEFAULT_TOLERANCES), everywhere, models, outputs)
+
+    @classmethod
+    def from_pyproject(cls, path: Path) -> TolerancePolicy:
+        """The policy of `[tool.harness]` in `path`; the defaults if the file or table is absent."""
+        path = Path(path)
+        if not path.is_file():
+            return cls()
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise UsageError(f"{path}: cannot read it ({e})") from e
+        return cls.from_table(data.get("tool", {}).get("harness", {}), f"{path} [tool.harness]")

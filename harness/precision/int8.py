@@ -1,0 +1,126 @@
+"""FP32 ONNX -> INT8 ONNX with explicit QuantizeLinear/DequantizeLinear, in the form
+TensorRT accepts: symmetric int8 (zero point 0), per-channel weight scales, per-tensor
+activation scales.
+
+Two steps so the slow one is cached on its own: `calibrate` runs the FP32 model on the
+calibration data and writes the activation ranges (the "calibration table") to a JSON
+file; `quantize` turns FP32 + table into the Q/DQ model without running anything."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from harness.backends.onnxrt import import_onnxruntime
+from harness.errors import ArtifactError, UsageError
+from harness.precision.calibration import METHODS, CalibrationData
+
+CALIBRATION_BATCH = 8
+PERCENTILE = 99.999  # of |activation|, for the percentile method
+
+
+def _method(name: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    if name not in METHODS:
+        raise UsageError(f"calibration method {name!r}: choose from {list(METHODS)}")
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+class _Reader:
+    """onnxruntime.quantization.CalibrationDataReader over in-memory batches."""
+
+    def __init__(self, data: CalibrationData) -> None:
+        self._batches = iter(data.batches(CALIBRATION_BATCH))
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._batches, None)
+
+    def __len__(self) -> int:  # only for strided calibration, which is not used
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ONNX Runtime's quantization tools print progress and log advice on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def calibrate(fp32: Path, data: CalibrationData, method: str, table: Path) -> None:
+    import_onnxruntime()
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator, save_tensors_data
+
+    CalibrationDataReader.register(_Reader)
+    # Symmetric ranges: int8 activations with zero point 0 are all TensorRT takes.
+    options: dict[str, Any] = {"symmetric": True}
+    if method == "percentile":
+        options["percentile"] = PERCENTILE
+    with tempfile.TemporaryDirectory(prefix="harness-calib.") as tmp, _quiet():
+        calibrator = create_calibrator(
+            Path(fp32),
+            None,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=_method(method),
+            extra_options=options,
+        )
+        calibrator.collect_data(_Reader(data))
+        ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, table)
+
+
+def check_table(table: Path) -> dict[str, Any]:
+    """The calibration table, or ArtifactError naming it: never quantize with a broken one."""
+    try:
+        raw = json.loads(table.read_text())
+        from onnxruntime.quantization.calibrate import TensorsData
+
+        TensorsData.from_dict(raw)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ArtifactError(
+            f"{table}: not a readable calibration table ({type(e).__name__}: {e}); delete it to recalibrate"
+        ) from e
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{table}: not a calibration table; delete it to recalibrate")
+    return raw
+
+
+def quantize(fp32: Path, table: Path, method: str, dst: Path) -> dict[str, Any]:
+    import_onnxruntime()
+    from onnxruntime.quantization import quantize_static
+
+    check_table(table)
+    with _quiet():
+        _quantize_static(quantize_static, fp32, table, method, dst)
+    return {"format": "QDQ", "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel"}
+
+
+def _quantize_static(quantize_static: Any, fp32: Path, table: Path, method: str, dst: Path) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    quantize_static(
+        str(fp32),
+        str(dst),
+        None,  # no reader: the ranges come from the table, nothing is recomputed
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=_method(method),
+        calibration_cache_path=str(table),
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
