@@ -239,6 +239,15 @@ def golden(harness_workspace: Any, harness_request: ModelRequest) -> Any:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[ROWS] = []
+    gate = config.getoption("harness_gate", None)
+    if gate is not None:  # a missing or broken baseline is a usage error now, not after the run
+        from harness.errors import UsageError
+        from harness.timing import load_baseline
+
+        try:
+            load_baseline(gate)
+        except UsageError as e:
+            raise pytest.UsageError(str(e)) from e
 
 
 @pytest.fixture(scope="session")

@@ -118,7 +118,7 @@ class Workspace:
         self.providers = tuple(providers)  # ONNX Runtime execution providers, in priority order
         self._frozen: dict[ModelRequest, FrozenModel] = {}
         self._onnx: dict[ModelRequest, OnnxModel] = {}
-        self._variants: dict[tuple[ModelRequest, str, CalibrationOptions], tuple[OnnxModel, Calibration | None]] = {}
+        self._variants: dict[tuple[ModelRequest, str, CalibrationOptions, str], tuple[OnnxModel, Calibration | None]] = {}
 
     def _step(self, what: str) -> contextlib.AbstractContextManager[None]:
         return step(what, io.StringIO() if self.quiet else self.progress)
@@ -192,12 +192,19 @@ class Workspace:
                            time.perf_counter() - start)
 
     def variant(
-        self, request: ModelRequest, precision: str, calibration: CalibrationOptions = CalibrationOptions()
+        self,
+        request: ModelRequest,
+        precision: str,
+        calibration: CalibrationOptions = CalibrationOptions(),
+        target: str = "tensorrt",
     ) -> tuple[OnnxModel, Calibration | None]:
-        """The ONNX file of `precision` (fp32 is the export itself), and its calibration (int8)."""
+        """The ONNX file of `precision` (fp32 is the export itself), and its calibration (int8).
+        `target` picks the int8 placement (harness.precision.int8.TARGETS); both come from the
+        same calibration table."""
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision {precision!r}; choose from {list(PRECISIONS)}")
-        cache_key = (request, precision, calibration)
+        target = target if precision == "int8" else "any"
+        cache_key = (request, precision, calibration, target)
         if cache_key in self._variants:
             return self._variants[cache_key]
         fp32 = self.onnx(request)
@@ -219,17 +226,17 @@ class Workspace:
             from harness.precision.int8 import quantize
 
             cal = self.calibration(request, calibration)
-            key = digest_json(["int8", file_digest(fp32.path), file_digest(cal.table), cal.method,
+            key = digest_json(["int8", file_digest(fp32.path), file_digest(cal.table), cal.method, target,
                                _version("onnxruntime")])
 
             def build(tmp: Path) -> dict[str, Any]:
-                with self._step(f"quantizing {fp32.name} to int8 (Q/DQ)"):
-                    info = quantize(fp32.path, cal.table, cal.method, tmp / "model.onnx")
+                with self._step(f"quantizing {fp32.name} to int8 (Q/DQ for {target})"):
+                    info = quantize(fp32.path, cal.table, cal.method, tmp / "model.onnx", target)
                 # The calibration table travels beside the model it produced.
                 shutil.copyfile(cal.table, tmp / "calibration.json")
                 return {**info, "calibration": cal.description, "method": cal.method}
 
-        entry = self.store.get_or_build(precision, fp32.name, key, build)
+        entry = self.store.get_or_build(precision, f"{fp32.name}-{target}" if precision == "int8" else fp32.name, key, build)
         model = OnnxModel(fp32.name, fp32.spec, entry.file("model.onnx"), fp32.opset, entry.reused,
                           time.perf_counter() - start)
         self._variants[cache_key] = (model, cal)
@@ -241,7 +248,7 @@ class Workspace:
         """A built (not yet active) engine of `backend` in `precision`."""
         if backend not in ENGINE_BACKENDS:
             raise UsageError(f"unknown engine backend {backend!r}; choose from {list(ENGINE_BACKENDS)}")
-        model, cal = self.variant(request, precision, calibration)
+        model, cal = self.variant(request, precision, calibration, target=backend)
         runner = OrtRunner(model.path, model.spec, precision, self.providers)
         return Engine(model.name, backend, precision, model.path, model.spec, runner, model.reused, cal)
 

@@ -30,6 +30,35 @@ def test_compare_builtin_passes_and_writes_records(tmp_path: Path, capsys: pytes
         assert {"max_abs_error", "cosine_similarity", "top1_agreement", "p99_abs_error"} <= set(r)
 
 
+def test_compare_every_precision_with_accuracy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results.json"
+    argv = ["compare", "digits", "--precision", "fp32,fp16,int8", "--backend", "tensorflow,onnxruntime",
+            "--calibration-samples", "200", "--json", str(out)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "onnxruntime  int8      logits PASS" in table and "accuracy" in table
+    records = json.loads(out.read_text())
+    assert [(r["backend"], r["precision"]) for r in records] == [
+        ("tensorflow", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")
+    ]
+    golden_labels = np.load("golden/digits/labels.npy")
+    for r in records:
+        assert r["passed"] and 0.95 <= r["accuracy"] <= 1.0 and r["reference_accuracy"] >= 0.95
+    # The reference accuracy is TensorFlow's own, straight from the golden outputs and labels.
+    with np.load("golden/digits/outputs.npz") as g:
+        assert records[0]["reference_accuracy"] == pytest.approx(float(np.mean(g["logits"].argmax(1) == golden_labels)))
+
+
+def test_compare_with_bad_calibration_data_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "cal.npy", np.zeros((3, 8, 8, 1), np.int64))
+    argv = ["compare", "digits", "--precision", "int8", "--calibration", str(tmp_path / "cal.npy"),
+            "--artifacts", str(tmp_path / "a")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cal.npy" in err and "dtype int64 given, the model takes float32" in err
+    assert not (tmp_path / "a" / "calibration").exists()
+
+
 def test_compare_exits_1_on_a_tolerance_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     golden_dir = tmp_path / "golden"
     shutil.copytree("golden/digits", golden_dir / "digits")
@@ -72,7 +101,10 @@ def test_bad_input_exits_2_with_one_line(argv: list[str], message: str, capsys: 
     assert message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv", [["compare", "digits", "--backend", "tensorrt9"], ["export", "digits", "--opset", "99"]])
+@pytest.mark.parametrize("argv", [["compare", "digits", "--backend", "tensorrt9"], ["export", "digits", "--opset", "99"],
+                                  ["compare", "digits", "--precision", "int4"],
+                                  ["compare", "digits", "--calibration-method", "kl"],
+                                  ["compare", "digits", "--calibration-samples", "0"]])
 def test_bad_option_is_a_usage_error(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)

@@ -20,10 +20,8 @@ def _preload_heavy_modules() -> None:
             pass
 
 USER_TEST = """
-from harness.compare import DEFAULT_TOLERANCES
-
 def test_golden(ort_runner, golden, harness_tolerances):
-    comparison = golden.check(ort_runner, harness_tolerances["fp32"])
+    comparison = golden.check(ort_runner, harness_tolerances)
     assert comparison.passed, str(comparison)
 
 def test_spec(model_spec, onnx_model, tf_runner):
@@ -36,7 +34,7 @@ def test_spec(model_spec, onnx_model, tf_runner):
 def _args(tmp: Path) -> list[str]:
     root = Path(__file__).resolve().parents[1]
     return ["--harness-model", "digits", "--harness-golden-dir", str(root / "golden"),
-            "--harness-artifacts", str(root / ".harness"), "-p", "no:cacheprovider"]
+            "--harness-artifacts", str(root / ".harness"), "-p", "no:cacheprovider", "--rootdir", str(tmp)]
 
 
 def test_fixtures_run_a_users_golden_test(pytester: pytest.Pytester) -> None:
@@ -45,6 +43,43 @@ def test_fixtures_run_a_users_golden_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TEST)
     result = pytester.runpytest_inprocess(*_args(pytester.path))
     result.assert_outcomes(passed=2)
+
+
+ENGINE_TEST = """
+def test_engine(engine, golden, harness_tolerances):
+    assert engine.plan.is_file() and engine.runner.is_active and engine.backend == "onnxruntime"
+    comparison = golden.check(engine.runner, harness_tolerances)
+    assert comparison.passed, str(comparison)
+"""
+
+
+def test_engine_fixture_covers_every_precision_under_the_projects_policy(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("tensorflow", reason="tensorflow not importable")
+    pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
+    pytester.makepyfile(test_user=ENGINE_TEST)
+    result = pytester.runpytest_inprocess(*_args(pytester.path), "-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*test_engine?onnxruntime-fp32? PASSED*", "*test_engine?onnxruntime-fp16? PASSED*",
+                                 "*test_engine?onnxruntime-int8? PASSED*"])
+
+    # A project policy no int8 engine can meet, for this model's output only: int8 fails,
+    # with the statistics; the other precisions are untouched.
+    pytester.makefile(".toml", pyproject="[tool.harness.model.digits.output.logits.tolerance.int8]\nmin_cosine = 0.99999999\n")
+    result = pytester.runpytest_inprocess(*_args(pytester.path))
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*onnxruntime-int8 output 'logits': FAIL*", "*cosine similarity*< 0.99999999*"])
+
+    result = pytester.runpytest_inprocess(*_args(pytester.path), "--harness-precisions", "fp16", "-v")
+    result.assert_outcomes(passed=2 - 1)
+    result.stdout.fnmatch_lines(["*test_engine?onnxruntime-fp16? PASSED*"])
+
+
+def test_a_bad_policy_is_reported(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", pyproject="[tool.harness.tolerance.int8]\nmin_cosin = 0.9\n")
+    pytester.makepyfile(test_x="def test_x(harness_tolerances): pass")
+    result = pytester.runpytest_inprocess("--rootdir", str(pytester.path), "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*pyproject.toml ?tool.harness?.tolerance.int8: unknown field?s? ?'min_cosin'?*"])
 
 
 def test_a_stale_or_missing_golden_fails_with_the_command(pytester: pytest.Pytester) -> None:
