@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.artifacts import DEFAULT_ROOT, ArtifactStore, digest_bytes, digest_json, file_digest
+from harness.artifacts import (
+    DEFAULT_ROOT,
+    ArtifactStore,
+    atomic_write_json,
+    digest_bytes,
+    digest_json,
+    file_digest,
+    locked,
+)
 from harness.backends.base import Runner
 from harness.backends.onnxrt import OrtRunner
 from harness.backends.tf import TFRunner
+from harness.backends.trt.build import BuildOptions
 from harness.compare import Comparison, OutputComparison
 from harness.errors import ArtifactError, UsageError
 from harness.export import DEFAULT_OPSET, export_onnx
@@ -34,7 +43,9 @@ from harness.spec import ModelSpec
 DEFAULT_CALIBRATION_SAMPLES = 256
 DEFAULT_CALIBRATION_METHOD = "minmax"
 BACKENDS = ("tensorflow", "onnxruntime")  # what `harness compare --backend` accepts
-ENGINE_BACKENDS = ("onnxruntime",)  # engines: what is built from the ONNX and checked against TensorFlow
+# Engines: what is built from the ONNX and checked against TensorFlow.
+ENGINE_BACKENDS = ("onnxruntime", "tensorrt", "tensorrt_rtx")
+TRT_LIBRARIES = ("tensorrt", "tensorrt_rtx")
 DEFAULT_GOLDEN_SAMPLES = 4
 DEFAULT_SEED = 0
 
@@ -100,6 +111,21 @@ class Engine:
         return f"{self.backend}-{self.precision}"
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A serialized TensorRT plan and its sidecar (`model.plan.json`: library and version,
+    target GPU or ahead-of-time capabilities, ONNX and plan hashes, build options)."""
+
+    path: Path
+    sidecar: dict[str, Any]
+    reused: bool
+    seconds: float
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
 class Workspace:
     def __init__(
         self,
@@ -109,8 +135,16 @@ class Workspace:
         quiet: bool = False,
         providers: Sequence[str] = ("cpu",),
         progress: Stream | None = None,
+        engine_dir: Path | None = None,
+        build_options: BuildOptions = BuildOptions(),
+        rebuild: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
         self.store = ArtifactStore(Path(artifacts))
+        self.engine_dir = Path(engine_dir) if engine_dir is not None else Path(artifacts) / "engines"
+        self.build_options = build_options
+        self.rebuild = rebuild  # rebuild plans once in this workspace's life, then reuse them
+        self.cuda_graph = cuda_graph
         self.golden_dir = Path(golden_dir)
         self.opset = opset
         self.quiet = quiet
@@ -118,6 +152,7 @@ class Workspace:
         self.providers = tuple(providers)  # ONNX Runtime execution providers, in priority order
         self._frozen: dict[ModelRequest, FrozenModel] = {}
         self._onnx: dict[ModelRequest, OnnxModel] = {}
+        self._plans: dict[tuple[ModelRequest, str, str, CalibrationOptions], Plan] = {}
         self._variants: dict[tuple[ModelRequest, str, CalibrationOptions, str], tuple[OnnxModel, Calibration | None]] = {}
 
     def _step(self, what: str) -> contextlib.AbstractContextManager[None]:
@@ -242,12 +277,70 @@ class Workspace:
         self._variants[cache_key] = (model, cal)
         return model, cal
 
+    def plan(
+        self, request: ModelRequest, library: str, precision: str, calibration: CalibrationOptions = CalibrationOptions()
+    ) -> Plan:
+        """The TensorRT plan of `precision`, cached under the engine dir: reused while its key
+        (ONNX bytes, library and version, target device, build options) matches and its
+        files match the hashes recorded when it was built; rebuilt otherwise."""
+        from harness.backends.trt import import_trt, is_rtx
+        from harness.backends.trt.build import build_plan, target_device
+
+        memo = (request, library, precision, calibration)
+        if memo in self._plans:
+            return self._plans[memo]
+        trt = import_trt(library)
+        model, _ = self.variant(request, precision, calibration, target="tensorrt")
+        device = target_device(trt, self.build_options)
+        onnx_digest = file_digest(model.path)
+        key = digest_json(["plan", onnx_digest, library, str(trt.__version__), device, self.build_options.to_dict()])
+        device_slug = digest_json(device)[:12]
+        timing_cache = None if is_rtx(trt) else self.engine_dir / f"timing-{library}-{trt.__version__}-{device_slug}.cache"
+        start = time.perf_counter()
+
+        def build(tmp: Path) -> dict[str, Any]:
+            target = device.get("gpu") or "ahead of time for " + ",".join(device["ahead_of_time"])
+            with self._step(f"building {library} plan of {model.name} {precision} ({target})"):
+                if timing_cache is not None:
+                    with locked(timing_cache):
+                        plan, info = build_plan(library, model.path, model.spec, self.build_options, timing_cache)
+                else:
+                    plan, info = build_plan(library, model.path, model.spec, self.build_options)
+            (tmp / "model.plan").write_bytes(plan)
+            sidecar = {
+                **info,
+                "model": model.name,
+                "precision": precision,
+                "onnx": str(model.path),
+                "onnx_sha256": onnx_digest,
+                "plan_sha256": digest_bytes(plan),
+                "built_without_gpu": device.get("gpu") is None,
+            }
+            atomic_write_json(tmp / "model.plan.json", sidecar)
+            return {"sidecar": sidecar}
+
+        plans = ArtifactStore(self.engine_dir)
+        entry = plans.get_or_build("plans", f"{model.name}-{library}-{precision}", key, build, rebuild=self.rebuild)
+        result = Plan(entry.file("model.plan"), dict(entry.meta["sidecar"]), entry.reused, time.perf_counter() - start)
+        self._plans[memo] = result
+        return result
+
     def engine(
         self, request: ModelRequest, backend: str, precision: str, calibration: CalibrationOptions = CalibrationOptions()
     ) -> Engine:
         """A built (not yet active) engine of `backend` in `precision`."""
         if backend not in ENGINE_BACKENDS:
             raise UsageError(f"unknown engine backend {backend!r}; choose from {list(ENGINE_BACKENDS)}")
+        if backend in TRT_LIBRARIES:
+            from harness.backends.trt.runner import TrtRunner
+
+            plan = self.plan(request, backend, precision, calibration)
+            spec = self.frozen(request).spec
+            cache = self.engine_dir / f"runtime-{backend}.cache" if backend == "tensorrt_rtx" else None
+            hint = f"rebuild it with: harness build {request.model} --backend {backend} --precision {precision} --rebuild"
+            trt_runner = TrtRunner(plan.path, spec, precision, backend, self.build_options.max_batch, cache,
+                                   self.cuda_graph, hint)
+            return Engine(spec.name, backend, precision, plan.path, spec, trt_runner, plan.reused)
         model, cal = self.variant(request, precision, calibration, target=backend)
         runner = OrtRunner(model.path, model.spec, precision, self.providers)
         return Engine(model.name, backend, precision, model.path, model.spec, runner, model.reused, cal)

@@ -1,0 +1,185 @@
+"""Precision ONNX -> serialized TensorRT plan (the classic `.plan` / `.engine` file).
+
+`build_plan` is pure: bytes in, bytes out, no cache. The workspace keys and caches its
+result (harness.workspace.Workspace.plan): a plan is reused only while the ONNX, the
+library and its version, the target device and every build option are unchanged."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.backends.trt import import_trt, is_rtx, rtx_runs_on
+from harness.backends.trt.cuda import device_count, device_properties
+from harness.errors import ArtifactError, BackendUnavailable, ExportError, UsageError
+from harness.spec import ModelSpec
+
+DEFAULT_MAX_BATCH = 32  # the classic MAX_BATCH_SIZE
+DEFAULT_WORKSPACE = 1 << 30  # MAX_WORKSPACE: 1 GiB of scratch memory for tactics
+DEFAULT_OPTIMIZATION_LEVEL = 3  # TensorRT's own default; 0 (fast build) .. 5 (slow build, best tactics)
+# What TensorRT for RTX builds for when there is no GPU to build for: the GPUs it runs on.
+RTX_AHEAD_OF_TIME = ("SM80", "SM86", "SM89", "SM120")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    max_batch: int = DEFAULT_MAX_BATCH
+    opt_batch: int | None = None  # the batch size tactics are tuned for; default: max_batch
+    min_batch: int = 1
+    workspace: int = DEFAULT_WORKSPACE
+    optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL
+    compute_capabilities: tuple[str, ...] = ()  # tensorrt_rtx only: SM80, SM86...; () = this GPU, else all
+
+    def __post_init__(self) -> None:
+        opt = self.opt_batch if self.opt_batch is not None else self.max_batch
+        if not 1 <= self.min_batch <= opt <= self.max_batch:
+            raise UsageError(f"batch profile min {self.min_batch} <= opt {opt} <= max {self.max_batch} does not hold")
+        if not 0 <= self.optimization_level <= 5:
+            raise UsageError(f"builder optimization level {self.optimization_level}: 0 to 5")
+        if self.workspace < 1 << 20:
+            raise UsageError(f"workspace {self.workspace} bytes: at least 1 MiB")
+
+    @property
+    def profile(self) -> tuple[int, int, int]:
+        return self.min_batch, self.opt_batch if self.opt_batch is not None else self.max_batch, self.max_batch
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "compute_capabilities": list(self.compute_capabilities)}
+
+
+class _Logger:
+    """One ILogger per library and process (TensorRT keeps the first one it is given and
+    ignores later ones), collecting errors for the call that is running."""
+
+    _instances: dict[str, Any] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def get(cls, trt: Any) -> Any:
+        with cls._lock:
+            if trt.__name__ not in cls._instances:
+
+                class Collecting(trt.ILogger):  # type: ignore[misc,name-defined]
+                    def __init__(self) -> None:
+                        trt.ILogger.__init__(self)
+                        self.messages: list[str] = []
+
+                    def log(self, severity: Any, msg: str) -> None:
+                        if severity <= trt.ILogger.Severity.ERROR:
+                            self.messages.append(msg)
+
+                cls._instances[trt.__name__] = Collecting()
+            return cls._instances[trt.__name__]
+
+
+@contextmanager
+def collected_errors(trt: Any) -> Iterator[list[str]]:
+    logger = _Logger.get(trt)
+    start = len(logger.messages)
+    found: list[str] = []
+    try:
+        yield found
+    finally:
+        found.extend(logger.messages[start:])
+        del logger.messages[start:]
+
+
+def logger_for(trt: Any) -> Any:
+    return _Logger.get(trt)
+
+
+def target_device(trt: Any, options: BuildOptions) -> dict[str, Any]:
+    """What the plan is built for: recorded in its sidecar and part of its cache key."""
+    gpus = device_count()
+    gpu = device_properties(0) if gpus else None
+    if is_rtx(trt):
+        if options.compute_capabilities:
+            return {"gpu": None, "ahead_of_time": list(options.compute_capabilities)}
+        if gpu is not None and rtx_runs_on(gpu[1]):
+            return {"gpu": gpu[0], "compute_capability": f"{gpu[1][0]}.{gpu[1][1]}"}
+        return {"gpu": None, "ahead_of_time": list(RTX_AHEAD_OF_TIME)}
+    if gpu is None:
+        raise BackendUnavailable(trt.__name__, "no CUDA device: datacenter TensorRT builds plans on the GPU they run on")
+    return {"gpu": gpu[0], "compute_capability": f"{gpu[1][0]}.{gpu[1][1]}"}
+
+
+def _parse(trt: Any, builder: Any, onnx_path: Path) -> tuple[Any, Any]:
+    flags = 0
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly_typed is not None:  # the default (and only) mode in TensorRT 11 and RTX
+        flags |= 1 << int(strongly_typed)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger_for(trt))
+    if not parser.parse_from_file(str(onnx_path)):
+        problems = []
+        for i in range(parser.num_errors):
+            error = parser.get_error(i)
+            problems.append(f"node {error.node_name()!r} ({error.node_operator()}): {error.desc()}")
+        raise ExportError(f"{onnx_path}: TensorRT ({trt.__name__} {trt.__version__}) cannot parse it: "
+                          + "; ".join(problems))
+    return network, parser
+
+
+def build_plan(
+    library: str, onnx_path: Path, spec: ModelSpec, options: BuildOptions, timing_cache: Path | None = None
+) -> tuple[bytes, dict[str, Any]]:
+    """Build a plan; returns its bytes and what went into it (for the sidecar)."""
+    trt = import_trt(library)
+    device = target_device(trt, options)
+    with collected_errors(trt) as errors:
+        try:
+            builder = trt.Builder(logger_for(trt))
+        except (RuntimeError, TypeError) as e:
+            raise BackendUnavailable(library, f"cannot create a TensorRT builder ({e}; {'; '.join(errors)})") from e
+        network, _parser = _parse(trt, builder, onnx_path)
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace)
+        config.builder_optimization_level = options.optimization_level
+
+        profile = builder.create_optimization_profile()
+        low, opt, high = options.profile
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            dims = list(tensor.shape)
+            if any(d < 0 for d in dims[1:]):
+                raise ExportError(f"{onnx_path}: input {tensor.name!r} has shape {dims}; TensorRT needs every "
+                                  "dimension but the batch fixed (give it with --input NAME:SHAPE)")
+            profile.set_shape(tensor.name, [low, *dims[1:]], [opt, *dims[1:]], [high, *dims[1:]])
+        config.add_optimization_profile(profile)
+
+        cache = None
+        if is_rtx(trt):
+            if "ahead_of_time" in device:
+                targets = device["ahead_of_time"]
+                config.num_compute_capabilities = len(targets)
+                for index, name in enumerate(targets):
+                    capability = getattr(trt.ComputeCapability, name, None)
+                    if capability is None:
+                        raise UsageError(f"compute capability {name!r}: {library} knows "
+                                         f"{[c for c in dir(trt.ComputeCapability) if c.startswith('SM')]}")
+                    config.set_compute_capability(capability, index)
+        elif timing_cache is not None:
+            # Tactic timings reused from earlier builds: faster, and the same tactics each time.
+            cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+            config.set_timing_cache(cache, ignore_mismatch=False)
+
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise ArtifactError(f"{onnx_path}: {library} could not build a plan: {'; '.join(errors) or 'no reason given'}")
+        plan = bytes(memoryview(serialized))
+        if cache is not None and timing_cache is not None:
+            from harness.artifacts import atomic_write_bytes
+
+            atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+    info = {
+        "library": library,
+        "version": str(trt.__version__),
+        "device": device,
+        "options": options.to_dict(),
+        "inputs": {t.name: t.shape for t in spec.inputs},
+    }
+    return plan, info
