@@ -17,6 +17,14 @@ from harness.errors import HarnessError
 from harness.export import DEFAULT_OPSET
 from harness.golden import DEFAULT_GOLDEN_DIR
 from harness.options import choices, input_arg, one_of, opset, positive_int
+from harness.backends.trt.build import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_OPTIMIZATION_LEVEL,
+    DEFAULT_WORKSPACE,
+    RTX_AHEAD_OF_TIME,
+    RTX_COMPUTE_CAPABILITIES,
+    BuildOptions,
+)
 from harness.precision import PRECISIONS
 from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
 from harness.sources import ModelRequest
@@ -28,6 +36,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     from harness.workspace import (
         BACKENDS,
+        TRT_LIBRARIES,
         DEFAULT_CALIBRATION_METHOD,
         DEFAULT_CALIBRATION_SAMPLES,
         DEFAULT_GOLDEN_SAMPLES,
@@ -57,27 +66,53 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--providers", type=choices(list(PROVIDERS)), default=["cpu"],
                        help="ONNX Runtime execution providers in priority order, e.g. tensorrt,cuda (default: cpu)")
 
+    engines = argparse.ArgumentParser(add_help=False)
+    engines.add_argument("--engine-dir", type=Path, default=None,
+                         help="where TensorRT plans are cached (default: ARTIFACTS/engines)")
+    engines.add_argument("--rebuild", action="store_true", help="rebuild TensorRT plans even if cached ones match")
+    engines.add_argument("--max-batch", type=positive_int, default=DEFAULT_MAX_BATCH,
+                         help=f"largest batch a plan takes, MAX_BATCH_SIZE (default: {DEFAULT_MAX_BATCH})")
+    engines.add_argument("--opt-batch", type=positive_int, default=None,
+                         help="batch size the plan's tactics are tuned for (default: --max-batch)")
+    engines.add_argument("--workspace-mib", type=positive_int, default=DEFAULT_WORKSPACE >> 20,
+                         help=f"builder workspace, MAX_WORKSPACE (default: {DEFAULT_WORKSPACE >> 20})")
+    engines.add_argument("--optimization-level", type=int, choices=range(6), default=DEFAULT_OPTIMIZATION_LEVEL,
+                         help=f"builder optimization level 0-5 (default: {DEFAULT_OPTIMIZATION_LEVEL})")
+    engines.add_argument("--compute-capability", type=choices(list(RTX_COMPUTE_CAPABILITIES)), default=[],
+                         metavar="SM,SM,...", help="tensorrt_rtx: build ahead of time for these, e.g. SM86,SM89 "
+                         "(default: the GPU here, or without one all of "
+                         f"{','.join(RTX_AHEAD_OF_TIME)})")
+    calibration = argparse.ArgumentParser(add_help=False)
+    calibration.add_argument("--calibration", type=Path, default=None, metavar="PATH",
+                             help="int8 calibration data: a directory of images, a .npy or an .npz keyed by input "
+                             "name (default: the golden inputs)")
+    calibration.add_argument("--calibration-samples", type=positive_int, default=DEFAULT_CALIBRATION_SAMPLES,
+                             metavar="N", help=f"calibration samples used, the first N "
+                             f"(default: {DEFAULT_CALIBRATION_SAMPLES})")
+    calibration.add_argument("--calibration-method", type=one_of(METHODS), default=DEFAULT_CALIBRATION_METHOD,
+                             help=f"from {','.join(METHODS)} (default: {DEFAULT_CALIBRATION_METHOD})")
+    calibration.add_argument("--calibration-preprocess", default=DEFAULT_PREPROCESS, metavar="NAME|MODULE:FUNCTION",
+                             help="preprocessing of calibration images: inception ([-1, 1]), unit ([0, 1]) or "
+                             f"module:function taking an HxWxC uint8 array (default: {DEFAULT_PREPROCESS})")
+
     sub.add_parser("export", parents=[model], help="freeze the model and export it to ONNX (cached)")
+    build = sub.add_parser("build", parents=[model, engines, calibration],
+                           help="build TensorRT plans of the model in each precision (cached)")
+    build.add_argument("--backend", type=choices(list(TRT_LIBRARIES)), default=["tensorrt_rtx"],
+                       help="tensorrt or tensorrt_rtx, comma-separated (default: tensorrt_rtx)")
+    build.add_argument("--precision", type=choices(PRECISIONS), default=list(PRECISIONS),
+                       help=f"comma-separated, from {','.join(PRECISIONS)} (default: all)")
     golden = sub.add_parser("golden", parents=[model], help="write golden inputs and TensorFlow reference outputs")
     golden.add_argument("--samples", type=positive_int, default=DEFAULT_GOLDEN_SAMPLES,
                         help=f"random samples for models without representative data (default: {DEFAULT_GOLDEN_SAMPLES})")
     golden.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of those samples (default: {DEFAULT_SEED})")
-    compare = sub.add_parser("compare", parents=[model], help="compare engines with the golden outputs")
+    compare = sub.add_parser("compare", parents=[model, engines, calibration],
+                             help="compare engines with the golden outputs")
     compare.add_argument("--backend", type=choices(BACKENDS), default=["onnxruntime"],
-                         help="comma-separated backends (default: onnxruntime)")
+                         help=f"comma-separated, from {','.join(BACKENDS)} (default: onnxruntime)")
     compare.add_argument("--precision", type=choices(PRECISIONS), default=["fp32"],
                          help=f"comma-separated precisions from {','.join(PRECISIONS)} (default: fp32; "
                          "tensorflow, the reference, is always fp32)")
-    compare.add_argument("--calibration", type=Path, default=None, metavar="PATH",
-                         help="int8 calibration data: a directory of images, a .npy or an .npz keyed by input name "
-                         "(default: the golden inputs)")
-    compare.add_argument("--calibration-samples", type=positive_int, default=DEFAULT_CALIBRATION_SAMPLES, metavar="N",
-                         help=f"calibration samples used, the first N (default: {DEFAULT_CALIBRATION_SAMPLES})")
-    compare.add_argument("--calibration-method", type=one_of(METHODS), default=DEFAULT_CALIBRATION_METHOD,
-                         help=f"from {','.join(METHODS)} (default: {DEFAULT_CALIBRATION_METHOD})")
-    compare.add_argument("--calibration-preprocess", default=DEFAULT_PREPROCESS, metavar="NAME|MODULE:FUNCTION",
-                         help="preprocessing of calibration images: inception ([-1, 1]), unit ([0, 1]) or "
-                         f"module:function taking an HxWxC uint8 array (default: {DEFAULT_PREPROCESS})")
     compare.add_argument("--tolerances", type=Path, default=Path("pyproject.toml"), metavar="PYPROJECT",
                          help="pyproject.toml whose [tool.harness] overrides the default tolerances "
                          "(default: ./pyproject.toml, if present)")
@@ -88,7 +123,28 @@ def build_parser() -> argparse.ArgumentParser:
 def _workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from harness.workspace import Workspace
 
-    return Workspace(args.artifacts, args.golden_dir, args.opset, providers=args.providers)
+    kwargs = {}
+    if hasattr(args, "max_batch"):
+        kwargs = {
+            "engine_dir": args.engine_dir,
+            "rebuild": args.rebuild,
+            "build_options": BuildOptions(
+                max_batch=args.max_batch,
+                opt_batch=args.opt_batch,
+                workspace=args.workspace_mib << 20,
+                optimization_level=args.optimization_level,
+                compute_capabilities=tuple(args.compute_capability),
+            ),
+        }
+    return Workspace(args.artifacts, args.golden_dir, args.opset, providers=args.providers, **kwargs)
+
+
+def _calibration(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from harness.workspace import CalibrationOptions
+
+    return CalibrationOptions(
+        args.calibration, args.calibration_samples, args.calibration_method, args.calibration_preprocess
+    )
 
 
 def _request(args: argparse.Namespace) -> ModelRequest:
@@ -126,15 +182,26 @@ def cmd_golden(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    request = _request(args)
+    calibration = _calibration(args)
+    for library in args.backend:
+        for precision in args.precision:
+            plan = ws.plan(request, library, precision, calibration)
+            device = plan.sidecar["device"]
+            target = device.get("gpu") or "ahead of time for " + ",".join(device["ahead_of_time"])
+            print(f"{plan.path}  {library} {plan.sidecar['version']} {precision}  {plan.size / 1e6:.1f} MB  "
+                  f"{'reused' if plan.reused else 'built'} in {plan.seconds:.1f} s  ({target})")
+    return EXIT_OK
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     request = _request(args)
     from harness.policy import TolerancePolicy
-    from harness.workspace import CalibrationOptions
 
-    calibration = CalibrationOptions(
-        args.calibration, args.calibration_samples, args.calibration_method, args.calibration_preprocess
-    )
+    calibration = _calibration(args)
     policy = TolerancePolicy.from_pyproject(args.tolerances)
     comparison = ws.compare(request, args.backend, args.precision, policy, calibration)
     name = ws.frozen(request).name
@@ -147,6 +214,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         accuracy = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
         print(f"{r.backend:12s} {r.precision:9s} {r.output:{width}s} {'PASS' if r.passed else 'FAIL':6s} "
               f"{s.max_abs_error:9.2e} {s.p99_abs_error:9.2e} {s.cosine_similarity:10.7f} {top1:>6s} {accuracy:>8s}")
+    for backend, precision, why in comparison.skipped:
+        print(f"{backend:12s} {precision:9s} {'':{width}s} {'SKIP':6s} {why}")
     accuracies = {r.reference_accuracy for r in comparison.results if r.reference_accuracy is not None}
     if accuracies:
         print(f"(accuracy: top-1 against the golden labels; TensorFlow reference {accuracies.pop():.4f})")
@@ -154,12 +223,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not r.passed:
             print(f"\n{r}")
     if args.json:
-        atomic_write_json(args.json, [{"model": name, **r.record()} for r in comparison.results])
+        records = [{"model": name, **r.record()} for r in comparison.results]
+        records += [{"model": name, "backend": b, "precision": p, "skipped": why} for b, p, why in comparison.skipped]
+        atomic_write_json(args.json, records)
         print(f"\nwrote {args.json}")
+    if not comparison.results:
+        print("harness: error: nothing could run here (see SKIP above)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return EXIT_OK if comparison.passed else EXIT_FAILED
 
 
-COMMANDS = {"info": cmd_info, "export": cmd_export, "golden": cmd_golden, "compare": cmd_compare}
+COMMANDS = {"info": cmd_info, "export": cmd_export, "build": cmd_build, "golden": cmd_golden, "compare": cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

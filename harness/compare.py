@@ -225,13 +225,14 @@ def compare_output(
 @dataclass(frozen=True)
 class Comparison:
     results: tuple[OutputComparison, ...] = field(default_factory=tuple)
+    skipped: tuple[tuple[str, str, str], ...] = ()  # (backend, precision, why it could not run here)
 
     @property
     def passed(self) -> bool:
         return all(r.passed for r in self.results)
 
     def __str__(self) -> str:
-        return "\n".join(str(r) for r in self.results)
+        return "\n".join([str(r) for r in self.results] + [f"{b}-{p}: skipped: {why}" for b, p, why in self.skipped])
 
 
 def compare(

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness.artifacts import DEFAULT_ROOT
+from harness.backends.trt.build import DEFAULT_MAX_BATCH, DEFAULT_OPTIMIZATION_LEVEL, DEFAULT_WORKSPACE, BuildOptions
 from harness.backends.onnxrt import PROVIDERS
 from harness.errors import BackendUnavailable
 from harness.export import DEFAULT_OPSET
@@ -70,6 +71,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-calibration-preprocess", default=DEFAULT_PREPROCESS, metavar="NAME|MODULE:FUNCTION",
                     help="preprocessing of calibration images: inception ([-1, 1]), unit ([0, 1]) or "
                     f"module:function (default: {DEFAULT_PREPROCESS})")
+    group.addoption("--harness-engine-dir", type=Path, default=None, metavar="DIR",
+                    help="where TensorRT plans and their sidecars are cached (default: ARTIFACTS/engines)")
+    group.addoption("--harness-rebuild", action="store_true", default=False,
+                    help="rebuild TensorRT plans even when a cached one matches (default: reuse)")
+    group.addoption("--harness-max-batch", type=positive_int, default=DEFAULT_MAX_BATCH, metavar="N",
+                    help=f"largest batch a TensorRT plan takes, MAX_BATCH_SIZE (default: {DEFAULT_MAX_BATCH})")
+    group.addoption("--harness-workspace-mib", type=positive_int, default=DEFAULT_WORKSPACE >> 20, metavar="MIB",
+                    help=f"TensorRT builder workspace, MAX_WORKSPACE (default: {DEFAULT_WORKSPACE >> 20})")
+    group.addoption("--harness-optimization-level", type=int, choices=range(6), default=DEFAULT_OPTIMIZATION_LEVEL,
+                    metavar="0-5", help=f"TensorRT builder optimization level (default: {DEFAULT_OPTIMIZATION_LEVEL})")
+    group.addoption("--harness-cuda-graph", action="store_true", default=False,
+                    help="TensorRT runners replay captured CUDA graphs (default: off)")
     group.addoption("--harness-gate", type=Path, default=None, metavar="BASELINE.json",
                     help="fail the run when a measured speedup over TensorFlow falls below this baseline's by "
                     "more than --harness-max-slowdown (default: no gate)")
@@ -134,6 +147,22 @@ def harness_workspace(pytestconfig: pytest.Config) -> Any:
         golden_dir=pytestconfig.getoption("harness_golden_dir"),
         opset=pytestconfig.getoption("harness_opset"),
         providers=pytestconfig.getoption("harness_providers"),
+        engine_dir=pytestconfig.getoption("harness_engine_dir"),
+        build_options=_build_options(pytestconfig),
+        rebuild=pytestconfig.getoption("harness_rebuild"),
+        cuda_graph=pytestconfig.getoption("harness_cuda_graph"),
+    )
+
+
+def _build_options(config: pytest.Config) -> BuildOptions:
+    max_batch = config.getoption("harness_max_batch")
+    # Tuned for the largest batch the benchmarks run, within the plan's range.
+    opt = min(max(config.getoption("harness_batch_sizes")), max_batch)
+    return BuildOptions(
+        max_batch=max_batch,
+        opt_batch=opt,
+        workspace=config.getoption("harness_workspace_mib") << 20,
+        optimization_level=config.getoption("harness_optimization_level"),
     )
 
 

@@ -29,7 +29,7 @@ from harness.backends.onnxrt import OrtRunner
 from harness.backends.tf import TFRunner
 from harness.backends.trt.build import BuildOptions
 from harness.compare import Comparison, OutputComparison
-from harness.errors import ArtifactError, UsageError
+from harness.errors import ArtifactError, BackendUnavailable, UsageError
 from harness.export import DEFAULT_OPSET, export_onnx
 from harness.golden import DEFAULT_GOLDEN_DIR, Golden, load_golden, write_golden
 from harness.machine import package_version
@@ -42,10 +42,10 @@ from harness.spec import ModelSpec
 
 DEFAULT_CALIBRATION_SAMPLES = 256
 DEFAULT_CALIBRATION_METHOD = "minmax"
-BACKENDS = ("tensorflow", "onnxruntime")  # what `harness compare --backend` accepts
 # Engines: what is built from the ONNX and checked against TensorFlow.
 ENGINE_BACKENDS = ("onnxruntime", "tensorrt", "tensorrt_rtx")
 TRT_LIBRARIES = ("tensorrt", "tensorrt_rtx")
+BACKENDS = ("tensorflow", *ENGINE_BACKENDS)  # what `harness compare --backend` accepts
 DEFAULT_GOLDEN_SAMPLES = 4
 DEFAULT_SEED = 0
 
@@ -413,13 +413,18 @@ class Workspace:
         golden = self.golden(request)
         policy = policy or TolerancePolicy()
         results: list[OutputComparison] = []
+        skipped: list[tuple[str, str, str]] = []
         for backend in backends:
             for precision in ("fp32",) if backend == "tensorflow" else precisions:
-                if backend == "tensorflow":
-                    runner: Runner = self.tf_runner(request)
-                else:
-                    runner = self.engine(request, backend, precision, calibration).runner
-                tolerances = policy.for_outputs(precision, golden.model, list(golden.outputs))
-                with runner:
-                    results += golden.check(runner, tolerances).results
-        return Comparison(tuple(results))
+                try:
+                    if backend == "tensorflow":
+                        runner: Runner = self.tf_runner(request)
+                    else:
+                        runner = self.engine(request, backend, precision, calibration).runner
+                    tolerances = policy.for_outputs(precision, golden.model, list(golden.outputs))
+                    with runner:
+                        results += golden.check(runner, tolerances).results
+                except BackendUnavailable as e:
+                    # Built (where it can be) but not runnable here: reported, not fatal.
+                    skipped.append((backend, precision, e.reason))
+        return Comparison(tuple(results), tuple(skipped))

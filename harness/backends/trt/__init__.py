@@ -31,9 +31,14 @@ def import_trt(library: str) -> Any:
     if library not in LIBRARIES:
         raise BackendUnavailable(library, f"unknown TensorRT library {library!r}; choose from {list(LIBRARIES)}")
     try:
-        return importlib.import_module(library)
+        module = importlib.import_module(library)
     except ImportError as e:  # also OSError-like load failures surface as ImportError here
         raise BackendUnavailable(library, f"{library} not importable ({e}); install it with: {PIP[library]}") from e
+    if not hasattr(module, "Builder"):
+        # tensorrt-stubs installs a bare tensorrt/ of .pyi files: importable, but no library.
+        raise BackendUnavailable(library, f"{library} here is type stubs only (no library); install it with: "
+                                 f"{PIP[library]}")
+    return module
 
 
 def is_rtx(trt: Any) -> bool:

@@ -11,18 +11,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.trt import import_trt, is_rtx, rtx_runs_on
 from harness.backends.trt.cuda import device_count, device_properties
 from harness.errors import ArtifactError, BackendUnavailable, ExportError, UsageError
 from harness.spec import ModelSpec
 
+if TYPE_CHECKING:
+    # tensorrt-stubs: the datacenter API, which tensorrt_rtx shares; mypy checks every call on
+    # these annotated objects against it. RTX-only calls are marked where they are made.
+    import tensorrt as trt_api
+
 DEFAULT_MAX_BATCH = 32  # the classic MAX_BATCH_SIZE
 DEFAULT_WORKSPACE = 1 << 30  # MAX_WORKSPACE: 1 GiB of scratch memory for tactics
 DEFAULT_OPTIMIZATION_LEVEL = 3  # TensorRT's own default; 0 (fast build) .. 5 (slow build, best tactics)
 # What TensorRT for RTX builds for when there is no GPU to build for: the GPUs it runs on.
 RTX_AHEAD_OF_TIME = ("SM80", "SM86", "SM89", "SM120")
+RTX_COMPUTE_CAPABILITIES = ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121")  # tensorrt_rtx.ComputeCapability
 
 
 @dataclass(frozen=True)
@@ -107,17 +113,21 @@ def target_device(trt: Any, options: BuildOptions) -> dict[str, Any]:
     return {"gpu": gpu[0], "compute_capability": f"{gpu[1][0]}.{gpu[1][1]}"}
 
 
-def _parse(trt: Any, builder: Any, onnx_path: Path) -> tuple[Any, Any]:
+def dims_tuple(dims: trt_api.Dims) -> tuple[int, ...]:
+    return tuple(int(dims[i]) for i in range(len(dims)))
+
+
+def _parse(trt: Any, builder: trt_api.Builder, onnx_path: Path) -> tuple[trt_api.INetworkDefinition, trt_api.OnnxParser]:
     flags = 0
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if strongly_typed is not None:  # the default (and only) mode in TensorRT 11 and RTX
         flags |= 1 << int(strongly_typed)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger_for(trt))
+    network: trt_api.INetworkDefinition = builder.create_network(flags)
+    parser: trt_api.OnnxParser = trt.OnnxParser(network, logger_for(trt))
     if not parser.parse_from_file(str(onnx_path)):
         problems = []
         for i in range(parser.num_errors):
-            error = parser.get_error(i)
+            error: trt_api.ParserError = parser.get_error(i)
             problems.append(f"node {error.node_name()!r} ({error.node_operator()}): {error.desc()}")
         raise ExportError(f"{onnx_path}: TensorRT ({trt.__name__} {trt.__version__}) cannot parse it: "
                           + "; ".join(problems))
@@ -132,54 +142,56 @@ def build_plan(
     device = target_device(trt, options)
     with collected_errors(trt) as errors:
         try:
-            builder = trt.Builder(logger_for(trt))
+            builder: trt_api.Builder = trt.Builder(logger_for(trt))
         except (RuntimeError, TypeError) as e:
             raise BackendUnavailable(library, f"cannot create a TensorRT builder ({e}; {'; '.join(errors)})") from e
         network, _parser = _parse(trt, builder, onnx_path)
-        config = builder.create_builder_config()
+        config: trt_api.IBuilderConfig = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace)
         config.builder_optimization_level = options.optimization_level
 
-        profile = builder.create_optimization_profile()
+        profile: trt_api.IOptimizationProfile = builder.create_optimization_profile()
         low, opt, high = options.profile
         for i in range(network.num_inputs):
-            tensor = network.get_input(i)
-            dims = list(tensor.shape)
+            tensor: trt_api.ITensor = network.get_input(i)
+            dims = dims_tuple(tensor.shape)
             if any(d < 0 for d in dims[1:]):
                 raise ExportError(f"{onnx_path}: input {tensor.name!r} has shape {dims}; TensorRT needs every "
                                   "dimension but the batch fixed (give it with --input NAME:SHAPE)")
-            profile.set_shape(tensor.name, [low, *dims[1:]], [opt, *dims[1:]], [high, *dims[1:]])
+            profile.set_shape(tensor.name, trt.Dims([low, *dims[1:]]), trt.Dims([opt, *dims[1:]]),
+                              trt.Dims([high, *dims[1:]]))
         config.add_optimization_profile(profile)
 
         cache = None
         if is_rtx(trt):
             if "ahead_of_time" in device:
                 targets = device["ahead_of_time"]
-                config.num_compute_capabilities = len(targets)
+                config.num_compute_capabilities = len(targets)  # type: ignore[attr-defined]  # RTX only
                 for index, name in enumerate(targets):
                     capability = getattr(trt.ComputeCapability, name, None)
                     if capability is None:
                         raise UsageError(f"compute capability {name!r}: {library} knows "
                                          f"{[c for c in dir(trt.ComputeCapability) if c.startswith('SM')]}")
-                    config.set_compute_capability(capability, index)
+                    config.set_compute_capability(capability, index)  # type: ignore[attr-defined]  # RTX only
         elif timing_cache is not None:
             # Tactic timings reused from earlier builds: faster, and the same tactics each time.
             cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
             config.set_timing_cache(cache, ignore_mismatch=False)
 
-        serialized = builder.build_serialized_network(network, config)
+        serialized: trt_api.IHostMemory | None = builder.build_serialized_network(network, config)
         if serialized is None:
             raise ArtifactError(f"{onnx_path}: {library} could not build a plan: {'; '.join(errors) or 'no reason given'}")
         plan = bytes(memoryview(serialized))
         if cache is not None and timing_cache is not None:
             from harness.artifacts import atomic_write_bytes
 
-            atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+            written: trt_api.ITimingCache = config.get_timing_cache()
+            atomic_write_bytes(timing_cache, bytes(memoryview(written.serialize())))
     info = {
         "library": library,
         "version": str(trt.__version__),
         "device": device,
         "options": options.to_dict(),
-        "inputs": {t.name: t.shape for t in spec.inputs},
+        "inputs": {t.name: list(t.shape) for t in spec.inputs},
     }
     return plan, info

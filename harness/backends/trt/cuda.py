@@ -77,7 +77,7 @@ class PinnedBuffer:
         if count > self.nbytes:
             raise CudaError(f"pinned buffer of {self.nbytes} bytes cannot hold {shape} {np.dtype(dtype)}")
         raw = (ctypes.c_byte * count).from_address(self.ptr)
-        return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        return np.frombuffer(memoryview(raw), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
     def free(self) -> None:
         if self.ptr:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness.artifacts import atomic_write_bytes
 from harness.backends.base import Runner
 from harness.backends.trt import RTX_RUNS_ON, import_trt, is_rtx, rtx_runs_on
-from harness.backends.trt.build import collected_errors, logger_for
+from harness.backends.trt.build import collected_errors, dims_tuple, logger_for
 from harness.backends.trt.cuda import (
     DeviceBuffer,
     Event,
@@ -30,6 +30,9 @@ from harness.backends.trt.cuda import (
 )
 from harness.errors import ArtifactError, BackendUnavailable, HarnessError, InputError
 from harness.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import tensorrt as trt_api  # tensorrt-stubs; see build.py
 
 
 @dataclass
@@ -51,8 +54,8 @@ class Timings:
 
 @dataclass
 class _State:
-    engine: Any = None
-    context: Any = None
+    engine: trt_api.ICudaEngine | None = None
+    context: trt_api.IExecutionContext | None = None
     runtime_cache: Any = None
     stream: Stream | None = None
     events: list[Event] = field(default_factory=list)
@@ -86,6 +89,7 @@ class TrtRunner(Runner):
         self.timings = Timings()
         self._s = _State()
         self._warm: set[tuple[tuple[int, ...], ...]] = set()  # input shapes run once already
+        self._trt: Any = None
 
     # --- activation ------------------------------------------------------------------------
 
@@ -100,17 +104,18 @@ class TrtRunner(Runner):
                 f"they run on {_capabilities(RTX_RUNS_ON)}",
             )
 
-    def _deserialize(self, trt: Any) -> tuple[Any, Any]:
+    def _deserialize(self, trt: Any) -> tuple[trt_api.Runtime, trt_api.ICudaEngine]:
         data = self.plan.read_bytes()
-        runtime = trt.Runtime(logger_for(trt))
+        runtime: trt_api.Runtime = trt.Runtime(logger_for(trt))
         if is_rtx(trt):
             # Checks the header only: a plan for another GPU or version is refused before loading.
-            validity, diagnostics = runtime.get_engine_validity(data[: runtime.engine_header_size])
+            header = data[: runtime.engine_header_size]  # type: ignore[attr-defined]  # RTX only
+            validity, diagnostics = runtime.get_engine_validity(header)  # type: ignore[attr-defined]  # RTX only
             if validity == trt.EngineValidity.INVALID:
                 raise ArtifactError(f"{self.plan}: built for another GPU or TensorRT-RTX version "
                                     f"(diagnostics {diagnostics}); {self.rebuild_hint}")
         with collected_errors(trt) as errors:
-            engine = runtime.deserialize_cuda_engine(data)
+            engine: trt_api.ICudaEngine | None = runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise ArtifactError(f"{self.plan}: {self.backend} {trt.__version__} cannot load it, most likely built for "
                                 f"another GPU or TensorRT version ({'; '.join(errors) or 'no reason given'}); "
@@ -118,19 +123,19 @@ class TrtRunner(Runner):
         return runtime, engine
 
     def _activate(self) -> None:
-        trt = import_trt(self.backend)
+        trt = self._trt = import_trt(self.backend)
         self._check_device(trt)
         _runtime, engine = self._deserialize(trt)
         s = self._s
         s.engine = engine
         if is_rtx(trt):
             # Kernels TensorRT-RTX compiles at run time, kept across processes in a file.
-            config = engine.create_runtime_config()
-            s.runtime_cache = config.create_runtime_cache()
+            runtime_config: trt_api.IRuntimeConfig = engine.create_runtime_config()
+            s.runtime_cache = runtime_config.create_runtime_cache()  # type: ignore[attr-defined]  # RTX only
             if self.runtime_cache_path is not None and self.runtime_cache_path.is_file():
                 s.runtime_cache.deserialize(self.runtime_cache_path.read_bytes())
-            config.set_runtime_cache(s.runtime_cache)
-            s.context = engine.create_execution_context(config)
+            runtime_config.set_runtime_cache(s.runtime_cache)  # type: ignore[attr-defined]  # RTX only
+            s.context = engine.create_execution_context(runtime_config)
         else:
             s.context = engine.create_execution_context()
         if s.context is None:
@@ -141,20 +146,21 @@ class TrtRunner(Runner):
 
     def _allocate(self, trt: Any) -> None:
         s = self._s
+        assert s.engine is not None and s.context is not None
         names = [s.engine.get_tensor_name(i) for i in range(s.engine.num_io_tensors)]
         inputs = [n for n in names if s.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         missing = sorted(set(self.spec.input_names) - set(inputs))
         if missing:
             raise ArtifactError(f"{self.plan}: has inputs {inputs}, the model {self.spec.input_names}; {self.rebuild_hint}")
         for name in inputs:
-            max_shape = tuple(s.engine.get_tensor_profile_shape(name, 0)[2])
+            max_shape = dims_tuple(s.engine.get_tensor_profile_shape(name, 0)[2])
             if max_shape[0] < self.max_batch:
                 raise ArtifactError(f"{self.plan}: built for batch <= {max_shape[0]}, not {self.max_batch}; "
                                     f"{self.rebuild_hint}")
-            s.context.set_input_shape(name, max_shape)
+            s.context.set_input_shape(name, trt.Dims(list(max_shape)))
         for name in names:
             is_input = name in inputs
-            shape = tuple(s.context.get_tensor_shape(name))  # outputs: at the max input shapes
+            shape = dims_tuple(s.context.get_tensor_shape(name))  # outputs: at the max input shapes
             dtype = np.dtype(trt.nptype(s.engine.get_tensor_dtype(name)))
             nbytes = int(np.prod(shape)) * dtype.itemsize
             binding = _Binding(name, is_input, dtype, shape, PinnedBuffer(nbytes), DeviceBuffer(nbytes))
@@ -165,7 +171,7 @@ class TrtRunner(Runner):
 
     def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s = self._s
-        assert s.stream is not None
+        assert s.stream is not None and s.context is not None
         batch = len(next(iter(feed.values())))
         if batch > self.max_batch:
             raise InputError(f"batch {batch} is larger than the plan's max batch {self.max_batch}; "
@@ -175,8 +181,8 @@ class TrtRunner(Runner):
             if b.is_input:
                 array = feed[b.name]
                 b.host.array(b.dtype, array.shape)[...] = array
-                s.context.set_input_shape(b.name, array.shape)
-        out_shapes = {b.name: tuple(s.context.get_tensor_shape(b.name)) for b in s.bindings if not b.is_input}
+                s.context.set_input_shape(b.name, self._trt.Dims(list(array.shape)))
+        out_shapes = {b.name: dims_tuple(s.context.get_tensor_shape(b.name)) for b in s.bindings if not b.is_input}
 
         graph = s.graphs.get(shapes)
         if graph is not None:
@@ -199,7 +205,7 @@ class TrtRunner(Runner):
 
     def _enqueue(self, feed: dict[str, np.ndarray], out_shapes: dict[str, tuple[int, ...]]) -> None:
         s = self._s
-        assert s.stream is not None
+        assert s.stream is not None and s.context is not None
         first, before, after, last = s.events
         first.record(s.stream)
         for b in s.bindings:
