@@ -57,7 +57,7 @@ def test_engine_fixture_covers_every_precision_under_the_projects_policy(pyteste
     pytest.importorskip("tensorflow", reason="tensorflow not importable")
     pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
     pytester.makepyfile(test_user=ENGINE_TEST)
-    result = pytester.runpytest_inprocess(*_args(pytester.path), "-v")
+    result = pytester.runpytest_inprocess(*_args(pytester.path), "-v", "--harness-backends", "onnxruntime")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*test_engine?onnxruntime-fp32? PASSED*", "*test_engine?onnxruntime-fp16? PASSED*",
                                  "*test_engine?onnxruntime-int8? PASSED*"])
@@ -65,13 +65,31 @@ def test_engine_fixture_covers_every_precision_under_the_projects_policy(pyteste
     # A project policy no int8 engine can meet, for this model's output only: int8 fails,
     # with the statistics; the other precisions are untouched.
     pytester.makefile(".toml", pyproject="[tool.harness.model.digits.output.logits.tolerance.int8]\nmin_cosine = 0.99999999\n")
-    result = pytester.runpytest_inprocess(*_args(pytester.path))
+    result = pytester.runpytest_inprocess(*_args(pytester.path), "--harness-backends", "onnxruntime")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*onnxruntime-int8 output 'logits': FAIL*", "*cosine similarity*< 0.99999999*"])
 
-    result = pytester.runpytest_inprocess(*_args(pytester.path), "--harness-precisions", "fp16", "-v")
-    result.assert_outcomes(passed=2 - 1)
+    result = pytester.runpytest_inprocess(*_args(pytester.path), "--harness-precisions", "fp16", "-v",
+                                          "--harness-backends", "onnxruntime")
+    result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_engine?onnxruntime-fp16? PASSED*"])
+
+
+def test_engine_fixture_skips_tensorrt_engines_it_cannot_run_with_the_reason(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("tensorflow", reason="tensorflow not importable")
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx not importable")
+    from harness.backends.trt.cuda import device_count
+
+    if device_count():
+        pytest.skip("a CUDA device is present: TensorRT engines may run here")
+    pytester.makepyfile(test_user=ENGINE_TEST)
+    result = pytester.runpytest_inprocess(*_args(pytester.path), "-rs", "--harness-backends", "tensorrt_rtx,tensorrt",
+                                          "--harness-engine-dir", str(pytester.path / "engines"))
+    result.assert_outcomes(skipped=6)
+    result.stdout.fnmatch_lines(["*no CUDA device: TensorRT plans run on an NVIDIA GPU*",
+                                 "*SKIPPED*tensorrt *install it with: pip install tensorrt *"])
+    # The tensorrt_rtx plans were built (ahead of time) even though they cannot run here.
+    assert len(list((pytester.path / "engines" / "plans").glob("digits-tensorrt_rtx-*/model.plan"))) == 3
 
 
 def test_a_bad_policy_is_reported(pytester: pytest.Pytester) -> None:
