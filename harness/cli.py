@@ -13,10 +13,6 @@ from pathlib import Path
 from harness import __version__
 from harness.artifacts import DEFAULT_ROOT, atomic_write_json
 from harness.backends.onnxrt import PROVIDERS
-from harness.errors import HarnessError
-from harness.export import DEFAULT_OPSET
-from harness.golden import DEFAULT_GOLDEN_DIR
-from harness.options import choices, input_arg, one_of, opset, positive_int
 from harness.backends.trt.build import (
     DEFAULT_MAX_BATCH,
     DEFAULT_OPTIMIZATION_LEVEL,
@@ -25,6 +21,10 @@ from harness.backends.trt.build import (
     RTX_COMPUTE_CAPABILITIES,
     BuildOptions,
 )
+from harness.errors import HarnessError
+from harness.export import DEFAULT_OPSET
+from harness.golden import DEFAULT_GOLDEN_DIR
+from harness.options import choices, input_arg, one_of, opset, positive_int
 from harness.precision import PRECISIONS
 from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
 from harness.sources import ModelRequest
@@ -36,11 +36,11 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     from harness.workspace import (
         BACKENDS,
-        TRT_LIBRARIES,
         DEFAULT_CALIBRATION_METHOD,
         DEFAULT_CALIBRATION_SAMPLES,
         DEFAULT_GOLDEN_SAMPLES,
         DEFAULT_SEED,
+        TRT_LIBRARIES,
     )
 
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0] if __doc__ else None)

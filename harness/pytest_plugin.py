@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from harness.artifacts import DEFAULT_ROOT
-from harness.backends.trt.build import DEFAULT_MAX_BATCH, DEFAULT_OPTIMIZATION_LEVEL, DEFAULT_WORKSPACE, BuildOptions
 from harness.backends.onnxrt import PROVIDERS
+from harness.backends.trt.build import DEFAULT_MAX_BATCH, DEFAULT_OPTIMIZATION_LEVEL, DEFAULT_WORKSPACE, BuildOptions
 from harness.errors import BackendUnavailable
 from harness.export import DEFAULT_OPSET
 from harness.golden import DEFAULT_GOLDEN_DIR
@@ -33,7 +33,7 @@ from harness.workspace import (
 DEFAULT_MODEL = "inception_v3"
 DEFAULT_BATCH_SIZES = "1,8,32"
 DEFAULT_MAX_SLOWDOWN = 0.15
-ROWS = pytest.StashKey[list[Any]]()
+ROWS = pytest.StashKey[list[Any]]()  # harness.timing.Row, appended by benchmarks
 GATE = pytest.StashKey[list[Any]]()
 BASELINE_WRITTEN = pytest.StashKey[bool]()
 
@@ -299,7 +299,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from harness.timing import check_gate, load_baseline, speedups, update_baseline
 
     config = session.config
-    measured = speedups(config.stash.get(ROWS, []))
+    rows: list[Any] = config.stash.get(ROWS, [])
+    measured = speedups(rows)
     if not measured:
         return
     gate = config.getoption("harness_gate")

@@ -136,13 +136,13 @@ class Workspace:
         providers: Sequence[str] = ("cpu",),
         progress: Stream | None = None,
         engine_dir: Path | None = None,
-        build_options: BuildOptions = BuildOptions(),
+        build_options: BuildOptions | None = None,
         rebuild: bool = False,
         cuda_graph: bool = False,
     ) -> None:
         self.store = ArtifactStore(Path(artifacts))
         self.engine_dir = Path(engine_dir) if engine_dir is not None else Path(artifacts) / "engines"
-        self.build_options = build_options
+        self.build_options = build_options or BuildOptions()
         self.rebuild = rebuild  # rebuild plans once in this workspace's life, then reuse them
         self.cuda_graph = cuda_graph
         self.golden_dir = Path(golden_dir)

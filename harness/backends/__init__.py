@@ -35,9 +35,15 @@ def _probe(name: str, module: str) -> BackendInfo:
             from harness.tfimport import import_tensorflow
 
             mod = import_tensorflow()
+        elif module in ("tensorrt", "tensorrt_rtx"):
+            from harness.backends.trt import import_trt
+
+            mod = import_trt(module)  # also tells a stubs-only tensorrt from the library
         else:
             mod = importlib.import_module(module)
-    except (ImportError, BackendUnavailable, OSError) as e:
+    except BackendUnavailable as e:
+        return BackendInfo(name, module, False, reason=e.reason)
+    except (ImportError, OSError) as e:
         return BackendInfo(name, module, False, reason=f"{module} not importable ({e}); install: {_INSTALL[module]}")
     version = str(getattr(mod, "__version__", "") or "")
     devices: list[str] = []

@@ -112,8 +112,8 @@ def _load_images(directory: Path, spec: ModelSpec, preprocess: Preprocess) -> di
     images = []
     for f in files:
         try:
-            with Image.open(f) as im:
-                im = im.convert("RGB" if channels == 3 else "L").resize((width, height), Image.Resampling.BILINEAR)
+            with Image.open(f) as opened:
+                im = opened.convert("RGB" if channels == 3 else "L").resize((width, height), Image.Resampling.BILINEAR)
                 pixels = np.asarray(im, dtype=np.uint8).reshape(height, width, channels)
         except (OSError, UnidentifiedImageError) as e:
             raise InputError(f"calibration image {f}: unreadable ({e})") from e

@@ -113,9 +113,7 @@ TARGETS = ("tensorrt", "onnxruntime")
 
 def quantize(fp32: Path, table: Path, method: str, dst: Path, target: str = "tensorrt") -> dict[str, Any]:
     import_onnxruntime()
-    from onnxruntime.quantization import quantize_static
-
-    from onnxruntime.quantization import QuantFormat, QuantType
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if target not in TARGETS:
         raise UsageError(f"int8 target {target!r}: choose from {list(TARGETS)}")

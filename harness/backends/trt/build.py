@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.backends.trt import import_trt, is_rtx, rtx_runs_on
 from harness.backends.trt.cuda import device_count, device_properties
@@ -61,7 +61,7 @@ class _Logger:
     """One ILogger per library and process (TensorRT keeps the first one it is given and
     ignores later ones), collecting errors for the call that is running."""
 
-    _instances: dict[str, Any] = {}
+    _instances: ClassVar[dict[str, Any]] = {}
     _lock = threading.Lock()
 
     @classmethod
