@@ -117,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="pyproject.toml whose [tool.harness] overrides the default tolerances "
                          "(default: ./pyproject.toml, if present)")
     compare.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the records as JSON")
+    report = sub.add_parser("report", help="tables and plots from benchmark JSON files and compare records")
+    report.add_argument("benchmarks", nargs="+", type=Path, metavar="BENCH.json|DIR",
+                        help="pytest-benchmark JSON files (--benchmark-json) or directories of saved runs (.benchmarks/)")
+    report.add_argument("--compare", action="append", type=Path, default=[], metavar="RESULTS.json",
+                        help="`harness compare --json` records: golden status, accuracy and error plots; repeatable")
+    report.add_argument("--baseline", type=Path, default=None, metavar="BASELINE.json",
+                        help="the gate's baseline, marked on the speedup plot")
+    report.add_argument("--trend", choices=["speedup", "p50", "p99", "throughput"], default="speedup",
+                        help="metric plotted across runs when several are given (default: speedup)")
+    report.add_argument("--out", type=Path, default=Path("report"), help="output directory (default: report)")
     return parser
 
 
@@ -233,7 +243,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK if comparison.passed else EXIT_FAILED
 
 
-COMMANDS = {"info": cmd_info, "export": cmd_export, "build": cmd_build, "golden": cmd_golden, "compare": cmd_compare}
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    written = write_report(args.out, args.benchmarks, args.compare, args.baseline, args.trend)
+    for warning in written.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {written.markdown}, {written.html} and {len(written.plots)} plots in {args.out}")
+    return EXIT_OK
+
+
+COMMANDS = {"report": cmd_report, "info": cmd_info, "export": cmd_export, "build": cmd_build, "golden": cmd_golden, "compare": cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -77,6 +77,9 @@ class ErrorStats:
     top1_agreement: float | None
     top5_agreement: float | None
     samples: int
+    # For plots: counts of |error| in log-spaced bins, and every sample's cosine similarity.
+    abs_error_histogram: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    cosine_per_sample: list[float] = field(default_factory=list, repr=False)
 
 
 def _stat(values: np.ndarray, statistic: Statistic) -> float:
@@ -123,7 +126,25 @@ def error_stats(actual: np.ndarray, ref: np.ndarray) -> ErrorStats:
         top1_agreement=top1,
         top5_agreement=top5,
         samples=len(r),
+        abs_error_histogram=_log_histogram(abs_err),
+        cosine_per_sample=[float(c) for c in cos],
     )
+
+
+HISTOGRAM_BINS = 40
+
+
+def _log_histogram(values: np.ndarray) -> dict[str, list[float]]:
+    """Counts in log-spaced bins from the smallest non-zero value to the largest; exact
+    zeros are counted in the first bin; no bins at all when every value is 0."""
+    positive = values[values > 0]
+    if positive.size == 0:
+        return {"edges": [], "counts": []}
+    low, high = float(positive.min()), float(positive.max())
+    edges = np.logspace(np.log10(low), np.log10(high * (1 + 1e-9)) if high > low else np.log10(low) + 1,
+                        HISTOGRAM_BINS + 1)
+    counts, _ = np.histogram(np.clip(values, low, None), bins=edges)
+    return {"edges": [float(e) for e in edges], "counts": [float(c) for c in counts]}
 
 
 @dataclass(frozen=True)

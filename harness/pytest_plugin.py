@@ -90,6 +90,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"margin of the gate, a fraction of the baseline speedup (default: {DEFAULT_MAX_SLOWDOWN})")
     group.addoption("--harness-update-baseline", type=Path, default=None, metavar="BASELINE.json",
                     help="write the speedups measured in this run into this baseline (other models kept)")
+    group.addoption("--harness-report", type=Path, default=None, metavar="DIR",
+                    help="write report.md, report.html and plots of this benchmark run to DIR (default: none)")
     group.addoption("--harness-batch-sizes", type=batch_sizes, default=batch_sizes(DEFAULT_BATCH_SIZES),
                     metavar="N,N,...", help=f"batch sizes the benchmarks run (default: {DEFAULT_BATCH_SIZES})")
 
@@ -339,7 +341,32 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                    red=bool(failed), green=not failed)
         for r in results:
             tw.line(str(r), red=r.measured is not None and not r.passed)
+    report_dir = config.getoption("harness_report")
+    if report_dir is not None:
+        tw.line(_write_report(config, report_dir))
     target = config.getoption("harness_update_baseline")
     if target is not None:
         written = config.stash.get(BASELINE_WRITTEN, False)
         tw.line(f"harness: baseline {'written to' if written else 'NOT written (the run failed):'} {target}")
+
+
+def _write_report(config: pytest.Config, out: Path) -> str:
+    """The report of this run, from the same JSON pytest-benchmark would write."""
+    from harness.artifacts import atomic_write_json
+    from harness.errors import HarnessError
+    from harness.report import write_report
+
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return "harness: no report: no benchmarks ran"
+    data = config.hook.pytest_benchmark_generate_json(
+        config=config, benchmarks=session.benchmarks, include_data=False,
+        machine_info=session.get_machine_info(), commit_info={},
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "benchmark.json", data)
+    try:
+        written = write_report(out, [out / "benchmark.json"], baseline=config.getoption("harness_gate"))
+    except HarnessError as e:
+        return f"harness: no report: {e}"
+    return f"harness: report written to {written.html} ({len(written.plots)} plots)"

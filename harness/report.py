@@ -1,0 +1,416 @@
+"""Benchmark and comparison results -> a report people would rather look at than read:
+`report.md` (images beside it), `report.html` (one self-contained file, images embedded)
+and the PNG plots, in one output directory.
+
+Inputs are pytest-benchmark JSON files (`--benchmark-json`, or saved runs under
+`.benchmarks/`, directories searched) and optionally `harness compare --json` records.
+A file that is not what it should be is named in a warning and left out; the rest renders."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.artifacts import atomic_write_bytes
+from harness.errors import InputError
+
+TREND_METRICS = {
+    "speedup": ("speedup_vs_tensorflow", "speedup over TensorFlow (x)"),
+    "p50": ("p50_ms", "p50 latency (ms)"),
+    "p99": ("p99_ms", "p99 latency (ms)"),
+    "throughput": ("samples_per_s", "throughput (samples/s)"),
+}
+REFERENCE = "tensorflow-fp32"
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    model: str
+    backend: str
+    precision: str
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    samples_per_s: float
+    speedup_vs_tensorflow: float | None
+
+    @property
+    def engine(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    path: Path
+    when: str
+    machine: Mapping[str, Any]
+    rows: tuple[BenchRow, ...]
+
+    @property
+    def machine_summary(self) -> str:
+        m = self.machine
+        harness = m.get("harness", {})
+        cpu = harness.get("cpu", {}).get("model") or m.get("cpu", {}).get("brand_raw") or m.get("processor", "?")
+        cores = harness.get("cpu", {}).get("usable_cores") or m.get("cpu", {}).get("count", "?")
+        gpus = ", ".join(g.get("name", "?") for g in harness.get("gpus", [])) or "no GPU"
+        return f"{cpu}, {cores} cores, {gpus}"
+
+
+@dataclass
+class Inputs:
+    runs: list[Run] = field(default_factory=list)
+    compare: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _json_files(paths: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        files += sorted(p.rglob("*.json")) if p.is_dir() else [p]
+    return files
+
+
+def load_run(path: Path) -> Run:
+    """One pytest-benchmark JSON file, or InputError saying what is wrong with it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e})") from e
+    except ValueError as e:
+        raise InputError(f"{path}: not JSON ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list) or "machine_info" not in data:
+        raise InputError(f"{path}: not a pytest-benchmark file (no 'benchmarks' list and 'machine_info'); "
+                         "write one with pytest benchmarks/ --benchmark-only --benchmark-json FILE")
+    rows = []
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {}) if isinstance(bench, dict) else {}
+        if not {"model", "engine", "precision", "batch", "p50_ms"} <= set(info):
+            continue  # not a harness latency row (the overhead benchmark, a user's own)
+        rows.append(BenchRow(
+            str(info["model"]), str(info["engine"]), str(info["precision"]), int(info["batch"]),
+            float(info["p50_ms"]), float(info["p90_ms"]), float(info["p99_ms"]), float(info["samples_per_s"]),
+            None if info.get("speedup_vs_tensorflow") is None else float(info["speedup_vs_tensorflow"]),
+        ))
+    if not rows:
+        raise InputError(f"{path}: an empty run (no harness benchmark rows among {len(data['benchmarks'])} benchmarks)")
+    return Run(Path(path).stem, Path(path), str(data.get("datetime", "")), data.get("machine_info", {}), tuple(rows))
+
+
+def load_compare(path: Path) -> list[dict[str, Any]]:
+    try:
+        records = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable JSON file ({e})") from e
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "backend" in r for r in records):
+        raise InputError(f"{path}: not `harness compare --json` records (a list of objects with 'backend')")
+    return records
+
+
+def load_inputs(benchmarks: Sequence[Path], compare: Sequence[Path] = ()) -> Inputs:
+    inputs = Inputs()
+    for path in _json_files(benchmarks):
+        try:
+            inputs.runs.append(load_run(path))
+        except InputError as e:
+            inputs.warnings.append(f"left out: {e}")
+    for path in compare:
+        try:
+            inputs.compare += [r for r in load_compare(path) if "skipped" not in r]
+        except InputError as e:
+            inputs.warnings.append(f"left out: {e}")
+    inputs.runs.sort(key=lambda r: r.when)
+    if not inputs.runs and not inputs.compare:
+        raise InputError("nothing to report: " + "; ".join(inputs.warnings or ["no input files"]))
+    machines = {r.machine_summary for r in inputs.runs}
+    if len(machines) > 1:
+        inputs.warnings.append("runs come from different machines, so their absolute times are not comparable "
+                               "(speedups measured within each run are): " + "; ".join(sorted(machines)))
+    models = sorted({row.model for r in inputs.runs for row in r.rows} | {str(c.get("model")) for c in inputs.compare})
+    if len(models) > 1:
+        inputs.warnings.append(f"the inputs cover several models ({', '.join(models)}): each is reported on its own")
+    return inputs
+
+
+# --- plots -------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise InputError(f"matplotlib not importable ({e}); install it with: pip install -e '.[report]'") from e
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _engines(rows: Sequence[BenchRow]) -> list[str]:
+    return sorted({r.engine for r in rows}, key=lambda e: (e != REFERENCE, e))
+
+
+def plot_latency(rows: Sequence[BenchRow], model: str, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, engine in enumerate(_engines(rows)):
+        mine = sorted((r for r in rows if r.engine == engine), key=lambda r: r.batch)
+        batches = [r.batch for r in mine]
+        color = f"C{i}"
+        ax.plot(batches, [r.p50_ms for r in mine], "o-", color=color, label=f"{engine} p50")
+        ax.plot(batches, [r.p99_ms for r in mine], "v--", color=color, alpha=0.6, label=f"{engine} p99")
+        ax.fill_between(batches, [r.p50_ms for r in mine], [r.p90_ms for r in mine], color=color, alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("latency per batch (ms)")
+    ax.set_title(f"{model}: latency (p50, p50-p90 band, p99)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+def _grouped_bars(ax: Any, rows: Sequence[BenchRow], engines: list[str], value: Any) -> dict[tuple[str, int], Any]:
+    batches = sorted({r.batch for r in rows})
+    width = 0.8 / max(len(engines), 1)
+    positions = {}
+    for i, engine in enumerate(engines):
+        by_batch = {r.batch: r for r in rows if r.engine == engine}
+        xs = [b + (i - (len(engines) - 1) / 2) * width for b in range(len(batches))]
+        heights = [value(by_batch[b]) if b in by_batch and value(by_batch[b]) is not None else 0 for b in batches]
+        ax.bar(xs, heights, width, label=engine, color=f"C{i}")
+        for x, b in zip(xs, batches, strict=True):
+            positions[(engine, b)] = x
+    ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+    ax.legend(fontsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+    return positions
+
+
+def plot_throughput(rows: Sequence[BenchRow], model: str, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _grouped_bars(ax, rows, _engines(rows), lambda r: r.samples_per_s)
+    ax.set_ylabel("samples / s")
+    ax.set_title(f"{model}: throughput")
+    return _save(fig, path)
+
+
+def plot_speedup(rows: Sequence[BenchRow], model: str, path: Path, baseline: Mapping[str, Any] | None) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    engines = [e for e in _engines(rows) if e != REFERENCE]
+    positions = _grouped_bars(ax, rows, engines, lambda r: r.speedup_vs_tensorflow)
+    ax.axhline(1.0, color="black", lw=0.8)
+    marked = False
+    for (engine, batch), x in positions.items():
+        ratio = ((baseline or {}).get("models", {}).get(model, {}).get(engine, {}) or {}).get(str(batch))
+        if ratio is not None:
+            ax.plot([x - 0.12, x + 0.12], [ratio, ratio], color="black", lw=2,
+                    label=None if marked else "gate baseline")
+            marked = True
+    ax.set_ylabel("speedup over TensorFlow (same run)")
+    ax.set_title(f"{model}: speedup over TensorFlow")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_errors(records: Sequence[Mapping[str, Any]], model: str, path: Path) -> Path:
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for i, r in enumerate(records):
+        label = f"{r['backend']}-{r['precision']} {r['output']}"
+        hist = r.get("abs_error_histogram")
+        if hist and hist.get("counts"):  # no bins: identical to the reference
+            left.stairs(hist["counts"], hist["edges"], color=f"C{i}", label=label)
+        cosines = r.get("cosine_per_sample") or []
+        # 1 - cosine on a log axis: 0.9999 and 0.99 are far apart there, not on a linear one.
+        left_out = [max(1.0 - c, 1e-12) for c in cosines]
+        right.plot(range(len(left_out)), sorted(left_out), ".", color=f"C{i}", label=label, ms=3)
+    left.set_xscale("log")
+    left.set_xlabel("|engine - TensorFlow| per element")
+    left.set_ylabel("elements")
+    left.set_title(f"{model}: absolute error")
+    left.legend(fontsize=7)
+    right.set_yscale("log")
+    right.set_xlabel("golden samples (sorted)")
+    right.set_ylabel("1 - cosine similarity")
+    right.set_title(f"{model}: per-sample cosine distance")
+    right.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_trend(runs: Sequence[Run], model: str, metric: str, path: Path) -> Path:
+    plt = _pyplot()
+    key, label = TREND_METRICS[metric]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    series: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    for index, run in enumerate(runs):
+        for row in run.rows:
+            value = getattr(row, key)
+            if row.model == model and value is not None and not (metric == "speedup" and row.engine == REFERENCE):
+                series.setdefault((row.engine, row.batch), []).append((index, value))
+    for i, ((engine, batch), points) in enumerate(sorted(series.items())):
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=f"C{i % 10}", label=f"{engine} b{batch}")
+    ax.set_xticks(range(len(runs)), [r.when[:16] or r.name for r in runs], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(label)
+    ax.set_title(f"{model}: {label} across {len(runs)} runs")
+    ax.legend(fontsize=6, ncol=3)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+# --- tables and documents ----------------------------------------------------------------
+
+
+def summary_rows(run: Run, model: str, compare: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The summary table of one model in one run, joined with golden results where known."""
+    golden: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in compare:
+        if r.get("model") == model:
+            golden.setdefault((str(r["backend"]), str(r["precision"])), []).append(r)
+    rows = []
+    for row in sorted((r for r in run.rows if r.model == model), key=lambda r: (r.batch, r.engine != REFERENCE, r.engine)):
+        checks = golden.get((row.backend, row.precision), [])
+        accuracy = next((c.get("accuracy") for c in checks if c.get("accuracy") is not None), None)
+        rows.append({
+            "engine": row.backend, "precision": row.precision, "batch": row.batch,
+            "p50_ms": row.p50_ms, "p90_ms": row.p90_ms, "p99_ms": row.p99_ms,
+            "samples_per_s": row.samples_per_s, "speedup": row.speedup_vs_tensorflow,
+            "golden": ("pass" if all(c.get("passed") for c in checks) else "FAIL") if checks else "-",
+            "accuracy": accuracy,
+        })
+    return rows
+
+
+COLUMNS = ["engine", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "speedup", "golden", "accuracy"]
+
+
+def _cells(row: Mapping[str, Any]) -> list[str]:
+    return [
+        row["engine"], row["precision"], str(row["batch"]), f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
+        f"{row['p99_ms']:.2f}", f"{row['samples_per_s']:.1f}",
+        f"{row['speedup']:.2f}x" if row["speedup"] is not None else "-", row["golden"],
+        f"{row['accuracy']:.4f}" if row["accuracy"] is not None else "-",
+    ]
+
+
+@dataclass(frozen=True)
+class Written:
+    markdown: Path
+    html: Path
+    plots: tuple[Path, ...]
+    warnings: tuple[str, ...]
+
+
+def write_report(
+    out: Path,
+    benchmarks: Sequence[Path],
+    compare: Sequence[Path] = (),
+    baseline: Path | None = None,
+    trend: str = "speedup",
+) -> Written:
+    if trend not in TREND_METRICS:
+        raise InputError(f"trend metric {trend!r}: choose from {sorted(TREND_METRICS)}")
+    inputs = load_inputs(benchmarks, compare)
+    gate = None
+    if baseline is not None:
+        from harness.timing import load_baseline
+
+        from harness.errors import HarnessError
+
+        try:
+            gate = load_baseline(baseline)
+        except HarnessError as e:  # a broken baseline loses the markers, not the report
+            inputs.warnings.append(f"left out the gate baseline: {e}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    latest = inputs.runs[-1] if inputs.runs else None
+    models = sorted({row.model for r in inputs.runs for row in r.rows} | {str(c["model"]) for c in inputs.compare
+                                                                          if "model" in c})
+    md: list[str] = ["# Inference benchmark report", ""]
+    body: list[tuple[str, Any]] = []  # ("h2"|"p"|"table"|"img"|"warn", content), rendered twice
+    for w in inputs.warnings:
+        body.append(("warn", w))
+    for run in inputs.runs:
+        body.append(("p", f"Run {run.name} ({run.when or 'no date'}): {run.machine_summary}; versions "
+                     + ", ".join(f"{k} {v}" for k, v in run.machine.get("harness", {}).get("versions", {}).items())))
+    plots: list[Path] = []
+    for model in models:
+        body.append(("h2", model))
+        rows = [r for r in latest.rows if r.model == model] if latest else []
+        if rows and latest is not None:
+            body.append(("p", (f"Latest run: {latest.name}. Speedups are against TensorFlow at the same batch "
+                               "size, measured in the same run.")))
+            body.append(("table", [_cells(r) for r in summary_rows(latest, model, inputs.compare)]))
+            plots += [
+                plot_latency(rows, model, out / f"latency-{model}.png"),
+                plot_throughput(rows, model, out / f"throughput-{model}.png"),
+                plot_speedup(rows, model, out / f"speedup-{model}.png", gate),
+            ]
+            body += [("img", p) for p in plots[-3:]]
+        records = [c for c in inputs.compare if c.get("model") == model]
+        if records:
+            plots.append(plot_errors(records, model, out / f"errors-{model}.png"))
+            body.append(("img", plots[-1]))
+        with_model = [r for r in inputs.runs if any(row.model == model for row in r.rows)]
+        if len(with_model) >= 2:
+            plots.append(plot_trend(with_model, model, trend, out / f"trend-{model}.png"))
+            body.append(("img", plots[-1]))
+
+    for kind, content in body:
+        if kind == "h2":
+            md += [f"## {content}", ""]
+        elif kind == "p":
+            md += [content, ""]
+        elif kind == "warn":
+            md += [f"> **Warning:** {content}", ""]
+        elif kind == "table":
+            md += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+            md += ["| " + " | ".join(cells) + " |" for cells in content] + [""]
+        else:
+            md += [f"![{content.stem}]({content.name})", ""]
+    markdown = out / "report.md"
+    atomic_write_bytes(markdown, "\n".join(md).encode())
+
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}.warn{background:#fff3cd;padding:6px}"
+             "img{max-width:100%}")
+    page = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>Inference benchmark report</title>",
+            f"<style>{style}</style></head><body>", "<h1>Inference benchmark report</h1>"]
+    for kind, content in body:
+        if kind == "h2":
+            page.append(f"<h2>{html.escape(content)}</h2>")
+        elif kind == "p":
+            page.append(f"<p>{html.escape(content)}</p>")
+        elif kind == "warn":
+            page.append(f"<p class='warn'><b>Warning:</b> {html.escape(content)}</p>")
+        elif kind == "table":
+            page.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS) + "</tr>")
+            page += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in content]
+            page.append("</table>")
+        else:
+            data = base64.b64encode(content.read_bytes()).decode()
+            page.append(f"<p><img alt='{html.escape(content.stem)}' src='data:image/png;base64,{data}'></p>")
+    page.append("</body></html>")
+    report_html = out / "report.html"
+    atomic_write_bytes(report_html, "\n".join(page).encode())
+    return Written(markdown, report_html, tuple(plots), tuple(inputs.warnings))

@@ -1,0 +1,133 @@
+"""`harness report`: tables that match the input numbers, valid plot files, an HTML page
+that embeds them, and clear warnings for inputs that are not what they should be."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.cli import main
+from harness.errors import InputError
+
+pytest.importorskip("matplotlib", reason="matplotlib not importable (pip install -e '.[report]')")
+
+ENGINES = [("tensorflow", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+
+
+def bench_json(path: Path, model: str = "m", cpu: str = "CPU A", when: str = "2026-11-26T01:00:00",
+               scale: float = 1.0) -> Path:
+    """A pytest-benchmark file shaped like the suite's, with made-up but consistent numbers."""
+    benchmarks: list[dict[str, Any]] = []
+    for batch in (1, 8):
+        tf_p50 = 10.0 * batch * scale
+        for engine, precision in ENGINES:
+            p50 = tf_p50 / {"tensorflow": 1.0, "onnxruntime": 1.5}[engine] / (2.0 if precision == "int8" else 1.0)
+            benchmarks.append({"group": f"{model} batch {batch}", "name": f"test[{engine}-{precision}-{batch}]",
+                               "stats": {"median": p50 / 1e3}, "extra_info": {
+                                   "model": model, "engine": engine, "precision": precision, "batch": batch,
+                                   "p50_ms": p50, "p90_ms": p50 * 1.1, "p99_ms": p50 * 1.3,
+                                   "samples_per_s": batch / (p50 / 1e3), "speedup_vs_tensorflow": tf_p50 / p50}})
+    benchmarks.append({"name": "test_overhead[bare]", "extra_info": {"path": "bare"}})  # not a latency row
+    path.write_text(json.dumps({"machine_info": {"harness": {"cpu": {"model": cpu, "usable_cores": 2}, "gpus": [],
+                                                             "versions": {"onnxruntime": "1.32.0"}}},
+                                "datetime": when, "benchmarks": benchmarks}))
+    return path
+
+
+def table(markdown: str, model: str) -> list[list[str]]:
+    section = markdown.split(f"## {model}\n", 1)[1].split("\n## ", 1)[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| engine")]
+
+
+def test_tables_match_the_input_and_plots_are_valid_images(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from harness.report import write_report
+
+    run = bench_json(tmp_path / "run.json")
+    records = [{"model": "m", "backend": "onnxruntime", "precision": p, "output": "logits", "passed": p == "fp32",
+                "accuracy": {"fp32": 0.98, "int8": 0.97}[p], "cosine_per_sample": [0.9999, 0.998],
+                "abs_error_histogram": {"edges": [1e-4, 1e-3, 1e-2], "counts": [5.0, 2.0]}} for p in ("fp32", "int8")]
+    (tmp_path / "cmp.json").write_text(json.dumps(records))
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"models": {"m": {"onnxruntime-int8": {"1": 2.5}}}}))
+    written = write_report(tmp_path / "out", [run], [tmp_path / "cmp.json"], baseline)
+
+    data = json.loads(run.read_text())
+    expected = {(b["extra_info"]["engine"], b["extra_info"]["precision"], b["extra_info"]["batch"]): b["extra_info"]
+                for b in data["benchmarks"] if "engine" in b["extra_info"]}
+    rows = table(written.markdown.read_text(), "m")
+    assert len(rows) == len(expected) == 6
+    for engine, precision, batch, p50, p90, p99, rate, speedup, golden, accuracy in rows:
+        info = expected[(engine, precision, int(batch))]
+        assert (float(p50), float(p90), float(p99)) == pytest.approx(
+            (info["p50_ms"], info["p90_ms"], info["p99_ms"]), abs=0.006)
+        assert float(rate) == pytest.approx(info["samples_per_s"], abs=0.06)
+        assert float(speedup.rstrip("x")) == pytest.approx(info["speedup_vs_tensorflow"], abs=0.006)
+        if engine == "onnxruntime":
+            assert golden == {"fp32": "pass", "int8": "FAIL"}[precision]
+            assert float(accuracy) == {"fp32": 0.98, "int8": 0.97}[precision]
+        else:
+            assert golden == accuracy == "-"
+
+    names = sorted(p.name for p in written.plots)
+    assert names == ["errors-m.png", "latency-m.png", "speedup-m.png", "throughput-m.png"]
+    for plot in written.plots:
+        with Image.open(plot) as im:
+            im.verify()
+            assert im.format == "PNG" and im.size[0] >= 600
+        assert f"]({plot.name})" in written.markdown.read_text()  # Markdown references the file beside it
+
+    page = written.html.read_text()
+    embedded = re.findall(r"<img [^>]*src='([^']*)'", page)
+    assert len(embedded) == len(written.plots) and all(s.startswith("data:image/png;base64,") for s in embedded)
+    assert not re.search(r"(src|href)=['\"](?!data:)", page), "the page must not reference anything outside it"
+
+
+def test_bad_inputs_are_named_and_the_rest_still_renders(tmp_path: Path) -> None:
+    from harness.report import write_report
+
+    good = bench_json(tmp_path / "good.json", model="a")
+    other = bench_json(tmp_path / "other.json", model="b", cpu="CPU B", when="2026-11-26T02:00:00")
+    (tmp_path / "compare.json").write_text('[{"backend": "onnxruntime"}]')  # a compare file, not a benchmark
+    (tmp_path / "empty.json").write_text('{"machine_info": {}, "benchmarks": []}')
+    (tmp_path / "broken.json").write_text("{")
+    written = write_report(tmp_path / "out", [good, other, tmp_path / "compare.json", tmp_path / "empty.json",
+                                              tmp_path / "broken.json"])
+    warnings = "\n".join(written.warnings)
+    assert "compare.json: not a pytest-benchmark file" in warnings
+    assert "empty.json: an empty run" in warnings
+    assert "broken.json: not JSON" in warnings
+    assert "several models (a, b)" in warnings
+    assert "different machines" in warnings and "CPU A" in warnings and "CPU B" in warnings
+    markdown = written.markdown.read_text()
+    assert "> **Warning:** left out:" in markdown and "## a" in markdown and "## b" in markdown
+    assert "class='warn'" in written.html.read_text()
+
+    with pytest.raises(InputError, match="nothing to report.*broken.json: not JSON"):
+        write_report(tmp_path / "none", [tmp_path / "broken.json"])
+
+
+def test_several_runs_give_a_trend_and_directories_are_searched(tmp_path: Path) -> None:
+    from PIL import Image
+
+    runs = tmp_path / ".benchmarks" / "Linux-CPython-3.11-64bit"
+    runs.mkdir(parents=True)
+    for i, scale in enumerate((1.0, 1.1, 1.5)):
+        bench_json(runs / f"000{i}_run.json", when=f"2026-11-2{i}T00:00:00", scale=scale)
+    written = main(["report", str(tmp_path / ".benchmarks"), "--trend", "p50", "--out", str(tmp_path / "out")])
+    assert written == 0
+    trend = tmp_path / "out" / "trend-m.png"
+    with Image.open(trend) as im:
+        im.verify()
+
+
+def test_cli_report_of_nothing_valid_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x.json").write_text('{"not": "a benchmark"}')
+    assert main(["report", str(tmp_path / "x.json"), "--out", str(tmp_path / "out")]) == 2
+    assert "x.json: not a pytest-benchmark file" in capsys.readouterr().err
