@@ -333,9 +333,8 @@ def write_report(
     inputs = load_inputs(benchmarks, compare)
     gate = None
     if baseline is not None:
-        from harness.timing import load_baseline
-
         from harness.errors import HarnessError
+        from harness.timing import load_baseline
 
         try:
             gate = load_baseline(baseline)
