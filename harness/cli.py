@@ -24,7 +24,7 @@ from harness.backends.trt.build import (
 from harness.errors import HarnessError
 from harness.export import DEFAULT_OPSET
 from harness.golden import DEFAULT_GOLDEN_DIR
-from harness.options import choices, input_arg, one_of, opset, positive_int
+from harness.options import batch_sizes, choices, input_arg, one_of, opset, positive_int
 from harness.precision import PRECISIONS
 from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
 from harness.sources import ModelRequest
@@ -117,6 +117,32 @@ def build_parser() -> argparse.ArgumentParser:
                          help="pyproject.toml whose [tool.harness] overrides the default tolerances "
                          "(default: ./pyproject.toml, if present)")
     compare.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the records as JSON")
+    serve = sub.add_parser("serve", parents=[model, calibration],
+                           help="serve one engine over HTTP (Open Inference Protocol) from a dedicated worker process")
+    serve.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                       help="engine to serve (default: onnxruntime)")
+    serve.add_argument("--precision", choices=PRECISIONS, default="fp32", help="(default: fp32)")
+    serve.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="(default: 8000; 0 picks a free one)")
+    serve.add_argument("--max-batch", type=positive_int, default=1,
+                       help="dynamic batching: samples gathered into one engine batch (default: 1, off)")
+    serve.add_argument("--max-delay-ms", type=float, default=0.0,
+                       help="dynamic batching: how long a request may wait for others (default: 0: only "
+                       "requests already queued are batched)")
+    serve.add_argument("--max-body-mib", type=positive_int, default=64, help="largest request body (default: 64)")
+    serve.add_argument("--engine-dir", type=Path, default=None, help="TensorRT plan cache (default: ARTIFACTS/engines)")
+    serve.add_argument("--rebuild", action="store_true", help="rebuild the TensorRT plan first")
+
+    load = sub.add_parser("loadtest", help="closed-loop load test of a serving endpoint at several concurrencies")
+    load.add_argument("url", help="server URL, e.g. http://127.0.0.1:8000")
+    load.add_argument("--model", required=True, help="model name the server serves")
+    load.add_argument("--concurrency", type=batch_sizes, default=[1, 2, 4, 8], metavar="N,N,...",
+                      help="clients in the closed loop, one run each (default: 1,2,4,8)")
+    load.add_argument("--duration", type=float, default=5.0, help="seconds per concurrency (default: 5)")
+    load.add_argument("--max-requests", type=positive_int, default=5000,
+                      help="cap on requests per concurrency (default: 5000)")
+    load.add_argument("--batch", type=positive_int, default=1, help="samples per request (default: 1)")
+
     report = sub.add_parser("report", help="tables and plots from benchmark JSON files and compare records")
     report.add_argument("benchmarks", nargs="+", type=Path, metavar="BENCH.json|DIR",
                         help="pytest-benchmark JSON files (--benchmark-json) or directories of saved runs (.benchmarks/)")
@@ -243,6 +269,55 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK if comparison.passed else EXIT_FAILED
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from harness.serving.engines import recipe_for
+    from harness.serving.server import InferenceServer
+
+    args.max_batch_plan = max(DEFAULT_MAX_BATCH, args.max_batch)
+    ws = _serving_workspace(args)
+    request = _request(args)
+    if args.backend == "tensorflow":
+        runner = ws.tf_runner(request)
+    else:
+        runner = ws.engine(request, args.backend, args.precision, _calibration(args)).runner
+    spec = runner.spec
+    server = InferenceServer(recipe_for(runner), spec, spec.name, f"harness-{args.backend}-{runner.precision}",
+                             args.host, args.port, args.max_batch, args.max_delay_ms, args.max_body_mib << 20)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"loading {args.backend}-{runner.precision} of {spec.name} in the engine worker ...", flush=True)
+    server.start()
+    batching = f"dynamic batching up to {args.max_batch} ({args.max_delay_ms:g} ms)" if args.max_batch > 1 else "no batching"
+    print(f"serving {spec.name} at {server.url}/v2/models/{spec.name} ({batching}); metrics at {server.url}/metrics; "
+          "Ctrl-C stops", flush=True)
+    stop.wait()
+    print("stopping: finishing requests in flight ...", flush=True)
+    server.stop()
+    return EXIT_OK
+
+
+def _serving_workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from harness.workspace import Workspace
+
+    return Workspace(args.artifacts, args.golden_dir, args.opset, providers=args.providers, engine_dir=args.engine_dir,
+                     rebuild=args.rebuild, build_options=BuildOptions(max_batch=args.max_batch_plan))
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from harness.serving.loadtest import format_table, run_load
+
+    results = []
+    for concurrency in args.concurrency:
+        results.append(run_load(args.url, args.model, concurrency, args.duration, args.max_requests, args.batch))
+        print(format_table(results[-1:]) if len(results) == 1 else format_table(results[-1:]).splitlines()[-1],
+              flush=True)
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import write_report
 
@@ -253,7 +328,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"report": cmd_report, "info": cmd_info, "export": cmd_export, "build": cmd_build, "golden": cmd_golden, "compare": cmd_compare}
+COMMANDS = {"serve": cmd_serve, "loadtest": cmd_loadtest, "report": cmd_report, "info": cmd_info, "export": cmd_export, "build": cmd_build, "golden": cmd_golden, "compare": cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,352 @@
+"""HTTP inference endpoint (Open Inference Protocol) in front of one engine worker process.
+
+    request threads --(validated arrays)--> batcher thread --(shared memory)--> engine worker
+         ^                                        |                              (owns the engine
+         +------------ outputs, split per request-+                               and its CUDA context)
+
+The HTTP layer is the standard library's threading server: four routes and a body limit
+need no framework, nothing has to be installed on a GPU machine for it, and its cost is
+measured (the load test prints serving latency next to the engine's own). Request threads
+only parse, validate and wait; the batcher gathers requests into one engine batch (up to
+--max-batch samples or --max-delay-ms), the worker runs it, the batcher splits the outputs.
+
+If the worker dies, the requests it held get 503 with the reason, none hang (every wait has
+a timeout), and a new worker is started; /v2/health/ready is 503 until it is up. Stopping
+is graceful: no new connections, queued and in-flight requests finish, then the worker."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+import numpy as np
+
+from harness import __version__
+from harness.errors import HarnessError, InputError
+from harness.serving.metrics import Metrics
+from harness.serving.protocol import (
+    HEADER_LENGTH,
+    ProtocolError,
+    Request,
+    decode_request,
+    encode_response,
+    model_metadata,
+)
+from harness.serving.worker import RunnerRecipe, Worker, WorkerDied, WorkerNotReady
+from harness.spec import ModelSpec
+
+DEFAULT_MAX_BODY = 64 << 20
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass
+class _Pending:
+    request: Request
+    done: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[str, np.ndarray] | None = None
+    status: int = 200
+    error: str = ""
+
+
+class InferenceServer:
+    def __init__(
+        self,
+        recipe: RunnerRecipe,
+        spec: ModelSpec,
+        model_name: str,
+        platform: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_batch: int = 1,
+        max_delay_ms: float = 0.0,
+        max_body: int = DEFAULT_MAX_BODY,
+        request_timeout: float = DEFAULT_TIMEOUT,
+        start_timeout: float = 300.0,
+    ) -> None:
+        if max_batch < 1 or max_delay_ms < 0:
+            raise HarnessError(f"max batch {max_batch} must be >= 1 and max delay {max_delay_ms} ms >= 0")
+        self.spec = spec
+        self.model_name = model_name
+        self.metadata = model_metadata(spec, model_name, platform)
+        self.max_batch = max_batch
+        self.max_delay = max_delay_ms / 1e3
+        self.max_body = max_body
+        self.request_timeout = request_timeout
+        self.metrics = Metrics()
+        self.worker = Worker(recipe, start_timeout)
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._carry: _Pending | None = None
+        self._accepting = True
+        self._inflight = 0
+        self._idle = threading.Condition()
+        self._http = _HTTPServer((host, port), _Handler, self)
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        host, port = self._http.server_address[:2]
+        return f"http://{host!s}:{port}" if isinstance(host, str) else f"http://{host.decode()}:{port}"
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def start(self, wait_ready: bool = True) -> None:
+        """Serve at once (live), load the engine in the worker (ready when it is warmed up)."""
+        loader = threading.Thread(target=self._load, name="harness-loader", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._http.serve_forever, name="harness-http", daemon=True),
+            threading.Thread(target=self._batch_loop, name="harness-batcher", daemon=True),
+        ]
+        for t in [*self._threads, loader]:
+            t.start()
+        if wait_ready:
+            loader.join()
+            if not self.worker.ready.is_set():
+                self.stop()
+                raise WorkerNotReady(self.worker.last_error)
+
+    def _load(self) -> None:
+        try:
+            self.worker.start()
+        except WorkerNotReady:
+            pass  # last_error says why; /v2/health/ready stays 503
+
+    def _restart(self) -> None:
+        self.metrics.restarts += 1
+        try:
+            self.worker.restart()
+        except WorkerNotReady:
+            pass
+
+    def stop(self) -> None:
+        """Graceful: stop accepting, let queued and in-flight requests finish, stop the worker."""
+        self._accepting = False
+        self._http.shutdown()  # no new connections
+        with self._idle:  # requests in flight get their answers
+            self._idle.wait_for(lambda: self._inflight == 0, timeout=self.request_timeout + 5)
+        self._http.server_close()
+        self._queue.put(None)
+        for t in self._threads:
+            if t.name == "harness-batcher":
+                t.join(self.request_timeout)
+        self.worker.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- batching --------------------------------------------------------------------------
+
+    def submit(self, request: Request) -> _Pending:
+        pending = _Pending(request)
+        self._queue.put(pending)
+        return pending
+
+    def _next(self, timeout: float | None) -> _Pending | None:
+        if self._carry is not None:
+            item, self._carry = self._carry, None
+            return item
+        return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
+
+    def _batch_loop(self) -> None:
+        while True:
+            first = self._next(None)
+            if first is None:
+                return
+            batch, samples = [first], first.request.batch
+            deadline = time.monotonic() + self.max_delay
+            stopping = False
+            while samples < self.max_batch:
+                try:
+                    item = self._next(deadline - time.monotonic())
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                if samples + item.request.batch > self.max_batch:
+                    self._carry = item  # first of the next batch
+                    break
+                batch.append(item)
+                samples += item.request.batch
+            self._run(batch)
+            if stopping:
+                while self._carry is not None or not self._queue.empty():  # drain: graceful stop
+                    item = self._next(0.0)
+                    if item is not None:
+                        self._run([item])
+                return
+
+    def _run(self, batch: list[_Pending]) -> None:
+        if not self.worker.ready.wait(self.request_timeout):
+            self._fail(batch, 503, f"engine worker not ready: {self.worker.last_error or 'starting'}")
+            return
+        names = self.spec.input_names
+        feed = {n: np.concatenate([p.request.feed[n] for p in batch]) if len(batch) > 1 else batch[0].request.feed[n]
+                for n in names}
+        try:
+            outputs = self.worker.run(feed, self.request_timeout)
+        except WorkerDied as e:
+            self._fail(batch, 503, f"{e}; the worker is being restarted, retry")
+            threading.Thread(target=self._restart, name="harness-restart", daemon=True).start()
+            return
+        except WorkerNotReady as e:
+            self._fail(batch, 503, str(e))
+            return
+        except InputError as e:
+            self._fail(batch, 400, str(e))
+            return
+        except HarnessError as e:
+            self._fail(batch, 500, f"engine error: {e}")
+            return
+        self.metrics.batch(sum(p.request.batch for p in batch))
+        start = 0
+        for p in batch:
+            n = p.request.batch
+            p.outputs = {k: v[start : start + n] for k, v in outputs.items()}
+            start += n
+            p.done.set()
+
+    @staticmethod
+    def _fail(batch: list[_Pending], status: int, message: str) -> None:
+        for p in batch:
+            p.status, p.error = status, message
+            p.done.set()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    # Idle keep-alive connections must not hold up stop(); requests in flight are counted
+    # and waited for there instead.
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], handler: Any, app: InferenceServer) -> None:
+        self.app = app
+        super().__init__(address, handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
+    # Headers and body go out in two writes; with Nagle's algorithm the second waits for the
+    # client's delayed ACK, adding ~40 ms to every answer.
+    disable_nagle_algorithm = True
+    server: _HTTPServer
+    server_version = f"harness/{__version__}"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per request on stderr would cost more than serving it
+
+    def _send(self, status: int, body: bytes = b"", content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, doc: Any) -> None:
+        self._send(status, json.dumps(doc).encode())
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"error": message})
+
+    def _model_path(self, path: str) -> tuple[str, str] | None:
+        """'/v2/models/NAME[/versions/V][/TAIL]' -> (NAME, TAIL)."""
+        if not path.startswith("/v2/models/"):
+            return None
+        parts = path[len("/v2/models/"):].split("/")
+        name, rest = parts[0], parts[1:]
+        if len(rest) >= 2 and rest[0] == "versions":
+            rest = rest[2:]
+        return name, "/".join(rest)
+
+    def do_GET(self) -> None:
+        app = self.server.app
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path == "/v2/health/live":
+            self._json(200, {"live": True})
+        elif path == "/v2/health/ready":
+            ready = app.worker.ready.is_set() and app._accepting
+            self._json(200 if ready else 503, {"ready": ready})
+        elif path == "/v2":
+            self._json(200, {"name": "harness", "version": __version__, "extensions": ["binary_tensor_data"]})
+        elif path == "/metrics":
+            self._send(200, app.metrics.text().encode(), "text/plain; version=0.0.4")
+        elif (target := self._model_path(path)) is not None:
+            name, tail = target
+            if name != app.model_name:
+                self._error(404, f"unknown model {name!r}; this server serves {app.model_name!r}")
+            elif tail == "":
+                self._json(200, app.metadata)
+            elif tail == "ready":
+                ready = app.worker.ready.is_set()
+                self._json(200 if ready else 503, {"name": name, "ready": ready})
+            else:
+                self._error(404, f"no route GET {path}")
+        else:
+            self._error(404, f"no route GET {path}")
+
+    def do_POST(self) -> None:
+        app = self.server.app
+        start = time.perf_counter()
+        with app._idle:
+            app._inflight += 1
+        try:
+            status, message = self._infer(app)
+            if status != 200:
+                self._error(status, message)
+        finally:
+            with app._idle:
+                app._inflight -= 1
+                app._idle.notify_all()
+        app.metrics.request(status, time.perf_counter() - start if status == 200 else None)
+
+    def _infer(self, app: InferenceServer) -> tuple[int, str]:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        target = self._model_path(path)
+        if target is None or target[1] != "infer":
+            self.close_connection = True
+            return 404, f"no route POST {path}"
+        if target[0] != app.model_name:
+            self._discard_body()
+            return 404, f"unknown model {target[0]!r}; this server serves {app.model_name!r}"
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.close_connection = True
+            return 400, "Content-Length is required"
+        if int(length) > app.max_body:
+            self.close_connection = True  # the body is not read: this connection cannot be reused
+            return 400, f"request body of {int(length)} bytes is over the limit of {app.max_body} bytes"
+        body = self.rfile.read(int(length))
+        try:
+            request = decode_request(body, self.headers.get(HEADER_LENGTH), app.spec)
+        except ProtocolError as e:
+            return 400, str(e)
+        if request.batch > app.max_batch and app.max_batch > 1:
+            return 400, f"batch of {request.batch} is over the server's --max-batch {app.max_batch}"
+        if not app._accepting:
+            return 503, "server is shutting down"
+        pending = app.submit(request)
+        if not pending.done.wait(app.request_timeout + 5):
+            return 503, f"no answer within {app.request_timeout:.0f} s"
+        if pending.outputs is None:
+            return pending.status, pending.error
+        body, headers = encode_response(request, pending.outputs, app.model_name)
+        self._send(200, body, "application/octet-stream" if headers else "application/json", headers)
+        return 200, ""
+
+    def _discard_body(self) -> None:
+        length = self.headers.get("Content-Length", "0")
+        if length.isdigit() and int(length) <= self.server.app.max_body:
+            self.rfile.read(int(length))
+        else:
+            self.close_connection = True
