@@ -15,9 +15,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 # Filled by the overhead benchmark: "bare" | "runner" -> median seconds per call.
 OVERHEAD: dict[str, float] = {}
+# Filled by the serving benchmark: one table per run of the load sweep.
+SERVING: list[str] = []
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SERVING:
+        terminalreporter.section("harness: serving load test (closed loop on loopback)")
+        for table in SERVING:
+            for line in table.splitlines():
+                terminalreporter.line(line)
     if OVERHEAD.keys() >= {"bare", "runner"}:
         terminalreporter.section("harness: runner overhead")
         terminalreporter.line(

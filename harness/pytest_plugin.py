@@ -92,6 +92,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write the speedups measured in this run into this baseline (other models kept)")
     group.addoption("--harness-report", type=Path, default=None, metavar="DIR",
                     help="write report.md, report.html and plots of this benchmark run to DIR (default: none)")
+    group.addoption("--harness-serve-engine", default="onnxruntime-fp32", metavar="BACKEND-PRECISION",
+                    help="engine the serving benchmark serves (default: onnxruntime-fp32)")
+    group.addoption("--harness-serve-concurrency", type=batch_sizes, default=batch_sizes("1,2,4,8"), metavar="N,N,...",
+                    help="closed-loop clients of the serving load test (default: 1,2,4,8)")
+    group.addoption("--harness-serve-seconds", type=float, default=3.0, metavar="S",
+                    help="seconds per concurrency in the serving load test (default: 3)")
     group.addoption("--harness-batch-sizes", type=batch_sizes, default=batch_sizes(DEFAULT_BATCH_SIZES),
                     metavar="N,N,...", help=f"batch sizes the benchmarks run (default: {DEFAULT_BATCH_SIZES})")
 

@@ -28,10 +28,12 @@ def _bench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
 
 def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    result = _bench("--harness-batch-sizes", "1,4", f"--benchmark-json={out}", f"--harness-report={tmp_path / 'report'}")
+    result = _bench("--harness-batch-sizes", "1,4", f"--benchmark-json={out}", f"--harness-report={tmp_path / 'report'}",
+                    "--harness-serve-seconds", "0.5", "--harness-serve-concurrency", "1,2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"harness: report written to {tmp_path / 'report' / 'report.html'} (3 plots)" in result.stdout
     assert "speedup over TensorFlow" in result.stdout and "runner overhead" in result.stdout
+    assert "harness: serving load test" in result.stdout and "serving overhead" in result.stdout
     data = json.loads(out.read_text())
     rows = {(b["extra_info"]["engine"], b["extra_info"]["precision"], b["extra_info"]["batch"]): b["extra_info"]
             for b in data["benchmarks"] if "engine" in b["extra_info"]}
@@ -50,6 +52,11 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
             assert row["speedup_vs_tensorflow"] == pytest.approx(tf / row["p50_ms"])
     assert {b["group"] for b in data["benchmarks"] if "engine" in b["extra_info"]} == {"digits batch 1", "digits batch 4"}
     assert data["machine_info"]["harness"]["versions"]["tensorflow"]
+    serving = {b["extra_info"]["batching"]: b["extra_info"] for b in data["benchmarks"] if "batching" in b["extra_info"]}
+    assert set(serving) == {"off", "on"}
+    for info in serving.values():
+        assert [s["concurrency"] for s in info["sweep"]] == [1, 2] and all(s["errors"] == 0 for s in info["sweep"])
+        assert info["serving_p50_ms"] > info["engine_p50_ms"] > 0
     # The report shows every engine x precision x batch measured, one table row each.
     report = (tmp_path / "report" / "report.md").read_text()
     for (engine, precision, batch) in rows:
@@ -57,7 +64,7 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
 
 
 def test_gate_fails_on_a_baseline_the_run_cannot_meet_and_passes_on_one_it_can(tmp_path: Path) -> None:
-    fast = ("--harness-batch-sizes", "1", "--harness-precisions", "fp32,int8", "-k", "not overhead")
+    fast = ("--harness-batch-sizes", "1", "--harness-precisions", "fp32,int8", "-k", "not overhead and not serving")
     written = tmp_path / "measured.json"
     result = _bench(*fast, f"--harness-update-baseline={written}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

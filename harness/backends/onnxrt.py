@@ -68,6 +68,8 @@ class OrtRunner(Runner):
         self.session: Any = None
 
     def _activate(self) -> None:
+        if not self.onnx_path.is_file():
+            raise ArtifactError(f"{self.onnx_path}: no such file; build it again (harness export / harness compare)")
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

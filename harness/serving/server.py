@@ -107,7 +107,7 @@ class InferenceServer:
             loader.join()
             if not self.worker.ready.is_set():
                 self.stop()
-                raise WorkerNotReady(self.worker.last_error)
+                raise WorkerNotReady(f"engine worker could not start: {self.worker.last_error}")
 
     def _load(self) -> None:
         try:

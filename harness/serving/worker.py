@@ -138,9 +138,9 @@ class Worker:
             if kind == "ready":
                 self.ready.set()
                 return
-            self.last_error = str(message)
+            self.last_error = f"the engine did not load: {message}"
             self.process.join(5)
-            raise WorkerNotReady(f"worker could not load the engine: {message}")
+            raise WorkerNotReady(self.last_error)
         self.process.kill()
         self.last_error = f"worker not ready after {self.start_timeout:.0f} s"
         raise WorkerNotReady(self.last_error)

@@ -1,0 +1,251 @@
+"""The serving endpoint as clients meet it: answers equal to the runner called directly,
+from many threads and through tritonclient, 400s that name the problem, a worker killed
+mid-load (503s, then recovery), a graceful stop, and the load test."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.serving.engines import recipe_for
+from harness.serving.protocol import HEADER_LENGTH
+from harness.serving.server import InferenceServer
+from harness.serving.worker import RunnerRecipe
+from harness.sources import ModelRequest
+from harness.workspace import Workspace
+
+pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
+pytest.importorskip("tensorflow", reason="tensorflow not importable")
+
+
+def call(url: str, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def infer_json(url: str, images: np.ndarray, model: str = "digits") -> tuple[int, Any]:
+    body = json.dumps({"id": "r1", "inputs": [{"name": "image", "shape": list(images.shape), "datatype": "FP32",
+                                                "data": images.ravel().tolist()}]}).encode()
+    status, _, raw = call(url, "POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
+    return status, json.loads(raw)
+
+
+@pytest.fixture(scope="module")
+def digits(harness_workspace: Workspace) -> tuple[Any, Any]:
+    engine = harness_workspace.engine(ModelRequest.of("digits"), "onnxruntime", "fp32")
+    golden = harness_workspace.golden(ModelRequest.of("digits"))
+    return engine, golden
+
+
+@pytest.fixture(scope="module")
+def server(digits: tuple[Any, Any]) -> Iterator[InferenceServer]:
+    engine, _ = digits
+    with InferenceServer(recipe_for(engine.runner), engine.spec, "digits", "harness-onnxruntime-fp32",
+                         max_batch=16, max_delay_ms=2.0, max_body=1 << 20) as s:
+        yield s
+
+
+def test_health_and_metadata(server: InferenceServer) -> None:
+    assert call(server.url, "GET", "/v2/health/live")[0] == 200
+    assert call(server.url, "GET", "/v2/health/ready")[0] == 200
+    status, _, body = call(server.url, "GET", "/v2/models/digits")
+    meta = json.loads(body)
+    assert status == 200 and meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 8, 8, 1]}]
+    assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+    assert call(server.url, "GET", "/v2/models/other")[0] == 404
+
+
+def test_concurrent_requests_match_the_runner_called_directly(server: InferenceServer, digits: tuple[Any, Any]) -> None:
+    engine, golden = digits
+    images = golden.inputs["image"]
+    with engine.runner as runner:
+        expected = runner.infer({"image": images})["logits"]
+
+    def one(i: int) -> tuple[int, np.ndarray]:
+        batch = images[i : i + 1 + i % 3]  # batches of 1-3 samples, from 12 threads at once
+        status, doc = infer_json(server.url, batch)
+        out = doc["outputs"][0]
+        return i, np.asarray(out["data"], np.float32).reshape(out["shape"]) if status == 200 else None
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(one, range(120)))
+    for i, got in answers:
+        assert got is not None, f"request {i} failed"
+        np.testing.assert_allclose(got, expected[i : i + 1 + i % 3], rtol=1e-5, atol=1e-5)
+    # Under this load the batcher put several requests into one engine batch.
+    assert max(server.metrics.batches) > 3, server.metrics.batches[-20:]
+    text = call(server.url, "GET", "/metrics")[2].decode()
+    assert 'harness_requests_total{code="200"}' in text and "harness_batch_size_bucket" in text
+
+
+def test_tritonclient_works_unchanged(server: InferenceServer, digits: tuple[Any, Any]) -> None:
+    httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] not installed")
+    engine, golden = digits
+    images = golden.inputs["image"][:5]
+    client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("digits")
+    assert client.get_model_metadata("digits")["inputs"][0]["shape"] == [-1, 8, 8, 1]
+    inp = httpclient.InferInput("image", list(images.shape), "FP32")
+    inp.set_data_from_numpy(images)  # binary data extension
+    for outputs in (None, [httpclient.InferRequestedOutput("logits", binary_data=False)]):
+        result = client.infer("digits", [inp], outputs=outputs)
+        with engine.runner as runner:
+            np.testing.assert_allclose(result.as_numpy("logits"), runner.infer({"image": images})["logits"],
+                                       rtol=1e-5, atol=1e-5)
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "message"),
+    [
+        (b"{not json", {}, "not valid JSON"),
+        (b'{"inputs": []}', {}, 'non-empty "inputs" list'),
+        (json.dumps({"inputs": [{"name": "pixels", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0] * 64}]}),
+         {}, "unknown input 'pixels'; the model takes ['image']"),
+        (json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "INT64", "data": [0] * 64}]}),
+         {}, "input 'image': datatype 'INT64', the model takes FP32"),
+        (json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8], "datatype": "FP32", "data": [0] * 64}]}),
+         {}, "input 'image': shape (1, 8, 8) given, the model takes ?x8x8x1"),
+        (json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0] * 63}]}),
+         {}, "63 values for shape [1, 8, 8, 1] (64 needed)"),
+        (json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0] * 64}],
+                     "outputs": [{"name": "probs"}]}), {}, "unknown output(s) ['probs']"),
+        (b'{"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "FP32", '
+         b'"parameters": {"binary_data_size": 256}}]}' + b"\0" * 100, {HEADER_LENGTH: "101"},
+         "binary data ends after"),
+        (b"x" * (2 << 20), {}, f"request body of {2 << 20} bytes is over the limit of {1 << 20} bytes"),
+    ],
+    ids=["json", "no-inputs", "name", "dtype", "shape", "count", "output", "binary", "too-big"],
+)
+def test_bad_requests_get_400_naming_the_problem(server: InferenceServer, body: Any, headers: dict[str, str],
+                                                  message: str) -> None:
+    raw = body.encode() if isinstance(body, str) else body
+    if "binary" in message:
+        head = raw[: raw.index(b"}]}") + 3]
+        headers = {HEADER_LENGTH: str(len(head))}
+    status, _, answer = call(server.url, "POST", "/v2/models/digits/infer", raw, headers)
+    assert status == 400, answer
+    assert message in json.loads(answer)["error"]
+    # ... and the server keeps serving.
+    assert infer_json(server.url, np.zeros((1, 8, 8, 1), np.float32))[0] == 200
+
+
+def test_killed_worker_gives_503s_then_recovers(digits: tuple[Any, Any]) -> None:
+    engine, golden = digits
+    images = golden.inputs["image"][:1]
+    with InferenceServer(recipe_for(engine.runner), engine.spec, "digits", "t", request_timeout=30) as s:
+        statuses: list[tuple[float, int, str]] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                status, doc = infer_json(s.url, images)
+                statuses.append((time.monotonic(), status, doc.get("error", "")))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        killed_at = time.monotonic()
+        os.kill(s.worker.process.pid, signal.SIGKILL)
+        assert s.worker.ready.wait(0.1) is True or True  # may still read as ready for a moment
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(t > killed_at and st == 200 and
+                                                      any(x[1] == 503 for x in statuses) for t, st, _ in statuses):
+            time.sleep(0.1)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(60)
+            assert not t.is_alive(), "a client hung"
+        failures = [e for _, st, e in statuses if st == 503]
+        assert failures and all("worker died" in e or "not ready" in e for e in failures), failures[:3]
+        assert any(t > killed_at and st == 200 for t, st, _ in statuses), "no recovery after the restart"
+        assert {st for _, st, _ in statuses} <= {200, 503}
+        assert call(s.url, "GET", "/v2/health/ready")[0] == 200 and s.metrics.restarts == 1
+
+
+def test_stop_lets_requests_in_flight_finish() -> None:
+    recipe = RunnerRecipe("tests.serving_runners:slow_double", {"delay": 0.5})
+    from tests.serving_runners import SPEC
+
+    s = InferenceServer(recipe, SPEC, "slow", "test")
+    s.start()
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(call, s.url, "POST", "/v2/models/slow/infer", body) for _ in range(3)]
+        time.sleep(0.2)  # all three are in flight (the engine takes 0.5 s each)
+        s.stop()
+        answers = [f.result(timeout=30) for f in futures]
+    assert [a[0] for a in answers] == [200, 200, 200]
+    assert json.loads(answers[0][2])["outputs"][0]["data"] == [2, 4, 6, 8]
+    assert not s.worker.process.is_alive()
+    with pytest.raises(OSError):
+        call(s.url, "GET", "/v2/health/live")
+
+
+def test_engine_that_cannot_load_is_reported(tmp_path: Path) -> None:
+    from harness.serving.worker import WorkerNotReady
+    from tests.serving_runners import SPEC
+
+    recipe = RunnerRecipe("harness.serving.engines:onnxruntime_runner",
+                          {"path": str(tmp_path / "missing.onnx"), "spec": SPEC.to_dict(), "precision": "fp32",
+                           "providers": ["cpu"]})
+    with pytest.raises(WorkerNotReady, match=r"engine worker could not start: the engine did not load: ArtifactError: .*missing\.onnx: no such file"):
+        InferenceServer(recipe, SPEC, "slow", "test").start()
+
+
+def test_load_test_reports_each_concurrency(server: InferenceServer) -> None:
+    from harness.serving.loadtest import format_table, sweep
+
+    results = sweep(server.url, "digits", [1, 4], seconds=1.0, max_requests=300)
+    print("\n" + format_table(results, "digits, onnxruntime fp32, dynamic batching up to 16 (2 ms)"))
+    assert [r.concurrency for r in results] == [1, 4]
+    for r in results:
+        assert r.errors == 0 and 0 < r.requests <= 300 and 0 < r.p50_ms <= r.p90_ms <= r.p99_ms
+        assert r.requests_per_s > 0
+
+
+def test_cli_serve_answers_and_stops_on_sigint(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "digits", "--port", "0", "--max-batch", "4",
+                             "--max-delay-ms", "1"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        url = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if found := re.search(r"serving digits at (http://[\d.]+:\d+)/v2/models/digits", line):
+                url = found.group(1)
+                break
+        assert url, "no URL printed"
+        status, doc = infer_json(url, np.zeros((2, 8, 8, 1), np.float32))
+        assert status == 200 and doc["outputs"][0]["shape"] == [2, 10] and doc["id"] == "r1"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert "stopping" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
