@@ -127,6 +127,13 @@ def test_unparsable_onnx_names_the_node(tmp_path: Path) -> None:
         build_plan("tensorrt_rtx", path, spec, BuildOptions())
 
 
+def test_equivalent_build_options_key_the_same_plan() -> None:
+    from harness.backends.trt.build import BuildOptions
+
+    assert BuildOptions().to_dict() == BuildOptions(opt_batch=32).to_dict()
+    assert BuildOptions().to_dict() != BuildOptions(opt_batch=8).to_dict()
+
+
 def test_bad_build_options_are_usage_errors() -> None:
     from harness.backends.trt.build import BuildOptions
 

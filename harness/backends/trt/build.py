@@ -54,7 +54,8 @@ class BuildOptions:
         return self.min_batch, self.opt_batch if self.opt_batch is not None else self.max_batch, self.max_batch
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "compute_capabilities": list(self.compute_capabilities)}
+        # The resolved profile, so "opt unset" and "opt = max" key the same plan.
+        return {**asdict(self), "opt_batch": self.profile[1], "compute_capabilities": list(self.compute_capabilities)}
 
 
 class _Logger:
