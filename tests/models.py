@@ -5,7 +5,9 @@ a SavedModel with a non-default two-output signature, .keras and .h5 files."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,3 +97,17 @@ def write_keras(directory: Path, seed: int = 0, name: str = "model.keras") -> Pa
     path = directory / name
     _keras_model(seed).save(path)
     return path
+
+
+def with_changed_weight(src: Path, dst: Path, pick: Callable[[Any], Any], change: Callable[[Any], Any]) -> Path:
+    """Copy of an ONNX model with one initializer (`pick(model)`) replaced by `change(array)`:
+    the broken variants the negative controls need."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    tensor = pick(model)
+    array = numpy_helper.to_array(tensor)
+    tensor.CopyFrom(numpy_helper.from_array(change(array).astype(array.dtype), tensor.name))
+    onnx.save(model, str(dst))
+    return dst

@@ -68,15 +68,10 @@ def test_golden_store_is_small() -> None:
 
 def _perturbed(onnx_path: Path, out: Path, factor: float) -> Path:
     """Copy of the model with its largest weight tensor scaled by `factor`."""
-    import onnx
-    from onnx import numpy_helper
+    from tests.models import with_changed_weight
 
-    model = onnx.load(str(onnx_path))
-    largest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
-    array = numpy_helper.to_array(largest)
-    largest.CopyFrom(numpy_helper.from_array((array * factor).astype(array.dtype), largest.name))
-    onnx.save(model, str(out))
-    return out
+    return with_changed_weight(onnx_path, out, lambda m: max(m.graph.initializer, key=lambda t: int(np.prod(t.dims))),
+                               lambda w: w * factor)
 
 
 @pytest.mark.parametrize("name", BUILTINS)

@@ -8,6 +8,7 @@ import json
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -216,17 +217,14 @@ def test_bad_calibration_leaves_no_entry(fresh: Workspace, tmp_path: Path) -> No
 
 
 def _perturb_first_conv(src: Path, dst: Path, fraction: float) -> Path:
-    import onnx
-    from onnx import numpy_helper
+    from tests.models import with_changed_weight
 
-    model = onnx.load(str(src))
-    conv = next(n for n in model.graph.node if n.op_type == "Conv")
-    weight = next(i for i in model.graph.initializer if i.name == conv.input[1])
-    w = numpy_helper.to_array(weight)
-    noise = np.random.default_rng(0).standard_normal(w.shape).astype(w.dtype)
-    weight.CopyFrom(numpy_helper.from_array((w * (1 + fraction * noise)).astype(w.dtype), weight.name))
-    onnx.save(model, str(dst))
-    return dst
+    def first_conv_weight(model: Any) -> Any:
+        conv = next(n for n in model.graph.node if n.op_type == "Conv")
+        return next(i for i in model.graph.initializer if i.name == conv.input[1])
+
+    noise = np.random.default_rng(0).standard_normal
+    return with_changed_weight(src, dst, first_conv_weight, lambda w: w * (1 + fraction * noise(w.shape)))
 
 
 @pytest.mark.parametrize("name", BUILTINS)
