@@ -21,7 +21,6 @@ from harness.artifacts import (
     atomic_write_json,
     digest_bytes,
     digest_json,
-    file_digest,
     locked,
 )
 from harness.backends.base import Runner
@@ -71,6 +70,7 @@ class OnnxModel:
     opset: int
     reused: bool
     seconds: float
+    digest: str  # of the file, as its cache entry recorded (and checked) it: keys what is made from it
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ class Calibration:
     method: str
     reused: bool
     seconds: float
+    digest: str  # of the table, as its cache entry recorded it
 
 
 @dataclass(frozen=True)
@@ -194,9 +195,8 @@ class Workspace:
         entry = self.store.get_or_build("onnx", frozen.name, key, build)
         if not entry.file("model.onnx").is_file():
             raise ArtifactError(f"{entry.path}: cache entry has no model.onnx; delete the directory and retry")
-        result = OnnxModel(
-            frozen.name, frozen.spec, entry.file("model.onnx"), self.opset, entry.reused, time.perf_counter() - start
-        )
+        result = OnnxModel(frozen.name, frozen.spec, entry.file("model.onnx"), self.opset, entry.reused,
+                           time.perf_counter() - start, entry.meta["files"]["model.onnx"])
         self._onnx[request] = result
         return result
 
@@ -212,19 +212,19 @@ class Workspace:
         if options.source is None:
             golden_inputs = self.golden(request).inputs
         data = load_calibration(model.spec, options.source, golden_inputs, options.samples, options.preprocess)
-        key = digest_json(["calibration", file_digest(model.path), data.digest(), options.method,
-                           _version("onnxruntime")])
+        data_digest = data.digest()
+        key = digest_json(["calibration", model.digest, data_digest, options.method, _version("onnxruntime")])
         start = time.perf_counter()
 
         def build(tmp: Path) -> dict[str, Any]:
             with self._step(f"calibrating {model.name} for int8 on {data.description} ({options.method})"):
                 calibrate(model.path, data, options.method, tmp / "calibration.json")
-            return {"description": data.description, "method": options.method, "data_digest": data.digest()}
+            return {"description": data.description, "method": options.method, "data_digest": data_digest}
 
         entry = self.store.get_or_build("calibration", model.name, key, build)
         check_table(entry.file("calibration.json"))
         return Calibration(entry.file("calibration.json"), entry.meta["description"], options.method, entry.reused,
-                           time.perf_counter() - start)
+                           time.perf_counter() - start, entry.meta["files"]["calibration.json"])
 
     def variant(
         self,
@@ -252,7 +252,7 @@ class Workspace:
         if precision == "fp16":
             from harness.precision.fp16 import convert_fp16
 
-            key = digest_json(["fp16", file_digest(fp32.path), _version("onnxconverter-common"), _version("onnx")])
+            key = digest_json(["fp16", fp32.digest, _version("onnxconverter-common"), _version("onnx")])
 
             def build(tmp: Path) -> dict[str, Any]:
                 with self._step(f"converting {fp32.name} to fp16"):
@@ -261,8 +261,7 @@ class Workspace:
             from harness.precision.int8 import quantize
 
             cal = self.calibration(request, calibration)
-            key = digest_json(["int8", file_digest(fp32.path), file_digest(cal.table), cal.method, target,
-                               _version("onnxruntime")])
+            key = digest_json(["int8", fp32.digest, cal.digest, cal.method, target, _version("onnxruntime")])
 
             def build(tmp: Path) -> dict[str, Any]:
                 with self._step(f"quantizing {fp32.name} to int8 (Q/DQ for {target})"):
@@ -273,7 +272,7 @@ class Workspace:
 
         entry = self.store.get_or_build(precision, f"{fp32.name}-{target}" if precision == "int8" else fp32.name, key, build)
         model = OnnxModel(fp32.name, fp32.spec, entry.file("model.onnx"), fp32.opset, entry.reused,
-                          time.perf_counter() - start)
+                          time.perf_counter() - start, entry.meta["files"]["model.onnx"])
         self._variants[cache_key] = (model, cal)
         return model, cal
 
@@ -292,7 +291,7 @@ class Workspace:
         trt = import_trt(library)
         model, _ = self.variant(request, precision, calibration, target="tensorrt")
         device = target_device(trt, self.build_options)
-        onnx_digest = file_digest(model.path)
+        onnx_digest = model.digest
         key = digest_json(["plan", onnx_digest, library, str(trt.__version__), device, self.build_options.to_dict()])
         device_slug = digest_json(device)[:12]
         timing_cache = None if is_rtx(trt) else self.engine_dir / f"timing-{library}-{trt.__version__}-{device_slug}.cache"
