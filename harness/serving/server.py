@@ -42,6 +42,7 @@ from harness.spec import ModelSpec
 
 DEFAULT_MAX_BODY = 64 << 20
 DEFAULT_TIMEOUT = 60.0
+DRAIN_LIMIT_FACTOR = 16  # an unwanted body up to 16x the limit is read and dropped, not left unread
 
 
 @dataclass
@@ -314,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].rstrip("/")
         target = self._model_path(path)
         if target is None or target[1] != "infer":
-            self.close_connection = True
+            self._discard_body()
             return 404, f"no route POST {path}"
         if target[0] != app.model_name:
             self._discard_body()
@@ -324,7 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return 400, "Content-Length is required"
         if int(length) > app.max_body:
-            self.close_connection = True  # the body is not read: this connection cannot be reused
+            self._discard_body()
             return 400, f"request body of {int(length)} bytes is over the limit of {app.max_body} bytes"
         body = self.rfile.read(int(length))
         try:
@@ -345,8 +346,17 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, ""
 
     def _discard_body(self) -> None:
+        """Read and drop a body this server will not use. Closing with it unread makes the
+        kernel reset the connection, and a client still sending loses the error answer; a
+        body too large to be worth reading is not read, and the connection is closed."""
         length = self.headers.get("Content-Length", "0")
-        if length.isdigit() and int(length) <= self.server.app.max_body:
-            self.rfile.read(int(length))
-        else:
+        remaining = int(length) if length.isdigit() else -1
+        if not 0 <= remaining <= DRAIN_LIMIT_FACTOR * self.server.app.max_body:
             self.close_connection = True
+            return
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 16))
+            if not chunk:
+                self.close_connection = True
+                return
+            remaining -= len(chunk)
