@@ -156,22 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _workspace(args: argparse.Namespace, build_options: BuildOptions | None = None):  # type: ignore[no-untyped-def]
+    """The workspace of a command; commands with TensorRT options pass them on (`build_options`
+    where the command derives them itself)."""
     from harness.workspace import Workspace
 
     kwargs = {}
-    if hasattr(args, "max_batch"):
-        kwargs = {
-            "engine_dir": args.engine_dir,
-            "rebuild": args.rebuild,
-            "build_options": BuildOptions(
+    if hasattr(args, "engine_dir"):
+        if build_options is None:
+            build_options = BuildOptions(
                 max_batch=args.max_batch,
                 opt_batch=args.opt_batch,
                 workspace=args.workspace_mib << 20,
                 optimization_level=args.optimization_level,
                 compute_capabilities=tuple(args.compute_capability),
-            ),
-        }
+            )
+        kwargs = {"engine_dir": args.engine_dir, "rebuild": args.rebuild, "build_options": build_options}
     return Workspace(args.artifacts, args.golden_dir, args.opset, providers=args.providers, **kwargs)
 
 
@@ -233,10 +233,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    ws = _workspace(args)
-    request = _request(args)
     from harness.policy import TolerancePolicy
 
+    ws = _workspace(args)
+    request = _request(args)
     calibration = _calibration(args)
     policy = TolerancePolicy.from_pyproject(args.tolerances)
     comparison = ws.compare(request, args.backend, args.precision, policy, calibration)
@@ -276,8 +276,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from harness.serving.engines import recipe_for
     from harness.serving.server import InferenceServer
 
-    args.max_batch_plan = max(DEFAULT_MAX_BATCH, args.max_batch)
-    ws = _serving_workspace(args)
+    # Here --max-batch is dynamic batching; a TensorRT plan must take at least that batch.
+    ws = _workspace(args, BuildOptions(max_batch=max(DEFAULT_MAX_BATCH, args.max_batch)))
     request = _request(args)
     if args.backend == "tensorflow":
         runner = ws.tf_runner(request)
@@ -300,21 +300,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serving_workspace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from harness.workspace import Workspace
-
-    return Workspace(args.artifacts, args.golden_dir, args.opset, providers=args.providers, engine_dir=args.engine_dir,
-                     rebuild=args.rebuild, build_options=BuildOptions(max_batch=args.max_batch_plan))
-
-
 def cmd_loadtest(args: argparse.Namespace) -> int:
     from harness.serving.loadtest import format_table, run_load
 
-    results = []
-    for concurrency in args.concurrency:
-        results.append(run_load(args.url, args.model, concurrency, args.duration, args.max_requests, args.batch))
-        print(format_table(results[-1:]) if len(results) == 1 else format_table(results[-1:]).splitlines()[-1],
-              flush=True)
+    for i, concurrency in enumerate(args.concurrency):
+        result = run_load(args.url, args.model, concurrency, args.duration, args.max_requests, args.batch)
+        lines = format_table([result]).splitlines()
+        print("\n".join(lines if i == 0 else lines[-1:]), flush=True)  # the header once, then a row each
     return EXIT_OK
 
 
@@ -328,7 +320,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"serve": cmd_serve, "loadtest": cmd_loadtest, "report": cmd_report, "info": cmd_info, "export": cmd_export, "build": cmd_build, "golden": cmd_golden, "compare": cmd_compare}
+COMMANDS = {
+    "info": cmd_info, "export": cmd_export, "build": cmd_build, "golden": cmd_golden, "compare": cmd_compare,
+    "serve": cmd_serve, "loadtest": cmd_loadtest, "report": cmd_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

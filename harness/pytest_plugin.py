@@ -315,7 +315,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if gate is not None:
         results = check_gate(measured, load_baseline(gate), config.getoption("harness_max_slowdown"))
         config.stash[GATE] = results
-        if any(r.measured is not None and not r.passed for r in results) and session.exitstatus == 0:
+        if any(r.regressed for r in results) and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     target = config.getoption("harness_update_baseline")
     if target is not None and session.exitstatus == 0:
@@ -341,12 +341,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         tw.line(f"{r.model:14s} {r.batch:5d} {r.engine:22s} {r.median * 1e3:10.2f} {r.samples_per_s:10.1f} {speedup:>8s}")
     if GATE in config.stash:
         results = config.stash[GATE]
-        failed = [r for r in results if r.measured is not None and not r.passed]
+        failed = [r for r in results if r.regressed]
         tw.section(f"harness gate ({config.getoption('harness_gate')}, max slowdown "
                    f"{config.getoption('harness_max_slowdown'):.0%}): {'FAILED' if failed else 'passed'}",
                    red=bool(failed), green=not failed)
         for r in results:
-            tw.line(str(r), red=r.measured is not None and not r.passed)
+            tw.line(str(r), red=r.regressed)
     report_dir = config.getoption("harness_report")
     if report_dir is not None:
         tw.line(_write_report(config, report_dir))

@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.artifacts import atomic_write_bytes
 from harness.errors import InputError
+from harness.timing import REFERENCE
 
 TREND_METRICS = {
     "speedup": ("speedup_vs_tensorflow", "speedup over TensorFlow (x)"),
@@ -25,7 +26,6 @@ TREND_METRICS = {
     "p99": ("p99_ms", "p99 latency (ms)"),
     "throughput": ("samples_per_s", "throughput (samples/s)"),
 }
-REFERENCE = "tensorflow-fp32"
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class Inputs:
     runs: list[Run] = field(default_factory=list)
     compare: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # every model any run or record covers
 
 
 def _json_files(paths: Iterable[Path]) -> list[Path]:
@@ -133,9 +134,11 @@ def load_inputs(benchmarks: Sequence[Path], compare: Sequence[Path] = ()) -> Inp
     if len(machines) > 1:
         inputs.warnings.append("runs come from different machines, so their absolute times are not comparable "
                                "(speedups measured within each run are): " + "; ".join(sorted(machines)))
-    models = sorted({row.model for r in inputs.runs for row in r.rows} | {str(c.get("model")) for c in inputs.compare})
-    if len(models) > 1:
-        inputs.warnings.append(f"the inputs cover several models ({', '.join(models)}): each is reported on its own")
+    inputs.models = sorted({row.model for r in inputs.runs for row in r.rows}
+                           | {str(c["model"]) for c in inputs.compare if "model" in c})
+    if len(inputs.models) > 1:
+        inputs.warnings.append(f"the inputs cover several models ({', '.join(inputs.models)}): "
+                               "each is reported on its own")
     return inputs
 
 
@@ -343,8 +346,6 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     latest = inputs.runs[-1] if inputs.runs else None
-    models = sorted({row.model for r in inputs.runs for row in r.rows} | {str(c["model"]) for c in inputs.compare
-                                                                          if "model" in c})
     md: list[str] = ["# Inference benchmark report", ""]
     body: list[tuple[str, Any]] = []  # ("h2"|"p"|"table"|"img"|"warn", content), rendered twice
     for w in inputs.warnings:
@@ -353,7 +354,7 @@ def write_report(
         body.append(("p", f"Run {run.name} ({run.when or 'no date'}): {run.machine_summary}; versions "
                      + ", ".join(f"{k} {v}" for k, v in run.machine.get("harness", {}).get("versions", {}).items())))
     plots: list[Path] = []
-    for model in models:
+    for model in inputs.models:
         body.append(("h2", model))
         rows = [r for r in latest.rows if r.model == model] if latest else []
         if rows and latest is not None:

@@ -76,6 +76,11 @@ class GateResult:
     def passed(self) -> bool:
         return self.measured is not None and self.measured >= self.floor
 
+    @property
+    def regressed(self) -> bool:
+        """Measured and below the floor (a row not measured in this run is not a regression)."""
+        return self.measured is not None and self.measured < self.floor
+
     def __str__(self) -> str:
         row = f"{self.model} {self.engine} batch {self.batch}"
         if self.measured is None:
