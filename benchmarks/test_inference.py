@@ -1,8 +1,8 @@
 """Latency of the TensorFlow baseline and of every engine x precision on the model under test
 (--harness-model, default inception_v3), per batch size (--harness-batch-sizes).
 
-TensorFlow runs first (it is defined first), so each engine's speedup is against a median
-measured in this same run. Inputs are made before timing; each round is one call on an
+Each engine's speedup is against TensorFlow's median measured in this same run, computed once
+every row is measured (the plugin fills `speedup_vs_tensorflow` in before the JSON is written). Inputs are made before timing; each round is one call on an
 already active runner. Batch 1 is the latency figure (one request at a time, MLPerf's
 SingleStream); the largest batch is the throughput figure (Offline). `extra_info` carries
 p50/p90/p99 latency, samples/s and the speedup over TensorFlow at the same batch size."""
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from harness.backends.base import Runner
-from harness.timing import REFERENCE, Latency, Row, speedups
+from harness.timing import REFERENCE, Latency, Row
 
 TARGET_SECONDS = 2.0  # per benchmark, so batch 32 of InceptionV3 stays affordable on 2 cores
 MIN_ROUNDS, MAX_ROUNDS = 5, 200
@@ -41,9 +41,8 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
         benchmark.pedantic(runner.infer_checked, args=(feed,), rounds=rounds, iterations=1, warmup_rounds=1)
 
     latency = Latency.of(benchmark.stats.stats.data)
-    row = Row(model, runner.name, batch, latency.p50)
+    row = Row(model, runner.name, batch, latency.p50, benchmark.extra_info)
     rows.append(row)
-    speedup = speedups(rows).get((model, runner.name, batch))
     scenario = "SingleStream" if batch == 1 else "Offline" if batch == largest else "batch"
     benchmark.extra_info.update(
         model=model,
@@ -55,7 +54,7 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
         p90_ms=latency.p90 * 1e3,
         p99_ms=latency.p99 * 1e3,
         samples_per_s=row.samples_per_s,
-        speedup_vs_tensorflow=speedup,
+        speedup_vs_tensorflow=None,  # filled in at the end of the run
     )
     if gpu:
         benchmark.extra_info.update(

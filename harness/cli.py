@@ -6,6 +6,7 @@ A HarnessError is printed as one line, never as a traceback."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,14 +22,16 @@ from harness.backends.trt.build import (
     RTX_COMPUTE_CAPABILITIES,
     BuildOptions,
 )
+from harness.compare import SYNTHETIC_NOTE
 from harness.errors import HarnessError
 from harness.export import DEFAULT_OPSET
-from harness.golden import DEFAULT_GOLDEN_DIR
+from harness.golden import GOLDEN_DIR_HELP
 from harness.options import batch_sizes, choices, input_arg, one_of, opset, positive_int
 from harness.precision import PRECISIONS
 from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
 from harness.sources import ModelRequest
 from harness.spec import format_shape
+from harness.tfimport import VERBOSE_ENV
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -45,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="let TensorFlow's own C++ log lines through (default: dropped)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("info", help="backends available here, their versions and devices, and why others are missing")
@@ -60,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--signature", default=None, help="SavedModel signature (default: serving_default)")
     model.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT,
                        help=f"cache of frozen graphs and ONNX files (default: {DEFAULT_ROOT})")
-    model.add_argument("--golden-dir", type=Path, default=DEFAULT_GOLDEN_DIR,
-                       help=f"golden store (default: {DEFAULT_GOLDEN_DIR})")
+    model.add_argument("--golden-dir", type=Path, default=None,
+                       help=GOLDEN_DIR_HELP)
     model.add_argument("--opset", type=opset, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
     model.add_argument("--providers", type=choices(list(PROVIDERS)), default=["cpu"],
                        help="ONNX Runtime execution providers in priority order, e.g. tensorrt,cuda (default: cpu)")
@@ -105,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     golden = sub.add_parser("golden", parents=[model], help="write golden inputs and TensorFlow reference outputs")
     golden.add_argument("--samples", type=positive_int, default=DEFAULT_GOLDEN_SAMPLES,
                         help=f"random samples for models without representative data (default: {DEFAULT_GOLDEN_SAMPLES})")
+    golden.add_argument("--tolerances", type=Path, default=Path("pyproject.toml"), metavar="PYPROJECT",
+                        help="pyproject.toml whose [tool.harness] gives tolerances and class-score outputs, against "
+                        "which the golden is checked for being able to fail (default: ./pyproject.toml, if present)")
     golden.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of those samples (default: {DEFAULT_SEED})")
     compare = sub.add_parser("compare", parents=[model, engines, calibration],
                              help="compare engines with the golden outputs")
@@ -212,9 +220,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_golden(args: argparse.Namespace) -> int:
-    path = _workspace(args).write_golden(_request(args), args.samples, args.seed)
+    from harness.policy import TolerancePolicy
+
+    policy = TolerancePolicy.from_pyproject(args.tolerances)
+    path, warnings = _workspace(args).write_golden(_request(args), args.samples, args.seed, policy)
     size = sum(p.stat().st_size for p in path.iterdir())
     print(f"wrote {path} ({size / 1e6:.2f} MB)")
+    for warning in warnings:
+        print(f"harness: warning: {path}: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -252,12 +265,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
               f"{s.max_abs_error:9.2e} {s.p99_abs_error:9.2e} {s.cosine_similarity:10.7f} {top1:>6s} {accuracy:>8s}")
     for backend, precision, why in comparison.skipped:
         print(f"{backend:12s} {precision:9s} {'':{width}s} {'SKIP':6s} {why}")
+    if any(r.calibration_synthetic for r in comparison.results):
+        print(f"(int8: {SYNTHETIC_NOTE})")
     accuracies = {r.reference_accuracy for r in comparison.results if r.reference_accuracy is not None}
     if accuracies:
         print(f"(accuracy: top-1 against the golden labels; TensorFlow reference {accuracies.pop():.4f})")
     for r in comparison.results:
         if not r.passed:
             print(f"\n{r}")
+    for warning in comparison.warnings:
+        print(f"harness: warning: {warning}", file=sys.stderr)
     if args.json:
         records = [{"model": name, **r.record()} for r in comparison.results]
         records += [{"model": name, "backend": b, "precision": p, "skipped": why} for b, p, why in comparison.skipped]
@@ -328,6 +345,8 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # inherited by the serving worker too
     try:
         return COMMANDS[args.command](args)
     except HarnessError as e:

@@ -5,7 +5,7 @@ have passed, so a failure message is enough to decide whether it is a bug or a p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -56,6 +56,7 @@ class Tolerance:
 #   Calibrated on data 10x too large: cosine 0.55 (inception_v3), 0.976 and top-1 0.98
 #   (digits: a decisive classifier, so this repository's pyproject.toml tightens its policy).
 INF = float("inf")
+SYNTHETIC_NOTE = "calibrated on synthetic data: int8 agreement is not evidence of accuracy"
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=5e-4, rtol=1e-4, min_cosine=0.99999),
     "fp16": Tolerance(atol=0.1, rtol=1e-3, min_cosine=0.998),
@@ -92,11 +93,18 @@ def _stat(values: np.ndarray, statistic: Statistic) -> float:
     return float(np.median(values))
 
 
-def is_classifier_output(ref: np.ndarray) -> bool:
-    return ref.ndim == 2 and ref.shape[1] >= 2
+def check_class_output(name: str, ref: np.ndarray) -> None:
+    """Top-1/top-5 are computed only on outputs declared as class scores (built-in models
+    declare theirs; users mark theirs in pyproject.toml): a 4-wide box regression output is
+    2-D too, and its "top-1" would mean nothing."""
+    if ref.ndim != 2 or ref.shape[1] < 2:
+        raise HarnessError(
+            f"output {name!r} is marked as class scores but has shape {tuple(ref.shape)}; class scores are "
+            "(batch, classes) with at least 2 classes; remove `classes = true` from its [tool.harness] table"
+        )
 
 
-def error_stats(actual: np.ndarray, ref: np.ndarray) -> ErrorStats:
+def error_stats(actual: np.ndarray, ref: np.ndarray, classes: bool = False) -> ErrorStats:
     a = np.asarray(actual, dtype=np.float64)
     r = np.asarray(ref, dtype=np.float64)
     abs_err = np.abs(a - r).ravel()
@@ -108,7 +116,7 @@ def error_stats(actual: np.ndarray, ref: np.ndarray) -> ErrorStats:
     same = np.all(fa == fr, axis=1)
     cos = np.where(same, 1.0, np.sum(fa * fr, axis=1) / np.where(norms == 0, 1.0, norms))
     top1 = top5 = None
-    if is_classifier_output(r):
+    if classes:
         top1 = float(np.mean(a.argmax(1) == r.argmax(1)))
         if r.shape[1] >= 5:
             top5_ref = np.argsort(-r, axis=1)[:, :5]
@@ -158,6 +166,8 @@ class OutputComparison:
     precision: str = ""
     accuracy: float | None = None  # top-1 against the golden labels, where there are labels
     reference_accuracy: float | None = None  # the same for the reference outputs
+    calibration: str | None = None  # int8: what it was calibrated on
+    calibration_synthetic: bool = False  # int8 calibrated on seeded synthetic inputs (no data given)
 
     @property
     def passed(self) -> bool:
@@ -177,6 +187,9 @@ class OutputComparison:
             # JSON has no infinity: an unbounded atol (int8) is written as null.
             "tolerance": {k: None if v == INF else v for k, v in asdict(self.tolerance).items()},
             "failures": list(self.failures),
+            "calibration": self.calibration,
+            "calibration_synthetic": self.calibration_synthetic,
+            **({"note": SYNTHETIC_NOTE} if self.calibration_synthetic else {}),
         }
 
     def __str__(self) -> str:
@@ -194,8 +207,10 @@ class OutputComparison:
                if self.accuracy is not None and self.reference_accuracy is not None else ""),
             f"  tolerance  {t.statistic}(|err| - rtol*|ref|) <= atol={t.atol:g} (rtol={t.rtol:g})"
             + (f", cosine >= {t.min_cosine}" if t.min_cosine is not None else "")
-            + (f", top-1 >= {t.min_top1}" if t.min_top1 is not None else ""),
+            + (f", top-1 >= {t.min_top1}" if t.min_top1 is not None and s.top1_agreement is not None else ""),
         ]
+        if self.calibration_synthetic:
+            lines.append(f"  note: {SYNTHETIC_NOTE}")
         lines += [f"  failed: {f}" for f in self.failures]
         if not self.passed:
             lines.append(f"  smallest atol that would have passed: {self.smallest_passing_atol:.3g}")
@@ -206,9 +221,10 @@ def _row(label: str, largest: float, p99: float, mean: float, median: float) -> 
     return f"  {label}  max {largest:.3g}  p99 {p99:.3g}  mean {mean:.3g}  median {median:.3g}"
 
 
-def top1_accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
-    """Top-1 accuracy of a classifier output against integer labels; None where it doesn't apply."""
-    if labels is None or not is_classifier_output(outputs) or len(labels) != len(outputs):
+def top1_accuracy(outputs: np.ndarray, labels: np.ndarray | None, classes: bool = True) -> float | None:
+    """Top-1 accuracy of a class-score output against integer labels; None where it doesn't apply."""
+    outputs = np.asarray(outputs)
+    if labels is None or not classes or outputs.ndim != 2 or len(labels) != len(outputs):
         return None
     return float(np.mean(np.asarray(outputs).argmax(1) == np.asarray(labels)))
 
@@ -221,10 +237,15 @@ def compare_output(
     backend: str = "",
     precision: str = "",
     labels: np.ndarray | None = None,
+    classes: bool = False,
 ) -> OutputComparison:
+    """`classes`: the output is class scores, so top-1/top-5 agreement (and accuracy, given
+    labels) are computed and `tolerance.min_top1` applies; otherwise they are not."""
     if actual.shape != ref.shape:
         raise HarnessError(f"output {name!r}: shape {actual.shape} vs reference {ref.shape}; the engines disagree on the model")
-    stats = error_stats(actual, ref)
+    if classes:
+        check_class_output(name, ref)
+    stats = error_stats(actual, ref, classes)
     a, r = np.asarray(actual, np.float64), np.asarray(ref, np.float64)
     excess = (np.abs(a - r) - tolerance.rtol * np.abs(r)).ravel()
     needed = max(_stat(excess, tolerance.statistic), 0.0) if excess.size else 0.0
@@ -239,7 +260,7 @@ def compare_output(
         failures.append(f"top-1 agreement {stats.top1_agreement:.4f} < {tolerance.min_top1}")
     return OutputComparison(
         name, stats, tolerance, needed, tuple(failures), backend, precision,
-        top1_accuracy(actual, labels), top1_accuracy(ref, labels),
+        top1_accuracy(actual, labels, classes), top1_accuracy(ref, labels, classes),
     )
 
 
@@ -247,13 +268,15 @@ def compare_output(
 class Comparison:
     results: tuple[OutputComparison, ...] = field(default_factory=tuple)
     skipped: tuple[tuple[str, str, str], ...] = ()  # (backend, precision, why it could not run here)
+    warnings: tuple[str, ...] = ()  # about the golden itself (e.g. outputs that hardly depend on the input)
 
     @property
     def passed(self) -> bool:
         return all(r.passed for r in self.results)
 
     def __str__(self) -> str:
-        return "\n".join([str(r) for r in self.results] + [f"{b}-{p}: skipped: {why}" for b, p, why in self.skipped])
+        return "\n".join([str(r) for r in self.results] + [f"{b}-{p}: skipped: {why}" for b, p, why in self.skipped]
+                         + [f"warning: {w}" for w in self.warnings])
 
 
 def compare(
@@ -263,13 +286,16 @@ def compare(
     backend: str = "",
     precision: str = "",
     labels: np.ndarray | None = None,
+    classes: Collection[str] = (),
 ) -> Comparison:
-    """Compare every reference output; `tolerance` may be one for all or one per output."""
+    """Compare every reference output; `tolerance` may be one for all or one per output;
+    `classes` names the outputs that are class scores."""
     missing = [k for k in reference if k not in actual]
     if missing:
         raise HarnessError(f"outputs {missing} missing from {backend or 'the engine'}'s results ({sorted(actual)})")
     results = []
     for name, ref in reference.items():
         tol = tolerance if isinstance(tolerance, Tolerance) else tolerance[name]
-        results.append(compare_output(name, np.asarray(actual[name]), np.asarray(ref), tol, backend, precision, labels))
+        results.append(compare_output(name, np.asarray(actual[name]), np.asarray(ref), tol, backend, precision, labels,
+                                      name in classes))
     return Comparison(tuple(results))

@@ -1,53 +1,134 @@
-"""Golden store: `GOLDEN_DIR/<model>/` holds representative inputs, the TensorFlow
-reference outputs and `meta.json` (the frozen graph's digest, versions, seed).
+"""Golden store: `GOLDEN_DIR/<key>/` holds representative inputs, the TensorFlow reference
+outputs and `meta.json` (the frozen graph's digest, versions, seed).
 
 Goldens are written only by `harness golden` (an explicit command), never by a test run;
 a golden whose digest differs from the model's is stale and is refused with the command
-that regenerates it."""
+that regenerates it.
+
+Where goldens live: the built-in models' are package data (`harness/sources/data/golden/`),
+so they are found from any working directory; a user's model's are under `golden/` of the
+working directory (or `--golden-dir`), keyed by the model's path relative to it, so
+`a/model.keras` and `b/model.keras` never share one."""
 
 from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from harness.artifacts import atomic_write_json, building_dir
+from harness.artifacts import atomic_write_json, building_dir, digest_json
 from harness.backends.base import Runner
-from harness.compare import Comparison, Tolerance, compare
+from harness.compare import Comparison, Tolerance, compare, compare_output
 from harness.errors import GoldenError, GoldenMissing, GoldenStale
 from harness.policy import TolerancePolicy
 
-DEFAULT_GOLDEN_DIR = Path("golden")
+DEFAULT_GOLDEN_DIR = Path("golden")  # users' models, relative to the working directory
+BUILTIN_GOLDEN_DIR = Path(__file__).resolve().parent / "sources" / "data" / "golden"
 FORMAT = 1
+GOLDEN_DIR_HELP = ("golden store (default: built-in models' goldens ship with the harness, found from any directory; "
+                   f"other models' are under ./{DEFAULT_GOLDEN_DIR}/, keyed by their path)")
+# A per-output spread across samples below this share of the output's magnitude means the
+# output hardly depends on the input.
+MIN_RELATIVE_SPREAD = 0.01
 
 
 @dataclass(frozen=True)
 class Golden:
-    model: str
-    path: Path
+    model: str  # the model's name: what tolerance policies are keyed by
+    path: Path | None  # None: a reference computed in this run, not stored (the model has no golden)
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     labels: np.ndarray | None
     meta: dict[str, Any]
+    classes: tuple[str, ...] = ()  # outputs the model declares as class scores
 
-    def check(self, runner: Runner, tolerance: Tolerance | Mapping[str, Tolerance] | TolerancePolicy) -> Comparison:
+    @property
+    def description(self) -> str:
+        return str(self.meta.get("inputs", "golden inputs"))
+
+    def warnings(self, tolerances: Mapping[str, Mapping[str, Tolerance]] | None = None,
+                 classes: Collection[str] = ()) -> list[str]:
+        return golden_warnings(self.outputs, set(self.classes) | set(classes), tolerances)
+
+    def check(
+        self,
+        runner: Runner,
+        tolerance: Tolerance | Mapping[str, Tolerance] | TolerancePolicy,
+        classes: Collection[str] = (),
+    ) -> Comparison:
         """Run `runner` (active) on the golden inputs and compare with the golden outputs, under
         one tolerance, one per output, or a policy (resolved for this model and the runner's
-        precision)."""
+        precision; its class-score outputs are added to the model's own).  The comparison
+        carries warnings when the golden could not tell a broken engine from a good one."""
+        all_classes = set(self.classes) | set(classes)
         if isinstance(tolerance, TolerancePolicy):
+            all_classes |= tolerance.classes(self.model)
             tolerance = tolerance.for_outputs(runner.precision, self.model, list(self.outputs))
-        return compare(
-            runner.infer(self.inputs), self.outputs, tolerance, runner.backend, runner.precision, self.labels
+        per_output = tolerance if not isinstance(tolerance, Tolerance) else {o: tolerance for o in self.outputs}
+        comparison = compare(
+            runner.infer(self.inputs), self.outputs, per_output, runner.backend, runner.precision,
+            self.labels, all_classes,
         )
+        return replace(comparison, warnings=tuple(golden_warnings(self.outputs, all_classes,
+                                                                  {runner.precision: per_output})))
 
 
-def golden_path(root: Path, model: str) -> Path:
-    return Path(root) / model
+def golden_warnings(
+    outputs: Mapping[str, np.ndarray],
+    classes: Collection[str],
+    tolerances: Mapping[str, Mapping[str, Tolerance]] | None = None,
+) -> list[str]:
+    """Why this golden may not tell a broken engine from a good one: an output that hardly
+    depends on the input (the same top-1 class for every sample; a spread across samples that
+    is tiny next to its magnitude), or one that an engine ignoring its input (always returning
+    the mean output) would pass, under `tolerances` (precision -> output -> tolerance)."""
+    found = []
+    for name, ref in outputs.items():
+        r = np.asarray(ref, np.float64)
+        n = len(r)
+        if n < 2:
+            found.append(f"output {name!r}: 1 sample only: whether it depends on the input cannot be told; "
+                         "use more samples (--samples)")
+            continue
+        flat = r.reshape(n, -1)
+        if name in classes and len(set(flat.argmax(1).tolist())) == 1:
+            found.append(f"output {name!r}: the same top-1 class ({int(flat[0].argmax())}) for all {n} samples: "
+                         "an engine that always answers that class would agree with it")
+        spread, magnitude = float(flat.std(axis=0).mean()), float(np.abs(flat).mean())
+        if spread <= MIN_RELATIVE_SPREAD * magnitude or magnitude == 0:
+            found.append(f"output {name!r} hardly depends on the input: spread across the {n} samples {spread:.3g} "
+                         f"vs magnitude {magnitude:.3g}; check the model, or give inputs that exercise it")
+        for precision, tols in (tolerances or {}).items():
+            if name not in tols:
+                continue
+            constant = np.broadcast_to(r.mean(axis=0, keepdims=True), r.shape).astype(np.asarray(ref).dtype)
+            if compare_output(name, constant, np.asarray(ref), tols[name], classes=name in classes).passed:
+                found.append(f"output {name!r}: an engine ignoring its input (always the mean output) would pass "
+                             f"the {precision} tolerance; this golden cannot catch a broken {precision} engine")
+    return found
+
+
+def golden_key(model: str, name: str, builtin: bool, cwd: Path | None = None) -> str:
+    """Where a model's golden lives under its root: a built-in's name, or a file's path relative
+    to the working directory (a path outside it: its name and a digest of the absolute path)."""
+    if builtin:
+        return name
+    base = (cwd or Path.cwd()).resolve()
+    path = (base / model).resolve()  # an absolute `model` stays as it is
+    try:
+        rel = path.relative_to(base)
+    except ValueError:
+        return f"{name}-{digest_json(str(path))[:10]}"
+    return rel.as_posix() if rel.parts else name
+
+
+def golden_path(root: Path, key: str) -> Path:
+    return Path(root) / key
 
 
 def regenerate_hint(command: str) -> str:
@@ -56,19 +137,19 @@ def regenerate_hint(command: str) -> str:
 
 def write_golden(
     root: Path,
-    model: str,
+    key: str,
     inputs: dict[str, np.ndarray],
     outputs: dict[str, np.ndarray],
     labels: np.ndarray | None,
     meta: dict[str, Any],
 ) -> Path:
-    final = golden_path(root, model)
+    final = golden_path(root, key)
     with building_dir(final) as tmp:
         np.savez_compressed(tmp / "inputs.npz", **cast(dict[str, Any], inputs))
         np.savez_compressed(tmp / "outputs.npz", **cast(dict[str, Any], outputs))
         if labels is not None:
             np.save(tmp / "labels.npy", labels)
-        atomic_write_json(tmp / "meta.json", {"format": FORMAT, "model": model, **meta})
+        atomic_write_json(tmp / "meta.json", {"format": FORMAT, **meta})
     return final
 
 
@@ -80,9 +161,10 @@ def _load_npz(path: Path, hint: str) -> dict[str, np.ndarray]:
         raise GoldenError(f"{path}: unreadable golden data ({e}); {hint}") from e
 
 
-def load_golden(root: Path, model: str, digest: str, command: str) -> Golden:
-    """Load the golden of `model`, refusing one made from a model whose digest differs."""
-    path = golden_path(root, model)
+def load_golden(root: Path, key: str, model: str, digest: str, command: str) -> Golden:
+    """Load the golden of `model` (stored under `key`), refusing one made from a model whose
+    digest differs."""
+    path = golden_path(root, key)
     hint = regenerate_hint(command)
     meta_file = path / "meta.json"
     if not meta_file.is_file():
@@ -102,6 +184,7 @@ def load_golden(root: Path, model: str, digest: str, command: str) -> Golden:
             labels = np.load(path / "labels.npy", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise GoldenError(f"{path / 'labels.npy'}: unreadable ({e}); {hint}") from e
+    classes = tuple(meta.get("spec", {}).get("metadata", {}).get("classes", ()))
     return Golden(
-        model, path, _load_npz(path / "inputs.npz", hint), _load_npz(path / "outputs.npz", hint), labels, meta
+        model, path, _load_npz(path / "inputs.npz", hint), _load_npz(path / "outputs.npz", hint), labels, meta, classes
     )

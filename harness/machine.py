@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,19 +17,28 @@ PACKAGES = ("tensorflow", "keras", "onnxruntime", "onnxruntime-gpu", "tf2onnx", 
             "tensorrt-rtx-cu12", "cuda-python", "numpy")
 
 
+# What makes one CPU's speedups differ from another's: the vector and matrix units that
+# ONNX Runtime's, OpenVINO's and TensorFlow's kernels dispatch on.
+CLASS_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    model, flags = platform.processor() or platform.machine(), set()
+    model, vendor, flags = platform.processor() or platform.machine(), "", set()
     try:
         for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name":
                 model = value.strip()
+            elif key.strip() == "vendor_id":
+                vendor = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
     except OSError:
         pass
     return {
         "model": model,
+        "vendor": vendor,
+        "class_flags": [f for f in CLASS_FLAGS if f in flags],
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "speed_flags": [f for f in SPEED_FLAGS if f in flags],
@@ -63,4 +73,29 @@ def versions() -> dict[str, str]:
 
 
 def machine_info() -> dict[str, Any]:
-    return {"cpu": cpu_info(), "gpus": gpu_info(), "versions": versions()}
+    info = {"cpu": cpu_info(), "gpus": gpu_info(), "versions": versions()}
+    info["class"] = class_id(machine_class(info))
+    return info
+
+
+def machine_class(info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a speedup baseline is recorded per: CPU vendor and model, the ISA features that
+    change inference speed, usable cores, and each GPU's name and compute capability."""
+    info = info or {"cpu": cpu_info(), "gpus": gpu_info()}
+    cpu = info["cpu"]
+    return {
+        "cpu": cpu["model"],
+        "vendor": cpu.get("vendor", ""),
+        "isa": list(cpu.get("class_flags", [])),
+        "cores": cpu.get("usable_cores"),
+        "gpus": [f"{g['name']} (compute capability {g['compute_capability']})" for g in info["gpus"]],
+    }
+
+
+def class_id(machine: Mapping[str, Any]) -> str:
+    """One line naming a machine class, e.g. 'GenuineIntel Intel(R) Xeon(R) Processor, 2 cores,
+    avx2+avx512f+avx512_vnni+amx_int8; no GPU'."""
+    isa = "+".join(machine.get("isa", [])) or "no avx2"
+    gpus = ", ".join(machine.get("gpus", [])) or "no GPU"
+    vendor = f"{machine['vendor']} " if machine.get("vendor") else ""
+    return f"{vendor}{machine['cpu']}, {machine.get('cores')} cores, {isa}; {gpus}"

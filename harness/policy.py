@@ -7,8 +7,12 @@ per output, from `[tool.harness]` in pyproject.toml or in code (a conftest.py):
     min_top1 = 0.99
     [tool.harness.model.digits.output.logits.tolerance.int8]   # one output of one model
     min_cosine = 0.999
+    [tool.harness.model.mymodel.output.scores]           # this output is class scores:
+    classes = true                                       # top-1/top-5 are computed and gated on it
 
-The most specific setting wins field by field: output > model > all models > default."""
+The most specific setting wins field by field: output > model > all models > default.
+Top-1/top-5 agreement is computed only on outputs that are class scores: a built-in model
+declares its own, a user's model marks them with `classes = true` (or `mark_classes()`)."""
 
 from __future__ import annotations
 
@@ -52,6 +56,16 @@ class TolerancePolicy:
     everywhere: Overrides = field(default_factory=dict)
     models: Mapping[str, Overrides] = field(default_factory=dict)
     outputs: Mapping[tuple[str, str], Overrides] = field(default_factory=dict)
+    class_outputs: Mapping[str, frozenset[str]] = field(default_factory=dict)  # model -> outputs that are class scores
+
+    def classes(self, model: str) -> frozenset[str]:
+        return self.class_outputs.get(model, frozenset())
+
+    def mark_classes(self, model: str, *outputs: str) -> TolerancePolicy:
+        """A copy in which these outputs of `model` are class scores (top-1/top-5 gated)."""
+        if not model or not outputs:
+            raise UsageError("mark_classes needs a model and at least one output name")
+        return replace(self, class_outputs={**self.class_outputs, model: self.classes(model) | set(outputs)})
 
     def tolerance(self, precision: str, model: str = "", output: str = "") -> Tolerance:
         if precision not in self.defaults:
@@ -87,19 +101,27 @@ class TolerancePolicy:
         everywhere = _check(table.get("tolerance", {}), f"{where}.tolerance")
         models: dict[str, Overrides] = {}
         outputs: dict[tuple[str, str], Overrides] = {}
+        classes: dict[str, frozenset[str]] = {}
         for model, body in table.get("model", {}).items():
             bad = sorted(set(body) - {"tolerance", "output"})
             if bad:
                 raise UsageError(f"{where}.model.{model}: unknown key(s) {bad}; expected 'tolerance' and 'output'")
             models[model] = _check(body.get("tolerance", {}), f"{where}.model.{model}.tolerance")
             for output, obody in body.get("output", {}).items():
-                bad = sorted(set(obody) - {"tolerance"})
+                bad = sorted(set(obody) - {"tolerance", "classes"})
                 if bad:
-                    raise UsageError(f"{where}.model.{model}.output.{output}: unknown key(s) {bad}")
+                    raise UsageError(f"{where}.model.{model}.output.{output}: unknown key(s) {bad}; "
+                                     "expected 'tolerance' and 'classes'")
+                if "classes" in obody:
+                    if not isinstance(obody["classes"], bool):
+                        raise UsageError(f"{where}.model.{model}.output.{output}.classes: "
+                                         f"{obody['classes']!r} is not true or false")
+                    if obody["classes"]:
+                        classes[model] = classes.get(model, frozenset()) | {output}
                 outputs[(model, output)] = _check(
                     obody.get("tolerance", {}), f"{where}.model.{model}.output.{output}.tolerance"
                 )
-        return cls(dict(DEFAULT_TOLERANCES), everywhere, models, outputs)
+        return cls(dict(DEFAULT_TOLERANCES), everywhere, models, outputs, classes)
 
     @classmethod
     def from_pyproject(cls, path: Path) -> TolerancePolicy:

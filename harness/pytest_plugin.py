@@ -5,6 +5,7 @@ Every option starts with --harness-, is validated when parsed and states its def
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,9 @@ import pytest
 from harness.artifacts import DEFAULT_ROOT
 from harness.backends.onnxrt import PROVIDERS
 from harness.backends.trt.build import DEFAULT_MAX_BATCH, DEFAULT_OPTIMIZATION_LEVEL, DEFAULT_WORKSPACE, BuildOptions
-from harness.errors import BackendUnavailable
+from harness.errors import BackendUnavailable, HarnessError
 from harness.export import DEFAULT_OPSET
-from harness.golden import DEFAULT_GOLDEN_DIR
+from harness.golden import GOLDEN_DIR_HELP
 from harness.options import batch_sizes, choices, fraction, input_arg, one_of, opset, positive_int
 from harness.policy import TolerancePolicy
 from harness.precision import PRECISIONS
@@ -34,7 +35,8 @@ DEFAULT_MODEL = "inception_v3"
 DEFAULT_BATCH_SIZES = "1,8,32"
 DEFAULT_MAX_SLOWDOWN = 0.15
 ROWS = pytest.StashKey[list[Any]]()  # harness.timing.Row, appended by benchmarks
-GATE = pytest.StashKey[list[Any]]()
+UNMEASURED = pytest.StashKey[list[Any]]()  # harness.timing.Unmeasured: benchmark rows skipped or errored
+GATE = pytest.StashKey[Any]()  # harness.timing.GateReport
 BASELINE_WRITTEN = pytest.StashKey[bool]()
 
 
@@ -50,8 +52,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="SavedModel signature (default: serving_default)")
     group.addoption("--harness-artifacts", type=Path, default=DEFAULT_ROOT, metavar="DIR",
                     help=f"artifact cache (default: {DEFAULT_ROOT})")
-    group.addoption("--harness-golden-dir", type=Path, default=DEFAULT_GOLDEN_DIR, metavar="DIR",
-                    help=f"golden store (default: {DEFAULT_GOLDEN_DIR})")
+    group.addoption("--harness-golden-dir", type=Path, default=None, metavar="DIR", help=GOLDEN_DIR_HELP)
     group.addoption("--harness-opset", type=opset, default=DEFAULT_OPSET, metavar="N",
                     help=f"ONNX opset of the export (default: {DEFAULT_OPSET})")
     group.addoption("--harness-providers", type=choices(list(PROVIDERS)), default=["cpu"], metavar="P,P,...",
@@ -86,6 +87,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-gate", type=Path, default=None, metavar="BASELINE.json",
                     help="fail the run when a measured speedup over TensorFlow falls below this baseline's by "
                     "more than --harness-max-slowdown (default: no gate)")
+    group.addoption("--harness-gate-allow-missing", action="store_true", default=False,
+                    help="let the gate pass when baseline rows were not measured or no TensorFlow row ran "
+                    "(default: those fail the gate, which must not pass by measuring nothing)")
     group.addoption("--harness-max-slowdown", type=fraction, default=DEFAULT_MAX_SLOWDOWN, metavar="F",
                     help=f"margin of the gate, a fraction of the baseline speedup (default: {DEFAULT_MAX_SLOWDOWN})")
     group.addoption("--harness-update-baseline", type=Path, default=None, metavar="BASELINE.json",
@@ -98,26 +102,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="closed-loop clients of the serving load test (default: 1,2,4,8)")
     group.addoption("--harness-serve-seconds", type=float, default=3.0, metavar="S",
                     help="seconds per concurrency in the serving load test (default: 3)")
+    group.addoption("--harness-verbose", action="store_true", default=False,
+                    help="let TensorFlow's own C++ log lines through (default: dropped)")
     group.addoption("--harness-batch-sizes", type=batch_sizes, default=batch_sizes(DEFAULT_BATCH_SIZES),
                     metavar="N,N,...", help=f"batch sizes the benchmarks run (default: {DEFAULT_BATCH_SIZES})")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     return (f"harness: model {config.getoption('harness_model')}, artifacts {config.getoption('harness_artifacts')}, "
-            f"golden {config.getoption('harness_golden_dir')}")
+            f"golden {config.getoption('harness_golden_dir') or 'default'}")
 
 
-def _unavailable_to_skip(fn: Any, *args: Any) -> Any:
-    # A missing optional backend is a skip with its reason, never an ImportError.
+def _call(fn: Any, *args: Any) -> Any:
+    """A missing optional backend is a skip with its reason, never an ImportError; any other
+    HarnessError (a stale golden, a bad file) fails with its one-line message, which names
+    the file and the fix, instead of a fixture traceback."""
     try:
         return fn(*args)
     except BackendUnavailable as e:
         pytest.skip(e.reason)
+    except HarnessError as e:
+        pytest.fail(f"{type(e).__name__}: {e}", pytrace=False)
 
 
 def _active(make: Any, request: ModelRequest) -> Iterator[Any]:
-    runner = _unavailable_to_skip(make, request)
-    _unavailable_to_skip(runner.activate)
+    runner = _call(make, request)
+    _call(runner.activate)
     try:
         yield runner
     finally:
@@ -229,8 +239,8 @@ def engine(
     if not hasattr(request, "param"):
         raise pytest.UsageError("the `engine` fixture is parametrized by the harness plugin; don't call it directly")
     backend, precision = request.param
-    built = _unavailable_to_skip(harness_workspace.engine, harness_request, backend, precision, harness_calibration)
-    _unavailable_to_skip(built.runner.activate)
+    built = _call(harness_workspace.engine, harness_request, backend, precision, harness_calibration)
+    _call(built.runner.activate)
     try:
         yield built
     finally:
@@ -239,7 +249,7 @@ def engine(
 
 @pytest.fixture(scope="session")
 def frozen_model(harness_workspace: Any, harness_request: ModelRequest) -> Any:
-    return _unavailable_to_skip(harness_workspace.frozen, harness_request)
+    return _call(harness_workspace.frozen, harness_request)
 
 
 @pytest.fixture(scope="session")
@@ -249,7 +259,7 @@ def model_spec(frozen_model: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def onnx_model(harness_workspace: Any, harness_request: ModelRequest) -> Any:
-    return _unavailable_to_skip(harness_workspace.onnx, harness_request)
+    return _call(harness_workspace.onnx, harness_request)
 
 
 @pytest.fixture(scope="session")
@@ -268,7 +278,7 @@ def ort_runner(harness_workspace: Any, harness_request: ModelRequest) -> Iterato
 def golden(harness_workspace: Any, harness_request: ModelRequest) -> Any:
     """Golden inputs and reference outputs; a missing or stale golden fails with the command
     that writes it."""
-    return harness_workspace.golden(harness_request)
+    return _call(harness_workspace.golden, harness_request)
 
 
 # --- benchmark results, speedup table and regression gate --------------------------------
@@ -276,6 +286,11 @@ def golden(harness_workspace: Any, harness_request: ModelRequest) -> Any:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[ROWS] = []
+    config.stash[UNMEASURED] = []
+    if config.getoption("harness_verbose", False):
+        from harness.tfimport import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
     gate = config.getoption("harness_gate", None)
     if gate is not None:  # a missing or broken baseline is a usage error now, not after the run
         from harness.errors import UsageError
@@ -301,27 +316,77 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["harness"] = harness_machine_info()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    # A benchmark row that produced no time (its engine skipped, its fixture failed) is listed
+    # at the end of the run with the reason, and the gate knows why a row is missing.
+    report = yield
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if report.outcome != "passed" and "benchmark" in getattr(item, "fixturenames", ()) and "batch" in params:
+        from harness.timing import REFERENCE, Unmeasured
+
+        engine = params.get("engine")
+        engine_id = f"{engine[0]}-{engine[1]}" if isinstance(engine, tuple) else REFERENCE
+        if "tf_runner" in getattr(item, "fixturenames", ()) or isinstance(engine, tuple):
+            outcome = "skipped" if report.skipped else "error" if report.when != "call" else "failed"
+            item.config.stash[UNMEASURED].append(
+                Unmeasured(_model_name(item.config), engine_id, int(params["batch"]), outcome, _reason(report)))
+    return report
+
+
+def _model_name(config: pytest.Config) -> str:
+    from harness.sources import resolve
+
+    model = config.getoption("harness_model")
+    try:
+        return resolve(ModelRequest(model)).name
+    except HarnessError:
+        return Path(model).stem or model
+
+
+def _reason(report: pytest.TestReport) -> str:
+    if isinstance(report.longrepr, tuple):  # a skip: (file, line, "Skipped: why")
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return str(crash.message).splitlines()[0]
+    lines = [line for line in report.longreprtext.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else report.outcome
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Any:
+    try:
+        return (yield)
+    finally:
+        # Speedups once every row is measured: not dependent on TensorFlow's rows running first.
+        # Before pytest-benchmark writes its JSON (in pytest_sessionfinish).
+        from harness.timing import fill_speedups
+
+        rows: list[Any] = session.config.stash[ROWS]
+        fill_speedups(rows)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    from harness.machine import machine_info
+    from harness.machine import class_id, machine_class, machine_info
     from harness.timing import check_gate, load_baseline, speedups, update_baseline
 
     config = session.config
     rows: list[Any] = config.stash.get(ROWS, [])
-    measured = speedups(rows)
-    if not measured:
-        return
     gate = config.getoption("harness_gate")
     if gate is not None:
-        results = check_gate(measured, load_baseline(gate), config.getoption("harness_max_slowdown"))
-        config.stash[GATE] = results
-        if any(r.regressed for r in results) and session.exitstatus == 0:
+        unmeasured: list[Any] = config.stash[UNMEASURED]
+        report = check_gate(rows, load_baseline(gate), class_id(machine_class()), config.getoption("harness_max_slowdown"),
+                            config.getoption("harness_gate_allow_missing"), unmeasured)
+        config.stash[GATE] = report
+        if report.failed and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    measured = speedups(rows)
     target = config.getoption("harness_update_baseline")
-    if target is not None and session.exitstatus == 0:
+    if target is not None and measured and session.exitstatus == 0:
         info = machine_info()
-        update_baseline(target, measured, {"cpu": info["cpu"]["model"], "cores": info["cpu"]["usable_cores"],
-                                           "gpus": [g["name"] for g in info["gpus"]], "versions": info["versions"]})
+        update_baseline(target, measured, machine_class(info), {"versions": info["versions"]})
         config.stash[BASELINE_WRITTEN] = True
 
 
@@ -329,26 +394,30 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     from harness.timing import REFERENCE, speedups
 
     rows = config.stash.get(ROWS, [])
-    if not rows:
-        return
+    unmeasured = config.stash.get(UNMEASURED, [])
     tw = terminalreporter
-    ratios = speedups(rows)
-    tw.section("harness: median latency per batch and speedup over TensorFlow (same run)")
-    tw.line(f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'speedup':>8s}")
-    for r in sorted(rows, key=lambda r: (r.model, r.batch, r.engine != REFERENCE, r.engine)):
-        ratio = ratios.get((r.model, r.engine, r.batch))
-        speedup = f"{ratio:7.2f}x" if ratio is not None else "       -"
-        tw.line(f"{r.model:14s} {r.batch:5d} {r.engine:22s} {r.median * 1e3:10.2f} {r.samples_per_s:10.1f} {speedup:>8s}")
+    if rows or unmeasured:
+        ratios = speedups(rows)
+        tw.section("harness: median latency per batch and speedup over TensorFlow (same run)")
+        tw.line(f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'speedup':>8s}")
+        for r in sorted(rows, key=lambda r: (r.model, r.batch, r.engine != REFERENCE, r.engine)):
+            ratio = ratios.get((r.model, r.engine, r.batch))
+            speedup = f"{ratio:7.2f}x" if ratio is not None else "       -"
+            tw.line(f"{r.model:14s} {r.batch:5d} {r.engine:22s} {r.median * 1e3:10.2f} {r.samples_per_s:10.1f} "
+                    f"{speedup:>8s}")
+        for u in sorted(unmeasured, key=lambda u: (u.model, u.batch, u.engine)):
+            tw.line(f"{u.model:14s} {u.batch:5d} {u.engine:22s} {u.outcome.upper():>10s}  {u.reason}",
+                    red=u.outcome != "skipped")
     if GATE in config.stash:
-        results = config.stash[GATE]
-        failed = [r for r in results if r.regressed]
+        report = config.stash[GATE]
         tw.section(f"harness gate ({config.getoption('harness_gate')}, max slowdown "
-                   f"{config.getoption('harness_max_slowdown'):.0%}): {'FAILED' if failed else 'passed'}",
-                   red=bool(failed), green=not failed)
-        for r in results:
-            tw.line(str(r), red=r.regressed)
+                   f"{config.getoption('harness_max_slowdown'):.0%}): {report.verdict}",
+                   red=report.failed, green=not report.failed and not report.no_baseline,
+                   yellow=report.no_baseline and not report.failed)
+        for line in report.lines(config.getoption("harness_gate")):
+            tw.line(line, red="REGRESSED" in line or "FAILED" in line or "NOT MEASURED" in line)
     report_dir = config.getoption("harness_report")
-    if report_dir is not None:
+    if report_dir is not None and rows:
         tw.line(_write_report(config, report_dir))
     target = config.getoption("harness_update_baseline")
     if target is not None:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.artifacts import atomic_write_bytes
+from harness.compare import SYNTHETIC_NOTE
 from harness.errors import InputError
-from harness.timing import REFERENCE
+from harness.timing import REFERENCE, baseline_for
 
 TREND_METRICS = {
     "speedup": ("speedup_vs_tensorflow", "speedup over TensorFlow (x)"),
@@ -218,6 +219,7 @@ def plot_throughput(rows: Sequence[BenchRow], model: str, path: Path) -> Path:
 
 
 def plot_speedup(rows: Sequence[BenchRow], model: str, path: Path, baseline: Mapping[str, Any] | None) -> Path:
+    """`baseline`: the gate's speedups of the run's machine class, {model: {engine: {batch: ratio}}}."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     engines = [e for e in _engines(rows) if e != REFERENCE]
@@ -225,7 +227,7 @@ def plot_speedup(rows: Sequence[BenchRow], model: str, path: Path, baseline: Map
     ax.axhline(1.0, color="black", lw=0.8)
     marked = False
     for (engine, batch), x in positions.items():
-        ratio = ((baseline or {}).get("models", {}).get(model, {}).get(engine, {}) or {}).get(str(batch))
+        ratio = ((baseline or {}).get(model, {}).get(engine, {}) or {}).get(str(batch))
         if ratio is not None:
             ax.plot([x - 0.12, x + 0.12], [ratio, ratio], color="black", lw=2,
                     label=None if marked else "gate baseline")
@@ -361,13 +363,21 @@ def write_report(
             body.append(("p", (f"Latest run: {latest.name}. Speedups are against TensorFlow at the same batch "
                                "size, measured in the same run.")))
             body.append(("table", [_cells(r) for r in summary_rows(latest, model, inputs.compare)]))
+            machine = str(latest.machine.get("harness", {}).get("class", ""))
+            marks = baseline_for(gate, machine) if gate is not None else None
+            if gate is not None and marks is None:
+                body.append(("warn", (f"the gate baseline has no entry for this run's machine class ({machine}); "
+                                     "its speedups are not marked")))
             plots += [
                 plot_latency(rows, model, out / f"latency-{model}.png"),
                 plot_throughput(rows, model, out / f"throughput-{model}.png"),
-                plot_speedup(rows, model, out / f"speedup-{model}.png", gate),
+                plot_speedup(rows, model, out / f"speedup-{model}.png", marks),
             ]
             body += [("img", p) for p in plots[-3:]]
         records = [c for c in inputs.compare if c.get("model") == model]
+        synthetic = sorted({f"{c.get('backend')}-{c.get('precision')}" for c in records if c.get("calibration_synthetic")})
+        if synthetic:
+            body.append(("warn", f"{', '.join(synthetic)}: {SYNTHETIC_NOTE}"))
         if records:
             plots.append(plot_errors(records, model, out / f"errors-{model}.png"))
             body.append(("img", plots[-1]))

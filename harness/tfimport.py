@@ -1,23 +1,66 @@
-"""The one place TensorFlow is imported, quietly, with an error that names the fix."""
+"""The one place TensorFlow is imported, quietly, with an error that names the fix.
+
+TensorFlow's C++ side writes straight to file descriptor 2 while it loads and while it looks
+for a GPU ("All log messages before absl::InitializeLog()", the oneDNN banner, and on a CPU
+machine "failed call to cuInit: ... UNKNOWN ERROR (303)", which reads like a failure);
+TF_CPP_MIN_LOG_LEVEL does not reach those lines.  They are caught at the descriptor and
+dropped, unless HARNESS_VERBOSE=1 (`harness --verbose`, `pytest --harness-verbose`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from types import ModuleType
 
 from harness.errors import BackendUnavailable
 
+VERBOSE_ENV = "HARNESS_VERBOSE"
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[list[str]]:
+    """Send what anything (C++ included) writes to fd 2 into a list, unless verbose."""
+    captured: list[str] = []
+    if verbose():
+        yield captured
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.extend(tmp.read().decode(errors="replace").splitlines())
+
 
 def import_tensorflow() -> ModuleType:
-    # Before the first import: quiets most of TF's C++ notices (a few absl lines remain).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-    except ImportError as e:
-        raise BackendUnavailable(
-            "tensorflow", f"tensorflow not importable ({e}); install it with: pip install -e '.[tensorflow]'"
-        ) from e
+    if "tensorflow" in sys.modules and hasattr(sys.modules["tensorflow"], "config"):
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "2")
+    with quiet_stderr() as lines:
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the GPU probe (and its cuInit line) happens here, not later
+        except ImportError as e:
+            raise BackendUnavailable(
+                "tensorflow", f"tensorflow not importable ({e}); install it with: pip install -e '.[tensorflow]'"
+            ) from e
+    if lines and not verbose():
+        logging.getLogger("harness").debug("tensorflow wrote while loading:\n%s", "\n".join(lines))
     tf.get_logger().setLevel(logging.ERROR)
     return tf
 

@@ -2,16 +2,19 @@
 
 Absolute times differ between machines; the ratio of an engine's median to TensorFlow's
 median at the same batch size, measured in the same run, is what a gate can hold across
-machines of a kind. The baseline is a JSON file of those ratios:
+machines of one class.  Ratios still differ between classes (an AMD EPYC with AVX-512 VNNI
+and an Intel Xeon with AMX run int8 at different speeds relative to fp32), so the baseline
+keeps one table per machine class (`harness.machine.machine_class`):
 
-    {"models": {"inception_v3": {"onnxruntime-int8": {"1": 2.1, "32": 2.4}, ...}}, "recorded": {...}}
+    {"format": 2, "machines": {"<class id>": {"machine": {...}, "models":
+        {"inception_v3": {"onnxruntime-int8": {"1": 2.1, "32": 2.4}, ...}}, "recorded": {...}}}}
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +45,14 @@ class Latency:
 
 @dataclass(frozen=True)
 class Row:
-    """One measured engine at one batch size."""
+    """One measured engine at one batch size.  `extra_info` is the benchmark's own dict, which
+    gets its speedup once every row of the run is measured (`fill_speedups`)."""
 
     model: str
     engine: str  # backend-precision, e.g. onnxruntime-int8; the reference is tensorflow-fp32
     batch: int
     median: float  # seconds per call (one batch)
+    extra_info: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def samples_per_s(self) -> float:
@@ -63,6 +68,28 @@ def speedups(rows: Sequence[Row]) -> dict[tuple[str, str, int], float]:
     }
 
 
+def fill_speedups(rows: Sequence[Row]) -> dict[tuple[str, str, int], float]:
+    """Write each row's speedup into its benchmark's extra_info, once all rows are measured
+    (so it doesn't depend on TensorFlow's rows running first); rows without a TensorFlow row
+    of their model and batch get None."""
+    ratios = speedups(rows)
+    for r in rows:
+        if r.extra_info is not None:
+            r.extra_info["speedup_vs_tensorflow"] = ratios.get((r.model, r.engine, r.batch))
+    return ratios
+
+
+@dataclass(frozen=True)
+class Unmeasured:
+    """A benchmark row that did not produce a time (skipped or errored), and why."""
+
+    model: str
+    engine: str
+    batch: int
+    outcome: str  # "skipped" | "error" | "failed"
+    reason: str
+
+
 @dataclass(frozen=True)
 class GateResult:
     model: str
@@ -71,6 +98,7 @@ class GateResult:
     baseline: float
     measured: float | None  # None: the row was in the baseline but not measured in this run
     floor: float
+    why_missing: str = ""  # for an unmeasured row: skipped/errored and why, if known
 
     @property
     def passed(self) -> bool:
@@ -84,10 +112,14 @@ class GateResult:
     def __str__(self) -> str:
         row = f"{self.model} {self.engine} batch {self.batch}"
         if self.measured is None:
-            return f"{row}: not measured in this run (baseline {self.baseline:.2f}x)"
+            why = f": {self.why_missing}" if self.why_missing else ""
+            return f"{row}: NOT MEASURED in this run (baseline {self.baseline:.2f}x){why}"
         verdict = "ok" if self.passed else "REGRESSED"
         return (f"{row}: speedup {self.measured:.2f}x vs baseline {self.baseline:.2f}x "
                 f"(floor {self.floor:.2f}x) {verdict}")
+
+
+BASELINE_FORMAT = 2
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
@@ -97,52 +129,130 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise UsageError(f"baseline {path}: cannot read it ({e}); write one with --harness-update-baseline") from e
     except ValueError as e:
         raise UsageError(f"baseline {path}: not valid JSON ({e})") from e
-    models = data.get("models") if isinstance(data, dict) else None
-    if not isinstance(models, dict):
-        raise UsageError(f"baseline {path}: no 'models' table; write one with --harness-update-baseline")
-    for model, engines in models.items():
-        for engine, batches in engines.items():
-            for batch, ratio in batches.items():
-                if not str(batch).isdigit() or not isinstance(ratio, int | float) or ratio <= 0:
-                    raise UsageError(f"baseline {path}: {model}/{engine}/{batch} = {ratio!r}; "
-                                     "expected a positive speedup per batch size")
+    if isinstance(data, dict) and "machines" not in data and "models" in data:
+        raise UsageError(f"baseline {path}: recorded without machine classes (an older harness), and a speedup "
+                         "depends on the machine; record it again on the machine type CI runs on with "
+                         f"--harness-update-baseline {path}")
+    machines = data.get("machines") if isinstance(data, dict) else None
+    if not isinstance(machines, dict):
+        raise UsageError(f"baseline {path}: no 'machines' table; write one with --harness-update-baseline")
+    for machine, entry in machines.items():
+        models = entry.get("models") if isinstance(entry, dict) else None
+        if not isinstance(models, dict):
+            raise UsageError(f"baseline {path}: machine class {machine!r} has no 'models' table")
+        for model, engines in models.items():
+            for engine, batches in engines.items():
+                for batch, ratio in batches.items():
+                    if not str(batch).isdigit() or not isinstance(ratio, int | float) or ratio <= 0:
+                        raise UsageError(f"baseline {path}: {machine} {model}/{engine}/{batch} = {ratio!r}; "
+                                         "expected a positive speedup per batch size")
     return data
 
 
+def baseline_for(baseline: Mapping[str, Any], machine: str) -> Mapping[str, Any] | None:
+    """The speedups recorded on `machine` (a machine class id): {model: {engine: {batch: ratio}}}."""
+    entry = baseline.get("machines", {}).get(machine)
+    return entry["models"] if entry is not None else None
+
+
+@dataclass(frozen=True)
+class GateReport:
+    machine: str  # the class this run ran on
+    results: tuple[GateResult, ...]
+    problems: tuple[str, ...]  # runs the gate cannot judge: no TensorFlow rows, nothing measured
+    no_baseline: bool  # the baseline has no entry for this machine class
+    allow_missing: bool
+    known: tuple[str, ...] = ()  # the machine classes the baseline has
+
+    @property
+    def missing(self) -> list[GateResult]:
+        return [r for r in self.results if r.measured is None]
+
+    @property
+    def failed(self) -> bool:
+        if any(r.regressed for r in self.results):
+            return True
+        return not self.allow_missing and bool(self.problems or self.missing)
+
+    @property
+    def verdict(self) -> str:
+        if self.failed:
+            return "FAILED"
+        return "no baseline for this machine class" if self.no_baseline else "passed"
+
+    def lines(self, path: Path | str) -> list[str]:
+        out = [f"machine class: {self.machine}"]
+        if self.no_baseline:
+            out += [(f"NO BASELINE for this machine class in {path}, so no speedup was judged (recorded classes: "
+                    f"{'; '.join(self.known) or 'none'}). Record one on this machine type with: "
+                    f"pytest benchmarks/ --benchmark-only --harness-update-baseline {path}")]
+        out += [f"{'' if self.allow_missing else 'FAILED: '}{p}" for p in self.problems]
+        out += [str(r) for r in self.results]
+        if self.missing and not self.allow_missing:
+            out.append(f"{len(self.missing)} baseline row(s) not measured: the gate fails unless "
+                       "--harness-gate-allow-missing")
+        return out
+
+
 def check_gate(
-    measured: Mapping[tuple[str, str, int], float], baseline: Mapping[str, Any], max_slowdown: float
-) -> list[GateResult]:
-    """Every baseline row of the models measured in this run, against its measured speedup."""
+    rows: Sequence[Row],
+    baseline: Mapping[str, Any],
+    machine: str,
+    max_slowdown: float,
+    allow_missing: bool = False,
+    unmeasured: Sequence[Unmeasured] = (),
+) -> GateReport:
+    """Every baseline row, for this machine class, of the models this run covered, against its
+    speedup measured in this run.  A baseline row with no measurement and a model without
+    TensorFlow rows are failures unless `allow_missing`: a gate must not pass by measuring nothing."""
     if not 0 <= max_slowdown < 1:
         raise UsageError(f"max slowdown {max_slowdown}: a fraction in [0, 1), e.g. 0.15")
-    models_run = {m for m, _, _ in measured}
+    measured = speedups(rows)
+    models_run = sorted({r.model for r in rows} | {u.model for u in unmeasured})
+    problems = []
+    if not models_run:
+        problems.append("no benchmark rows were measured in this run")
+    for model in models_run:
+        if not any(r.model == model and r.engine == REFERENCE for r in rows):
+            problems.append(f"{model}: no {REFERENCE} rows measured, so no speedup could be computed")
+    why = {(u.model, u.engine, u.batch): f"{u.outcome}: {u.reason}" for u in unmeasured}
+    table = baseline_for(baseline, machine)
+    known = tuple(baseline.get("machines", {}))
     results = []
-    for model, engines in baseline["models"].items():
+    for model, engines in (table or {}).items():
         if model not in models_run:
             continue
         for engine, batches in engines.items():
             for batch, ratio in batches.items():
-                got = measured.get((model, engine, int(batch)))
-                results.append(GateResult(model, engine, int(batch), float(ratio), got, ratio * (1 - max_slowdown)))
-    return results
+                key = (model, engine, int(batch))
+                results.append(GateResult(model, engine, int(batch), float(ratio), measured.get(key),
+                                          ratio * (1 - max_slowdown), why.get(key, "")))
+    return GateReport(machine, tuple(results), tuple(problems), table is None, allow_missing, known)
 
 
 def update_baseline(
-    path: Path, measured: Mapping[tuple[str, str, int], float], recorded: Mapping[str, Any]
+    path: Path,
+    measured: Mapping[tuple[str, str, int], float],
+    machine: Mapping[str, Any],
+    recorded: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Write the measured speedups into the baseline, replacing the models measured and
-    keeping the others."""
+    """Write the measured speedups into the baseline under this machine's class (`machine`, from
+    `harness.machine.machine_class`), replacing the models measured and keeping the others."""
+    from harness.machine import class_id
+
     path = Path(path)
-    data: dict[str, Any] = {"models": {}, "recorded": {}}
+    data: dict[str, Any] = {"format": BASELINE_FORMAT, "machines": {}}
     if path.is_file():
         data = load_baseline(path)
-        data.setdefault("recorded", {})
+    data["format"] = BASELINE_FORMAT
+    entry = data["machines"].setdefault(class_id(machine), {"machine": dict(machine), "models": {}, "recorded": {}})
+    entry["machine"] = dict(machine)
     for model in sorted({m for m, _, _ in measured}):
         engines: dict[str, dict[str, float]] = {}
         for (m, engine, batch), ratio in sorted(measured.items()):
             if m == model and engine != REFERENCE:
                 engines.setdefault(engine, {})[str(batch)] = round(ratio, 3)
-        data["models"][model] = engines
-        data["recorded"][model] = dict(recorded)
+        entry["models"][model] = engines
+        entry.setdefault("recorded", {})[model] = dict(recorded)
     atomic_write_json(path, data)
     return data

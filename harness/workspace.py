@@ -8,9 +8,10 @@ import contextlib
 import io
 import shlex
 import shutil
+import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,21 @@ from harness.backends.onnxrt import OrtRunner
 from harness.backends.tf import TFRunner
 from harness.backends.trt.build import BuildOptions
 from harness.compare import Comparison, OutputComparison
-from harness.errors import ArtifactError, BackendUnavailable, UsageError
+from harness.errors import ArtifactError, BackendUnavailable, GoldenMissing, UsageError
 from harness.export import DEFAULT_OPSET, export_onnx
-from harness.golden import DEFAULT_GOLDEN_DIR, Golden, load_golden, write_golden
+from harness.golden import (
+    BUILTIN_GOLDEN_DIR,
+    DEFAULT_GOLDEN_DIR,
+    Golden,
+    golden_key,
+    golden_warnings,
+    load_golden,
+    write_golden,
+)
 from harness.machine import package_version
 from harness.policy import TolerancePolicy
 from harness.precision import PRECISIONS
-from harness.precision.calibration import DEFAULT_PREPROCESS, load_calibration
+from harness.precision.calibration import DEFAULT_PREPROCESS, CalibrationData, load_calibration
 from harness.progress import Stream, step
 from harness.sources import ModelRequest, resolve
 from harness.spec import ModelSpec
@@ -45,7 +54,7 @@ DEFAULT_CALIBRATION_METHOD = "minmax"
 ENGINE_BACKENDS = ("onnxruntime", "tensorrt", "tensorrt_rtx")
 TRT_LIBRARIES = ("tensorrt", "tensorrt_rtx")
 BACKENDS = ("tensorflow", *ENGINE_BACKENDS)  # what `harness compare --backend` accepts
-DEFAULT_GOLDEN_SAMPLES = 4
+DEFAULT_GOLDEN_SAMPLES = 32  # user models: enough that one flipped sample moves top-1 by 0.03, not 0.25
 DEFAULT_SEED = 0
 
 
@@ -75,7 +84,8 @@ class OnnxModel:
 
 @dataclass(frozen=True)
 class CalibrationOptions:
-    """Where INT8 calibration data come from; None means the model's golden inputs."""
+    """Where INT8 calibration data come from; None means the model's own calibration data
+    (a built-in's calibration split) or, for a user's model, seeded synthetic inputs."""
 
     source: Path | None = None
     samples: int = DEFAULT_CALIBRATION_SAMPLES
@@ -91,6 +101,7 @@ class Calibration:
     reused: bool
     seconds: float
     digest: str  # of the table, as its cache entry recorded it
+    synthetic: bool = False  # calibrated on seeded synthetic inputs: int8 agreement proves little
 
 
 @dataclass(frozen=True)
@@ -131,7 +142,7 @@ class Workspace:
     def __init__(
         self,
         artifacts: Path = DEFAULT_ROOT,
-        golden_dir: Path = DEFAULT_GOLDEN_DIR,
+        golden_dir: Path | None = None,
         opset: int = DEFAULT_OPSET,
         quiet: bool = False,
         providers: Sequence[str] = ("cpu",),
@@ -146,7 +157,9 @@ class Workspace:
         self.build_options = build_options or BuildOptions()
         self.rebuild = rebuild  # rebuild plans once in this workspace's life, then reuse them
         self.cuda_graph = cuda_graph
-        self.golden_dir = Path(golden_dir)
+        # None: built-in models' goldens from the package, users' from ./golden
+        self.golden_dir = Path(golden_dir) if golden_dir is not None else None
+        self._warned: set[str] = set()
         self.opset = opset
         self.quiet = quiet
         self.progress = progress  # where progress lines go (default stderr)
@@ -158,6 +171,15 @@ class Workspace:
 
     def _step(self, what: str) -> contextlib.AbstractContextManager[None]:
         return step(what, io.StringIO() if self.quiet else self.progress)
+
+    def warn(self, message: str) -> None:
+        """A warning line, once per workspace (quiet or not: a warning is not progress)."""
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        stream = self.progress or sys.stderr
+        stream.write(f"harness: warning: {message}\n")
+        stream.flush()
 
     def frozen(self, request: ModelRequest) -> FrozenModel:
         if request in self._frozen:
@@ -208,10 +230,16 @@ class Workspace:
         from harness.precision.int8 import calibrate, check_table
 
         model = self.onnx(request)
-        golden_inputs = None
+        default = None
         if options.source is None:
-            golden_inputs = self.golden(request).inputs
-        data = load_calibration(model.spec, options.source, golden_inputs, options.samples, options.preprocess)
+            own = getattr(resolve(request), "calibration", None)  # built-in models carry a calibration split
+            if own is not None:
+                rep = own()
+                default = CalibrationData(rep.feed, rep.description)
+        data = load_calibration(model.spec, options.source, default, options.samples, options.preprocess)
+        if data.synthetic:
+            self.warn(f"{model.name}: int8 is calibrated on {data.description}: int8 agreement is not evidence of "
+                      "accuracy; give representative inputs with --calibration (pytest: --harness-calibration)")
         data_digest = data.digest()
         key = digest_json(["calibration", model.digest, data_digest, options.method, _version("onnxruntime")])
         start = time.perf_counter()
@@ -219,12 +247,14 @@ class Workspace:
         def build(tmp: Path) -> dict[str, Any]:
             with self._step(f"calibrating {model.name} for int8 on {data.description} ({options.method})"):
                 calibrate(model.path, data, options.method, tmp / "calibration.json")
-            return {"description": data.description, "method": options.method, "data_digest": data_digest}
+            return {"description": data.description, "method": options.method, "data_digest": data_digest,
+                    "synthetic": data.synthetic}
 
         entry = self.store.get_or_build("calibration", model.name, key, build)
         check_table(entry.file("calibration.json"))
         return Calibration(entry.file("calibration.json"), entry.meta["description"], options.method, entry.reused,
-                           time.perf_counter() - start, entry.meta["files"]["calibration.json"])
+                           time.perf_counter() - start, entry.meta["files"]["calibration.json"],
+                           bool(entry.meta.get("synthetic", False)))
 
     def variant(
         self,
@@ -359,35 +389,78 @@ class Workspace:
             return self.ort_runner(request)
         raise UsageError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
 
-    # --- goldens -------------------------------------------------------------------------
+    # --- goldens ---------------------------------------------------------------------------
+
+    def golden_location(self, request: ModelRequest) -> tuple[Path, str]:
+        """(root, key) of the model's golden: built-ins' in the package (found from any working
+        directory), users' under ./golden keyed by their path; `--golden-dir` overrides the root."""
+        builtin = resolve(request).kind == "builtin"
+        root = self.golden_dir or (BUILTIN_GOLDEN_DIR if builtin else DEFAULT_GOLDEN_DIR)
+        return root, golden_key(request.model, self.frozen(request).name, builtin)
 
     def golden_command(self, request: ModelRequest) -> str:
         words = ["harness", "golden", request.model]
         words += [f"--input={i}" for i in request.inputs] + [f"--output={o}" for o in request.outputs]
         if request.signature:
             words.append(f"--signature={request.signature}")
-        if self.golden_dir != DEFAULT_GOLDEN_DIR:
+        if self.golden_dir is not None:
             words.append(f"--golden-dir={self.golden_dir}")
         return shlex.join(words)
 
     def golden(self, request: ModelRequest) -> Golden:
         frozen = self.frozen(request)
-        return load_golden(self.golden_dir, frozen.name, frozen.digest, self.golden_command(request))
+        root, key = self.golden_location(request)
+        golden = load_golden(root, key, frozen.name, frozen.digest, self.golden_command(request))
+        # Which outputs are class scores is the model's to say (its spec), not the golden's.
+        golden = replace(golden, classes=tuple(frozen.spec.metadata.get("classes", ())))
+        for warning in golden.warnings():
+            self.warn(f"golden {golden.path}: {warning}")
+        return golden
 
-    def write_golden(self, request: ModelRequest, samples: int = DEFAULT_GOLDEN_SAMPLES, seed: int = DEFAULT_SEED) -> Path:
-        """Run the TensorFlow reference on representative inputs and store the result."""
-        source = resolve(request)
+    def reference(self, request: ModelRequest) -> Golden:
+        """The golden, or where the model has none, TensorFlow's outputs computed now on the
+        inputs `harness golden` would use (nothing is written): compare works without a golden."""
+        try:
+            return self.golden(request)
+        except GoldenMissing:
+            pass
         frozen = self.frozen(request)
-        representative = getattr(source, "representative", None)
+        feed, labels, description = self._golden_inputs(request, DEFAULT_GOLDEN_SAMPLES, DEFAULT_SEED)
+        self.warn(f"{frozen.name}: no golden; comparing with TensorFlow run now on {description} "
+                  f"(store them with: {self.golden_command(request)})")
+        with self._step(f"computing TensorFlow reference outputs of {frozen.name}"), self.tf_runner(request) as tf:
+            outputs = tf.infer(feed)
+        classes = tuple(frozen.spec.metadata.get("classes", ()))
+        return Golden(frozen.name, None, feed, outputs, labels, {"inputs": description, "live": True}, classes)
+
+    def _golden_inputs(
+        self, request: ModelRequest, samples: int, seed: int
+    ) -> tuple[dict[str, Any], Any, str]:
+        representative = getattr(resolve(request), "representative", None)
         if representative is not None:
             rep = representative()
-            feed, labels, description = rep.feed, rep.labels, rep.description
-        else:
-            feed, labels = frozen.spec.random_feed(samples, seed), None
-            description = f"{samples} seeded random samples (numpy default_rng({seed}); floats standard normal)"
+            return rep.feed, rep.labels, rep.description
+        spec = self.frozen(request).spec
+        return (spec.random_feed(samples, seed), None,
+                f"{samples} seeded random samples (numpy default_rng({seed}); floats standard normal)")
+
+    def write_golden(
+        self,
+        request: ModelRequest,
+        samples: int = DEFAULT_GOLDEN_SAMPLES,
+        seed: int = DEFAULT_SEED,
+        policy: TolerancePolicy | None = None,
+    ) -> tuple[Path, list[str]]:
+        """Run the TensorFlow reference on representative inputs and store the result; returns
+        where, and warnings about outputs that could not tell a broken engine from a good one
+        (under `policy`'s tolerances of every precision)."""
+        frozen = self.frozen(request)
+        feed, labels, description = self._golden_inputs(request, samples, seed)
         with self._step(f"computing TensorFlow reference outputs of {frozen.name}"), self.tf_runner(request) as tf_runner:
             outputs = tf_runner.infer(feed)
+        root, key = self.golden_location(request)
         meta = {
+            "model": frozen.name,
             "model_digest": frozen.digest,
             "spec": frozen.spec.to_dict(),
             "inputs": description,
@@ -397,7 +470,11 @@ class Workspace:
             "harness": __version__,
             "command": self.golden_command(request),
         }
-        return write_golden(self.golden_dir, frozen.name, feed, outputs, labels, meta)
+        path = write_golden(root, key, feed, outputs, labels, meta)
+        policy = policy or TolerancePolicy()
+        classes = set(frozen.spec.metadata.get("classes", ())) | policy.classes(frozen.name)
+        tolerances = {p: policy.for_outputs(p, frozen.name, list(outputs)) for p in PRECISIONS}
+        return path, golden_warnings(outputs, classes, tolerances)
 
     def compare(
         self,
@@ -409,21 +486,29 @@ class Workspace:
     ) -> Comparison:
         """Each backend x precision on the golden inputs against the golden reference outputs
         (TensorFlow, the reference, only in fp32)."""
-        golden = self.golden(request)
+        golden = self.reference(request)
         policy = policy or TolerancePolicy()
         results: list[OutputComparison] = []
         skipped: list[tuple[str, str, str]] = []
+        warnings: list[str] = []
         for backend in backends:
             for precision in ("fp32",) if backend == "tensorflow" else precisions:
                 try:
+                    cal: Calibration | None = None
                     if backend == "tensorflow":
                         runner: Runner = self.tf_runner(request)
                     else:
-                        runner = self.engine(request, backend, precision, calibration).runner
-                    tolerances = policy.for_outputs(precision, golden.model, list(golden.outputs))
+                        engine = self.engine(request, backend, precision, calibration)
+                        runner = engine.runner
+                        if precision == "int8":
+                            cal = engine.calibration or self.calibration(request, calibration)
                     with runner:
-                        results += golden.check(runner, tolerances).results
+                        checked = golden.check(runner, policy)
+                    warnings += [w for w in checked.warnings if w not in warnings]
+                    results += [r if cal is None else replace(r, calibration=cal.description,
+                                                              calibration_synthetic=cal.synthetic)
+                                for r in checked.results]
                 except BackendUnavailable as e:
                     # Built (where it can be) but not runnable here: reported, not fatal.
                     skipped.append((backend, precision, e.reason))
-        return Comparison(tuple(results), tuple(skipped))
+        return Comparison(tuple(results), tuple(skipped), tuple(warnings))

@@ -5,13 +5,14 @@ measured in the same run, and the machine information."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from harness.machine import cpu_info, versions
+from harness.machine import class_id, cpu_info, machine_class, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +34,9 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"harness: report written to {tmp_path / 'report' / 'report.html'} (3 plots)" in result.stdout
     assert "speedup over TensorFlow" in result.stdout and "runner overhead" in result.stdout
+    # Engines that produced no time are listed at the end with the reason, not silently left out.
+    for precision in ("fp32", "fp16", "int8"):
+        assert re.search(rf"digits +1 tensorrt_rtx-{precision} +SKIPPED  \S", result.stdout), result.stdout[-3000:]
     assert "harness: serving load test" in result.stdout and "serving overhead" in result.stdout
     data = json.loads(out.read_text())
     rows = {(b["extra_info"]["engine"], b["extra_info"]["precision"], b["extra_info"]["batch"]): b["extra_info"]
@@ -68,18 +72,23 @@ def test_gate_fails_on_a_baseline_the_run_cannot_meet_and_passes_on_one_it_can(t
     written = tmp_path / "measured.json"
     result = _bench(*fast, f"--harness-update-baseline={written}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    measured = json.loads(written.read_text())["models"]["digits"]
+    here = class_id(machine_class())
+    recorded = json.loads(written.read_text())["machines"]
+    assert list(recorded) == [here] and recorded[here]["machine"]["cpu"] == cpu_info()["model"]
+    measured = recorded[here]["models"]["digits"]
     assert set(measured) == {"onnxruntime-fp32", "onnxruntime-int8"} and all(measured[e]["1"] > 0 for e in measured)
 
-    def baseline(ratio: float) -> Path:
-        path = tmp_path / f"baseline-{ratio}.json"
-        path.write_text(json.dumps({"models": {"digits": {e: {"1": ratio} for e in measured},
-                                               "inception_v3": {"onnxruntime-fp32": {"1": 1e9}}}}))
+    def baseline(ratio: float, machine: str = here, extra: dict[str, dict[str, float]] | None = None) -> Path:
+        path = tmp_path / f"baseline-{ratio}-{len(machine)}-{bool(extra)}.json"
+        rows = {e: {"1": ratio} for e in measured} | (extra or {})
+        path.write_text(json.dumps({"format": 2, "machines": {machine: {
+            "machine": {}, "models": {"digits": rows, "inception_v3": {"onnxruntime-fp32": {"1": 1e9}}}}}}))
         return path
 
     unreachable = _bench(*fast, f"--harness-gate={baseline(1e6)}", "--harness-max-slowdown=0.5")
     assert unreachable.returncode == 1, unreachable.stdout[-3000:]
     assert "harness gate" in unreachable.stdout and "FAILED" in unreachable.stdout
+    assert f"machine class: {here}" in unreachable.stdout
     assert "digits onnxruntime-int8 batch 1: speedup" in unreachable.stdout
     assert "vs baseline 1000000.00x (floor 500000.00x) REGRESSED" in unreachable.stdout
     assert "inception_v3" not in unreachable.stdout.split("harness gate")[1]  # other models are not judged
@@ -88,34 +97,84 @@ def test_gate_fails_on_a_baseline_the_run_cannot_meet_and_passes_on_one_it_can(t
     assert reachable.returncode == 0, reachable.stdout[-3000:] + reachable.stderr[-3000:]
     assert "harness gate" in reachable.stdout and "passed" in reachable.stdout
 
+    # A baseline row this run did not measure fails the gate, naming it, unless allowed.
+    with_fp16 = baseline(0.01, extra={"onnxruntime-fp16": {"1": 0.01}})
+    missing = _bench(*fast, f"--harness-gate={with_fp16}")
+    assert missing.returncode == 1, missing.stdout[-3000:]
+    assert "digits onnxruntime-fp16 batch 1: NOT MEASURED in this run" in missing.stdout
+    allowed = _bench(*fast, f"--harness-gate={with_fp16}", "--harness-gate-allow-missing")
+    assert allowed.returncode == 0, allowed.stdout[-3000:]
+
+    # No TensorFlow rows: no speedup can be computed, and the gate says so instead of passing.
+    no_reference = _bench("--harness-batch-sizes", "1", "--harness-precisions", "fp32",
+                          "-k", "not overhead and not serving and not tensorflow", f"--harness-gate={baseline(0.01)}")
+    assert no_reference.returncode == 1, no_reference.stdout[-3000:]
+    assert "digits: no tensorflow-fp32 rows measured" in no_reference.stdout
+
+    # A baseline of another machine class only: said so, with how to record one; no verdict.
+    elsewhere = _bench(*fast, f"--harness-gate={baseline(1e6, machine='AuthenticAMD Other CPU, 2 cores; no GPU')}")
+    assert elsewhere.returncode == 0, elsewhere.stdout[-3000:]
+    assert "NO BASELINE for this machine class" in elsewhere.stdout and "--harness-update-baseline" in elsewhere.stdout
+    assert "REGRESSED" not in elsewhere.stdout
+
 
 def test_gate_arithmetic_and_baseline_errors(tmp_path: Path) -> None:
     from harness.errors import UsageError
-    from harness.timing import Row, check_gate, load_baseline, speedups, update_baseline
+    from harness.timing import Row, Unmeasured, check_gate, load_baseline, speedups, update_baseline
 
     rows = [Row("m", "tensorflow-fp32", 1, 0.010), Row("m", "onnxruntime-int8", 1, 0.004),
             Row("m", "onnxruntime-fp32", 8, 0.050)]  # no reference at batch 8: no speedup
     measured = speedups(rows)
     assert measured == {("m", "tensorflow-fp32", 1): 1.0, ("m", "onnxruntime-int8", 1): 2.5}
-    results = check_gate(measured, {"models": {"m": {"onnxruntime-int8": {"1": 2.9, "32": 2.0}}}}, 0.15)
-    by_batch = {r.batch: r for r in results}
+
+    def table(models: dict[str, object]) -> dict[str, object]:
+        return {"format": 2, "machines": {"box": {"machine": {}, "models": models}}}
+
+    skipped = [Unmeasured("m", "onnxruntime-int8", 32, "skipped", "no such engine here")]
+    report = check_gate(rows, table({"m": {"onnxruntime-int8": {"1": 2.9, "32": 2.0}}}), "box", 0.15, False, skipped)
+    by_batch = {r.batch: r for r in report.results}
     assert by_batch[1].floor == pytest.approx(2.465) and by_batch[1].passed  # 2.5 >= 2.9 * 0.85
-    assert by_batch[32].measured is None and "not measured" in str(by_batch[32])
-    assert not check_gate(measured, {"models": {"m": {"onnxruntime-int8": {"1": 3.0}}}}, 0.15)[0].passed
+    assert by_batch[32].measured is None and "NOT MEASURED" in str(by_batch[32])
+    assert "skipped: no such engine here" in str(by_batch[32])
+    assert report.failed and not report.no_baseline  # the unmeasured row fails it...
+    assert not check_gate(rows, table({"m": {"onnxruntime-int8": {"1": 2.9, "32": 2.0}}}), "box", 0.15, True).failed
+    assert check_gate(rows, table({"m": {"onnxruntime-int8": {"1": 3.0}}}), "box", 0.15).failed  # 2.5 < 2.55
+    other = check_gate(rows, table({"m": {"onnxruntime-int8": {"1": 1e9}}}), "elsewhere", 0.15)
+    assert other.no_baseline and not other.failed and other.verdict == "no baseline for this machine class"
+    assert any("record one" in line.lower() for line in other.lines("b.json"))
+    assert check_gate([], table({}), "box", 0.15).problems == ("no benchmark rows were measured in this run",)
+    no_tf = check_gate([Row("m", "onnxruntime-int8", 1, 0.004)], table({}), "box", 0.15)
+    assert no_tf.failed and "m: no tensorflow-fp32 rows measured" in no_tf.problems[0]
 
     path = tmp_path / "b.json"
-    path.write_text(json.dumps({"models": {"other": {"onnxruntime-fp32": {"1": 1.5}}}}))
-    update_baseline(path, measured, {"cpu": "x"})
+    machine = {"cpu": "Test CPU", "vendor": "V", "isa": ["avx2"], "cores": 2, "gpus": []}
+    update_baseline(path, {("other", "onnxruntime-fp32", 1): 1.5}, {**machine, "cores": 4}, {})
+    update_baseline(path, measured, machine, {"versions": {}})
     data = load_baseline(path)
-    assert data["models"]["m"] == {"onnxruntime-int8": {"1": 2.5}} and "other" in data["models"]
+    assert set(data["machines"]) == {"V Test CPU, 2 cores, avx2; no GPU", "V Test CPU, 4 cores, avx2; no GPU"}
+    assert data["machines"]["V Test CPU, 2 cores, avx2; no GPU"]["models"]["m"] == {"onnxruntime-int8": {"1": 2.5}}
 
-    for text, message in [("{", "not valid JSON"), ("{}", "no 'models' table"),
-                          ('{"models": {"m": {"e": {"one": 2}}}}', "m/e/one")]:
+    for text, message in [("{", "not valid JSON"), ("{}", "no 'machines' table"),
+                          ('{"models": {"m": {"e": {"1": 2}}}}', "without machine classes"),
+                          ('{"machines": {"x": {"models": {"m": {"e": {"one": 2}}}}}}', "m/e/one")]:
         path.write_text(text)
         with pytest.raises(UsageError, match=message):
             load_baseline(path)
     with pytest.raises(UsageError, match="cannot read it"):
         load_baseline(tmp_path / "absent.json")
+
+
+def test_machine_class_tells_cpus_apart(tmp_path: Path) -> None:
+    intel, amd = tmp_path / "intel", tmp_path / "amd"
+    intel.write_text("vendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+                     "flags\t\t: fpu avx2 fma avx512f avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16\n")
+    amd.write_text("vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n"
+                   "flags\t\t: fpu avx2 fma avx512f avx512_vnni avx512_bf16\n")
+    ids = {class_id(machine_class({"cpu": cpu_info(f), "gpus": []})) for f in (intel, amd)}
+    assert len(ids) == 2
+    assert "AuthenticAMD AMD EPYC 9R14" in " ".join(ids) and "amx_int8" in " ".join(ids)
+    gpu = machine_class({"cpu": cpu_info(amd), "gpus": [{"name": "NVIDIA H100", "compute_capability": "9.0"}]})
+    assert "NVIDIA H100 (compute capability 9.0)" in class_id(gpu)
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
@@ -130,3 +189,22 @@ def test_versions_are_the_installed_ones() -> None:
     import numpy
 
     assert versions()["numpy"] == numpy.__version__
+
+
+def test_speedups_are_computed_once_every_row_is_measured(tmp_path: Path) -> None:
+    """Engines timed before TensorFlow still get their speedup (in the table and the JSON)."""
+    pytest.importorskip("tensorflow", reason="tensorflow not importable")
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/test_inference.py::test_engine",
+         "benchmarks/test_inference.py::test_tensorflow", "--benchmark-only", "--harness-model", "digits",
+         "--harness-batch-sizes", "1", "--harness-backends", "onnxruntime", "--harness-precisions", "fp32",
+         f"--benchmark-json={out}", "-p", "no:cacheprovider", "-v"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.index("test_engine[") < done.stdout.index("test_tensorflow[")  # the engine ran first
+    rows = {b["extra_info"]["engine"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
+    assert rows["onnxruntime"]["speedup_vs_tensorflow"] == pytest.approx(
+        rows["tensorflow"]["p50_ms"] / rows["onnxruntime"]["p50_ms"])
+    assert re.search(r"digits +1 onnxruntime-fp32 .* \d+\.\d\dx", done.stdout)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -10,6 +12,10 @@ import numpy as np
 import pytest
 
 from harness.cli import main
+from harness.golden import BUILTIN_GOLDEN_DIR, golden_key
+from harness.tfimport import VERBOSE_ENV
+
+ABSL_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:")
 
 pytest.importorskip("tensorflow", reason="tensorflow not importable")
 pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
@@ -41,11 +47,11 @@ def test_compare_every_precision_with_accuracy(tmp_path: Path, capsys: pytest.Ca
     assert [(r["backend"], r["precision"]) for r in records] == [
         ("tensorflow", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")
     ]
-    golden_labels = np.load("golden/digits/labels.npy")
+    golden_labels = np.load(BUILTIN_GOLDEN_DIR / "digits" / "labels.npy")
     for r in records:
         assert r["passed"] and 0.95 <= r["accuracy"] <= 1.0 and r["reference_accuracy"] >= 0.95
     # The reference accuracy is TensorFlow's own, straight from the golden outputs and labels.
-    with np.load("golden/digits/outputs.npz") as g:
+    with np.load(BUILTIN_GOLDEN_DIR / "digits" / "outputs.npz") as g:
         assert records[0]["reference_accuracy"] == pytest.approx(float(np.mean(g["logits"].argmax(1) == golden_labels)))
 
 
@@ -61,7 +67,7 @@ def test_compare_with_bad_calibration_data_exits_2(tmp_path: Path, capsys: pytes
 
 def test_compare_exits_1_on_a_tolerance_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     golden_dir = tmp_path / "golden"
-    shutil.copytree("golden/digits", golden_dir / "digits")
+    shutil.copytree(BUILTIN_GOLDEN_DIR / "digits", golden_dir / "digits")
     with np.load(golden_dir / "digits" / "outputs.npz") as data:
         logits = data["logits"] * np.float32(1.01)  # a reference the engine cannot match
     np.savez_compressed(golden_dir / "digits" / "outputs.npz", logits=logits)
@@ -83,7 +89,8 @@ def test_user_model_export_golden_compare(tmp_path: Path, capsys: pytest.Capture
     assert main(["export", *common]) == 0
     assert "reused from cache" in capsys.readouterr().out
     assert main(["golden", *common]) == 0
-    assert (tmp_path / "g" / "model.ckpt" / "meta.json").is_file()
+    key = golden_key(str(prefix), "model.ckpt", builtin=False)
+    assert (tmp_path / "g" / key / "meta.json").is_file()
     assert main(["compare", *common, "--backend", "onnxruntime,tensorflow"]) == 0
 
 
@@ -91,7 +98,6 @@ def test_user_model_export_golden_compare(tmp_path: Path, capsys: pytest.Capture
     ("argv", "message"),
     [
         (["compare", "no_such_model"], "no_such_model: no such built-in model or file"),
-        (["compare", "digits", "--golden-dir", "/nonexistent/golden"], "write it with: harness golden digits --golden-dir="),
         (["export", "digits", "--input", "x"], "--input/--output are not used for built-in model"),
     ],
 )
@@ -109,3 +115,52 @@ def test_bad_option_is_a_usage_error(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+def test_compare_without_a_golden_uses_tensorflow_now_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "digits", "--golden-dir", "/nonexistent/golden"]) == 0
+    captured = capsys.readouterr()
+    assert "onnxruntime  fp32      logits PASS" in captured.out
+    assert "no golden; comparing with TensorFlow run now on the 360 held-out digits" in captured.err
+    assert "harness golden digits --golden-dir=/nonexistent/golden" in captured.err
+    assert not Path("/nonexistent/golden").exists()  # nothing written
+
+
+def test_input_shape_that_conflicts_with_the_graph_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.models import write_frozen_pb
+
+    pb = write_frozen_pb(tmp_path)  # input x: ?x5
+    common = ["--output", "y", "--artifacts", str(tmp_path / "a")]
+    assert main(["export", str(pb), "--input", "x:1x7", *common]) == 2
+    err = capsys.readouterr().err
+    assert "--input x:?x7 conflicts with the graph" in err and "has shape ?x5" in err and "Traceback" not in err
+    assert main(["export", str(pb), "--input", "x:1x5x1", *common]) == 2  # another rank
+    assert "has shape ?x5" in capsys.readouterr().err
+    assert main(["export", str(pb), "--input", "x:1x5", *common]) == 0  # the graph's own shape is fine
+
+
+def test_builtin_golden_is_found_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "digits", "--artifacts", str(Path(__file__).resolve().parents[1] / ".harness")]) == 0
+    captured = capsys.readouterr()
+    assert "PASS" in captured.out and "no golden" not in captured.err
+
+
+def test_tensorflow_log_lines_are_dropped_unless_verbose(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def run(*extra: str) -> str:
+        # A fresh artifact dir each time, so TensorFlow really loads and freezes.
+        argv = [sys.executable, "-m", "harness", *extra, "export", "digits", "--artifacts", str(tmp_path / str(extra))]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True,
+                              env={k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", VERBOSE_ENV)})
+        return done.stdout + done.stderr
+
+    quiet = run()
+    assert "model.onnx" in quiet
+    for line in quiet.splitlines():  # absl's "I0000 00:00:... file.cc:123] ..." and its preamble
+        assert not ABSL_LINE.match(line) and "absl::InitializeLog" not in line and "cuInit" not in line, line
+    loud = run("--verbose")
+    assert any(ABSL_LINE.match(line) for line in loud.splitlines()), loud[-2000:]

@@ -12,7 +12,7 @@ def test_statistics_of_a_known_error() -> None:
     ref[:, 0] = 1.0
     actual = ref.copy()
     actual[1, 50] = 0.25  # one element off by 0.25 of 200
-    s = error_stats(actual, ref)
+    s = error_stats(actual, ref, classes=True)
     assert s.max_abs_error == pytest.approx(0.25)
     assert s.mean_abs_error == pytest.approx(0.25 / 200)
     assert s.median_abs_error == 0.0
@@ -24,7 +24,7 @@ def test_statistics_of_a_known_error() -> None:
 def test_top1_and_top5_agreement() -> None:
     ref = np.array([[0.0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0]])
     actual = np.array([[0.0, 1, 2, 3, 6, 5], [0, 4, 3, 2, 1, 5]])  # sample 0: top-1 in ref top-5; sample 1: not
-    s = error_stats(actual, ref)
+    s = error_stats(actual, ref, classes=True)
     assert s.top1_agreement == 0.0
     assert s.top5_agreement == 0.5
 
@@ -61,8 +61,24 @@ def test_cosine_and_top1_thresholds_fail_on_their_own() -> None:
     ref = np.array([[1.0, 0.9, 0.0]])
     swapped = np.array([[0.9, 1.0, 0.0]])
     loose = Tolerance(atol=1.0, min_cosine=0.999, min_top1=1.0)
-    failures = compare_output("y", swapped, ref, loose).failures
+    failures = compare_output("y", swapped, ref, loose, classes=True).failures
     assert any("cosine" in f for f in failures) and any("top-1" in f for f in failures)
+
+
+def test_top1_is_only_for_outputs_declared_as_class_scores() -> None:
+    """A 4-wide box regression output is 2-D too; its "top-1" means nothing and must not gate."""
+    boxes = np.array([[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.9, 0.8]])
+    moved = boxes + np.array([[0.0, 0.0, 0.15, 0.0], [0.0, 0.0, 0.0, 0.0]])  # argmax of sample 0 moves
+    tolerance = Tolerance(atol=0.2, min_top1=1.0)
+    plain = compare_output("bbox", moved, boxes, tolerance)
+    assert plain.passed and plain.stats.top1_agreement is None and plain.stats.top5_agreement is None
+    assert "top-1" not in str(plain) and plain.record()["top1_agreement"] is None
+    declared = compare_output("bbox", moved, boxes, tolerance, classes=True)
+    assert not declared.passed and declared.stats.top1_agreement == 0.5
+    by_name = compare({"bbox": moved, "scores": boxes}, {"bbox": boxes, "scores": boxes}, tolerance, classes={"scores"})
+    assert [r.stats.top1_agreement for r in by_name.results] == [None, 1.0]
+    with pytest.raises(HarnessError, match="output 'score' is marked as class scores but has shape"):
+        compare_output("score", np.zeros((3, 1)), np.zeros((3, 1)), tolerance, classes=True)
 
 
 def test_nan_output_fails() -> None:

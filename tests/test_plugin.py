@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
+
+from harness.golden import BUILTIN_GOLDEN_DIR
 
 pytest_plugins = ["pytester"]
 
@@ -33,8 +37,8 @@ def test_spec(model_spec, onnx_model, tf_runner):
 
 def _args(tmp: Path) -> list[str]:
     root = Path(__file__).resolve().parents[1]
-    return ["--harness-model", "digits", "--harness-golden-dir", str(root / "golden"),
-            "--harness-artifacts", str(root / ".harness"), "-p", "no:cacheprovider", "--rootdir", str(tmp)]
+    return ["--harness-model", "digits", "--harness-artifacts", str(root / ".harness"), "-p", "no:cacheprovider",
+            "--rootdir", str(tmp)]
 
 
 def test_fixtures_run_a_users_golden_test(pytester: pytest.Pytester) -> None:
@@ -104,11 +108,21 @@ def test_a_stale_or_missing_golden_fails_with_the_command(pytester: pytest.Pytes
     pytest.importorskip("tensorflow", reason="tensorflow not importable")
     pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
     pytester.makepyfile(test_user=USER_TEST)
-    args = _args(pytester.path)
-    args[args.index("--harness-golden-dir") + 1] = str(pytester.path / "empty")
-    result = pytester.runpytest_inprocess(*args)
+    result = pytester.runpytest_inprocess(*_args(pytester.path), "--harness-golden-dir", str(pytester.path / "empty"))
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*GoldenMissing*write it with: harness golden digits*"])
+    result.stdout.fnmatch_lines(["*GoldenMissing: *empty/digits: no golden data*write it with: harness golden digits*"])
+    # One line that names the file and the fix, not a fixture traceback.
+    assert "raise GoldenMissing" not in result.stdout.str() and "workspace.py" not in result.stdout.str()
+
+    stale = pytester.path / "stale"
+    shutil.copytree(BUILTIN_GOLDEN_DIR / "digits", stale / "digits")
+    meta = json.loads((stale / "digits" / "meta.json").read_text())
+    (stale / "digits" / "meta.json").write_text(json.dumps({**meta, "model_digest": "0" * 64}))
+    result = pytester.runpytest_inprocess(*_args(pytester.path), "--harness-golden-dir", str(stale))
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines([("*GoldenStale: *stale golden: made from model digest 000000000000*"
+                                 "regenerate it with: harness golden digits --golden-dir=*")])
+    assert "raise GoldenStale" not in result.stdout.str()
 
 
 def test_options_are_validated_when_parsed(pytester: pytest.Pytester) -> None:

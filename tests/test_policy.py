@@ -63,5 +63,19 @@ def test_bad_tables_name_the_key(tmp_path: Path, toml: str, message: str) -> Non
         TolerancePolicy.from_pyproject(tmp_path / "pyproject.toml")
 
 
+def test_outputs_are_marked_as_class_scores_in_pyproject_or_code(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.harness.model.m.output.scores]\nclasses = true\n"
+        "[tool.harness.model.m.output.boxes]\nclasses = false\n"
+        "[tool.harness.model.m.output.boxes.tolerance.int8]\nmin_cosine = 0.99\n")
+    policy = TolerancePolicy.from_pyproject(tmp_path / "pyproject.toml")
+    assert policy.classes("m") == {"scores"} and policy.classes("other") == frozenset()
+    assert policy.tolerance("int8", "m", "boxes").min_cosine == 0.99
+    assert policy.mark_classes("m", "logits").classes("m") == {"scores", "logits"}
+    (tmp_path / "pyproject.toml").write_text("[tool.harness.model.m.output.scores]\nclasses = 'yes'\n")
+    with pytest.raises(UsageError, match=r"output.scores.classes: 'yes' is not true or false"):
+        TolerancePolicy.from_pyproject(tmp_path / "pyproject.toml")
+
+
 def test_no_pyproject_means_defaults(tmp_path: Path) -> None:
     assert TolerancePolicy.from_pyproject(tmp_path / "absent.toml") == TolerancePolicy()

@@ -197,3 +197,59 @@ def test_missing_and_stale_golden_name_the_command(user_models: dict[str, Any], 
     fresh = Workspace(tmp_workspace.store.root, tmp_workspace.golden_dir, quiet=True)
     with pytest.raises(GoldenStale, match=f"stale golden.*regenerate it with: harness golden {path}"):
         fresh.golden(request)
+
+
+def test_goldens_of_different_files_never_collide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`a/model.keras` and `b/model.keras` get a golden each; regenerating one leaves the
+    other's alone, and both stay valid."""
+    from tests.models import write_keras
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = write_keras(tmp_path / "a", seed=0), write_keras(tmp_path / "b", seed=1)
+    ws = Workspace(tmp_path / "artifacts", quiet=True)  # default golden root: ./golden
+    ra, rb = ModelRequest.of("a/model.keras"), ModelRequest.of(str(b))  # relative and absolute paths
+    path_a, _ = ws.write_golden(ra)
+    path_b, _ = ws.write_golden(rb)
+    assert path_a == Path("golden/a/model.keras") and path_b == Path("golden/b/model.keras")
+    before = (path_a / "outputs.npz").read_bytes()
+    ws.write_golden(rb)  # the suggested fix for b touches b only
+    assert (path_a / "outputs.npz").read_bytes() == before
+    assert ws.golden(ra).path == path_a and ws.golden(rb).path == path_b
+    out_a, out_b = (next(iter(ws.golden(r).outputs.values())) for r in (ra, rb))
+    assert not np.array_equal(out_a, out_b)  # two models, two goldens
+    assert a.name == b.name == "model.keras"
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    c = write_keras(outside, seed=2)
+    path_c, _ = ws.write_golden(ModelRequest.of(str(c)))
+    assert path_c.parent == Path("golden") and path_c.name.startswith("model-")  # outside the project: name + digest
+
+
+def test_user_model_without_golden_or_calibration_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """int8 builds and compares on a model that has no golden and no calibration data: it is
+    calibrated on seeded synthetic inputs, said once, and every int8 record carries it."""
+    from harness.compare import SYNTHETIC_NOTE
+    from tests.models import write_keras
+
+    path = write_keras(tmp_path, seed=0)
+    request = ModelRequest.of(str(path))
+    ws = Workspace(tmp_path / "artifacts", tmp_path / "golden", quiet=True)
+    comparison = ws.compare(request, ["onnxruntime"], ["fp32", "int8"])
+    assert not (tmp_path / "golden").exists()  # compare never writes a golden
+    by_precision = {r.precision: r for r in comparison.results}
+    assert by_precision["int8"].calibration_synthetic and not by_precision["fp32"].calibration_synthetic
+    assert by_precision["int8"].record()["note"] == SYNTHETIC_NOTE and "note" not in by_precision["fp32"].record()
+    assert by_precision["int8"].stats.samples == 32  # the default for users' models
+    assert "seeded synthetic samples" in (by_precision["int8"].calibration or "")
+    err = capsys.readouterr().err
+    assert err.count("int8 agreement is not evidence of accuracy") == 1 and "no golden; comparing" in err
+    ws.compare(request, ["onnxruntime"], ["int8"])
+    assert "not evidence" not in capsys.readouterr().err  # once per workspace
+    # Given data, it is not synthetic.
+    np.save(tmp_path / "cal.npy", np.random.default_rng(5).standard_normal((16, 6, 6, 2)).astype(np.float32))
+    from harness.workspace import CalibrationOptions
+
+    given = ws.compare(request, ["onnxruntime"], ["int8"], calibration=CalibrationOptions(tmp_path / "cal.npy"))
+    assert not given.results[0].calibration_synthetic and "cal.npy" in (given.results[0].calibration or "")

@@ -1,5 +1,7 @@
-"""Calibration data for INT8: representative model inputs, from the golden inputs (default),
-a directory of images, or a .npy/.npz file.
+"""Calibration data for INT8: representative model inputs, from a directory of images or a
+.npy/.npz file the user gives, or else the model's own default (`load_calibration`'s
+`default`): a built-in model's calibration split, never its golden inputs, or seeded
+synthetic inputs for a user's model, flagged as such all the way to the report.
 
 Images go through a preprocessing function (a preset name or `module:function`); arrays
 are taken as model inputs as they are. Everything is validated against the model's spec
@@ -53,10 +55,22 @@ def preprocess_function(name: str) -> Preprocess:
     return fn  # type: ignore[no-any-return]
 
 
+SYNTHETIC_SAMPLES = 32  # synthetic data prove nothing about accuracy: enough to get ranges, no more
+SYNTHETIC_SEED = 20261127  # not the golden's seed (0): calibration is never the evaluation set
+
+
 @dataclass(frozen=True)
 class CalibrationData:
     feed: dict[str, np.ndarray]  # every input, N samples along the batch dim
     description: str
+    synthetic: bool = False  # seeded random inputs, not representative data
+
+    @classmethod
+    def synthetic_for(cls, spec: ModelSpec, samples: int) -> CalibrationData:
+        n = min(samples, SYNTHETIC_SAMPLES)
+        return cls(spec.random_feed(n, SYNTHETIC_SEED),
+                   f"{n} seeded synthetic samples (numpy default_rng({SYNTHETIC_SEED}); no calibration data given)",
+                   synthetic=True)
 
     @property
     def samples(self) -> int:
@@ -126,28 +140,32 @@ def _load_images(directory: Path, spec: ModelSpec, preprocess: Preprocess) -> di
 def load_calibration(
     spec: ModelSpec,
     source: Path | None,
-    golden_inputs: Mapping[str, np.ndarray] | None,
+    default: CalibrationData | None,
     samples: int,
     preprocess: str = DEFAULT_PREPROCESS,
 ) -> CalibrationData:
-    """The first `samples` representative inputs from `source` (default: the golden inputs)."""
+    """The first `samples` representative inputs from `source`, else from `default` (the
+    model's own calibration data; synthetic inputs where it has none)."""
     if samples < 1:
         raise UsageError(f"calibration samples {samples}: must be >= 1")
     if source is None:
-        if golden_inputs is None:
-            raise InputError(f"model {spec.name!r}: no golden inputs to calibrate on; write them with `harness golden`")
-        origin, feed = "golden inputs", dict(golden_inputs)
+        if default is None:
+            default = CalibrationData.synthetic_for(spec, samples)
+        checked = _validated(spec, default.feed, default.description)
+        available = len(next(iter(checked.values())))
+        taken = min(samples, available)
+        return CalibrationData({k: v[:taken] for k, v in checked.items()},
+                               f"{taken} of {available} samples: {default.description}", default.synthetic)
+    source = Path(source)
+    origin = str(source)
+    if source.is_dir():
+        feed = _load_images(source, spec, preprocess_function(preprocess))
+    elif source.suffix in (".npy", ".npz") and source.is_file():
+        feed = _load_arrays(source, spec)
+    elif not source.exists():
+        raise InputError(f"calibration data {source}: no such file or directory")
     else:
-        source = Path(source)
-        origin = str(source)
-        if source.is_dir():
-            feed = _load_images(source, spec, preprocess_function(preprocess))
-        elif source.suffix in (".npy", ".npz") and source.is_file():
-            feed = _load_arrays(source, spec)
-        elif not source.exists():
-            raise InputError(f"calibration data {source}: no such file or directory")
-        else:
-            raise InputError(f"calibration data {source}: give a directory of images, a .npy or an .npz file")
+        raise InputError(f"calibration data {source}: give a directory of images, a .npy or an .npz file")
     checked = _validated(spec, feed, origin)
     available = len(next(iter(checked.values())))
     taken = min(samples, available)

@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.errors import ModelSourceError
 from harness.sources import Frozen
-from harness.spec import InputArg, ModelSpec, Shape, TensorSpec
+from harness.spec import InputArg, ModelSpec, Shape, TensorSpec, format_shape
 from harness.tfimport import import_tensorflow
 
 PLACEHOLDERS = ("Placeholder", "PlaceholderWithDefault")
@@ -66,8 +66,17 @@ def with_dynamic_batch(graph_def: Any, inputs: Sequence[InputArg], where: str) -
         if arg is None:
             continue
         shape_attr = node.attr["shape"].shape
+        graph_dims = None if shape_attr.unknown_rank or not shape_attr.dim else [
+            None if d.size < 0 else d.size for d in shape_attr.dim]
         if arg.shape is not None:
             dims: list[int | None] = list(arg.shape)
+            if graph_dims is not None and (len(graph_dims) != len(dims) or any(
+                    g is not None and d is not None and g != d for g, d in zip(graph_dims[1:], dims[1:]))):
+                raise ModelSourceError(
+                    f"{where}: --input {arg.name}:{format_shape(tuple(arg.shape))} conflicts with the graph, whose "
+                    f"input {arg.name!r} has shape {format_shape(tuple(graph_dims))} (batch dimension aside); "
+                    f"give the graph's shape, or leave it out: --input {arg.name}"
+                )
         elif shape_attr.unknown_rank or not shape_attr.dim:
             raise ModelSourceError(
                 f"{where}: input {arg.name!r} has no static shape in the graph; "

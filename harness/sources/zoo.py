@@ -11,15 +11,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.artifacts import digest_json, file_digest
+from harness.errors import ModelSourceError
+from harness.machine import package_version
 from harness.sources import Frozen
 from harness.sources.graph import freeze_keras
 from harness.tfimport import import_tensorflow
@@ -38,13 +40,18 @@ class Representative:
 
 
 def _versions() -> list[str]:
-    return [f"{p}=={metadata.version(p)}" for p in ("tensorflow", "keras")]
+    return [f"{p}=={package_version(p) or 'not installed'}" for p in ("tensorflow", "keras")]
 
 
 # --- inception_v3 -------------------------------------------------------------------------
 
 INCEPTION_SEED = 0
 INCEPTION_BN_IMAGES = 16
+INCEPTION_BN_STATS = DATA / "inception_v3_bn.npz"
+INCEPTION_GOLDEN_SEED = 1  # the golden inputs' crops
+INCEPTION_GOLDEN_CROPS = 8
+INCEPTION_CALIBRATION_SEED = 2  # int8 calibration crops: never the golden ones
+INCEPTION_CALIBRATION_CROPS = 32
 
 
 def sample_image_crops(count: int, seed: int, size: int = 299) -> np.ndarray:
@@ -64,40 +71,98 @@ def sample_image_crops(count: int, seed: int, size: int = 299) -> np.ndarray:
     return (np.stack(crops).astype(np.float32) / np.float32(127.5)) - np.float32(1.0)
 
 
+def glorot_uniform(shapes: Sequence[tuple[int, ...]], seed: int) -> list[np.ndarray]:
+    """Glorot-uniform float32 arrays of `shapes`, in order, from one numpy generator.
+
+    Bit-identical on every machine: the bits come from PCG64, and the only float work is
+    exact (2u - 1), one correctly rounded multiplication and a correctly rounded cast.
+    Keras's own initializers run TensorFlow kernels, whose float paths depend on the CPU."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for shape in shapes:
+        receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+        fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        arrays.append(((rng.random(shape) * 2.0 - 1.0) * limit).astype(np.float32))
+    return arrays
+
+
+def inception_weights(model: Any, bn_stats: Mapping[str, np.ndarray] | None) -> list[np.ndarray]:
+    """Every weight of a Keras InceptionV3, in `model.weights` order: seeded Glorot-uniform
+    kernels, zero biases and betas, and the batch-norm statistics of `bn_stats` (`mean{i}`,
+    `var{i}` of the i-th BatchNormalization; None: mean 0, variance 1, what the script that
+    computes them starts from)."""
+    kernels = iter(glorot_uniform([tuple(w.shape) for w in model.weights if w.path.endswith("/kernel")],
+                                  INCEPTION_SEED))
+    bn = -1
+    weights = []
+    for w in model.weights:
+        kind = w.path.rsplit("/", 1)[-1]
+        shape = tuple(w.shape)
+        if kind == "kernel":
+            weights.append(next(kernels))
+        elif kind in ("bias", "beta"):
+            weights.append(np.zeros(shape, np.float32))
+        elif kind in ("moving_mean", "moving_variance"):
+            bn += kind == "moving_mean"
+            key = f"{'mean' if kind == 'moving_mean' else 'var'}{bn}"
+            if bn_stats is None:
+                weights.append(np.zeros(shape, np.float32) if kind == "moving_mean" else np.ones(shape, np.float32))
+            else:
+                weights.append(np.asarray(bn_stats[key], np.float32).reshape(shape))
+        else:
+            raise ModelSourceError(f"inception_v3: unexpected weight {w.path!r} (Keras {package_version('keras')}); "
+                                   "the built-in recipe knows kernel, bias, beta and batch-norm statistics")
+    return weights
+
+
+def build_inception_keras(bn_stats: Mapping[str, np.ndarray] | None) -> Any:
+    import_tensorflow()
+    import keras
+
+    keras.backend.clear_session()  # layer names (and so the graph) must not depend on what ran before
+    model = keras.applications.InceptionV3(
+        weights=None, classifier_activation=None, input_shape=(299, 299, 3), name="inception_v3"
+    )
+    model.set_weights(inception_weights(model, bn_stats))
+    return model
+
+
 class InceptionV3:
+    """Seeded weights (numpy, see `glorot_uniform`) and batch-norm statistics of real photos,
+    committed in `data/inception_v3_bn.npz` (made by `scripts/inception_bn_stats.py`): the
+    statistics come from float reductions whose last bits depend on the CPU, so they are
+    data, computed once, not recomputed on every machine.  Nothing in the frozen graph
+    depends on float work done here, so its bytes are the same on every CPU."""
+
     name = "inception_v3"
     kind = "builtin"
 
     def key(self) -> str:
-        return digest_json([self.kind, self.name, "recipe-1", INCEPTION_SEED, INCEPTION_BN_IMAGES, _versions()])
+        return digest_json([self.kind, self.name, "recipe-2", INCEPTION_SEED, file_digest(INCEPTION_BN_STATS),
+                            _versions()])
 
     def build_keras(self) -> Any:
-        import_tensorflow()
-        import keras
-
-        keras.backend.clear_session()  # layer names (and so the graph) must not depend on what ran before
-        keras.utils.set_random_seed(INCEPTION_SEED)
-        model = keras.applications.InceptionV3(
-            weights=None, classifier_activation=None, input_shape=(299, 299, 3), name="inception_v3"
-        )
-        # Batch-norm statistics of real images: one training-mode pass with momentum 0 sets
-        # each layer's moving mean/variance to the batch's, layer after layer.
-        bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-        for layer in bns:
-            layer.momentum = 0.0
-        model(sample_image_crops(INCEPTION_BN_IMAGES, seed=INCEPTION_SEED), training=True)
-        for layer in bns:
-            layer.momentum = 0.99
-        return model
+        with np.load(INCEPTION_BN_STATS, allow_pickle=False) as data:
+            stats = {k: data[k] for k in data.files}
+        return build_inception_keras(stats)
 
     def freeze(self) -> Frozen:
-        frozen = freeze_keras(self.build_keras(), self.name, {"source": "builtin", "classifier": True})
+        frozen = freeze_keras(self.build_keras(), self.name, {"source": "builtin", "classes": ["logits"]})
         return _rename(frozen, inputs=["input"], outputs=["logits"])
 
     def representative(self) -> Representative:
         return Representative(
-            {"input": sample_image_crops(4, seed=1)}, None,
-            "4 random 299x299 crops of scikit-learn's sample photos (china.jpg, flower.jpg), seed 1, scaled to [-1, 1]",
+            {"input": sample_image_crops(INCEPTION_GOLDEN_CROPS, seed=INCEPTION_GOLDEN_SEED)}, None,
+            f"{INCEPTION_GOLDEN_CROPS} random 299x299 crops of scikit-learn's sample photos (china.jpg, flower.jpg), seed "
+            f"{INCEPTION_GOLDEN_SEED}, scaled to [-1, 1]",
+        )
+
+    def calibration(self) -> Representative:
+        return Representative(
+            {"input": sample_image_crops(INCEPTION_CALIBRATION_CROPS, seed=INCEPTION_CALIBRATION_SEED)}, None,
+            f"{INCEPTION_CALIBRATION_CROPS} other random crops of the same photos (seed {INCEPTION_CALIBRATION_SEED}; "
+            f"the golden's are seed {INCEPTION_GOLDEN_SEED})",
         )
 
 
@@ -141,7 +206,7 @@ class Digits:
     kind = "builtin"
 
     def key(self) -> str:
-        return digest_json([self.kind, self.name, "recipe-1", file_digest(DIGITS_WEIGHTS), _versions()])
+        return digest_json([self.kind, self.name, "recipe-2", file_digest(DIGITS_WEIGHTS), _versions()])
 
     def build_keras(self) -> Any:
         model = build_digits_model()
@@ -150,8 +215,15 @@ class Digits:
         return model
 
     def freeze(self) -> Frozen:
-        frozen = freeze_keras(self.build_keras(), self.name, {"source": "builtin", "classifier": True})
+        frozen = freeze_keras(self.build_keras(), self.name, {"source": "builtin", "classes": ["logits"]})
         return _rename(frozen, inputs=["image"], outputs=["logits"])
+
+    def calibration(self) -> Representative:
+        x_train, _, _, _ = digits_data()
+        return Representative(
+            {"image": x_train}, None,
+            f"the {len(x_train)} training digits (the golden is the held-out split, never calibrated on)",
+        )
 
     def representative(self) -> Representative:
         _, _, x_test, y_test = digits_data()

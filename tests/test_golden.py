@@ -1,0 +1,57 @@
+"""Goldens that could not tell a broken engine from a good one are reported, when written and
+when checked."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.compare import DEFAULT_TOLERANCES
+from harness.golden import golden_key, golden_warnings
+
+RNG = np.random.default_rng(0)
+
+
+def _tolerances(output: str) -> dict[str, dict[str, object]]:
+    return {p: {output: t} for p, t in DEFAULT_TOLERANCES.items()}
+
+
+def test_a_golden_that_depends_on_its_input_raises_nothing() -> None:
+    logits = RNG.standard_normal((32, 10)).astype(np.float32) * 3
+    assert golden_warnings({"logits": logits}, {"logits"}, _tolerances("logits")) == []  # type: ignore[arg-type]
+
+
+def test_the_same_top1_for_every_sample_is_reported() -> None:
+    logits = RNG.standard_normal((8, 10)).astype(np.float32)
+    logits[:, 4] += 10
+    found = golden_warnings({"logits": logits}, {"logits"})
+    assert any("the same top-1 class (4) for all 8 samples" in w for w in found)
+    assert golden_warnings({"logits": logits}, set()) == []  # not class scores: top-1 is not its question
+
+
+def test_an_output_that_hardly_depends_on_the_input_is_reported() -> None:
+    base = RNG.standard_normal(16).astype(np.float32) * 5
+    flat = np.stack([base + RNG.standard_normal(16).astype(np.float32) * 1e-3 for _ in range(6)])
+    found = golden_warnings({"boxes": flat}, set(), _tolerances("boxes"))  # type: ignore[arg-type]
+    assert any("hardly depends on the input" in w for w in found)
+    # ... and an engine that ignores its input would pass fp16's and int8's tolerances (not fp32's):
+    assert {p for p in DEFAULT_TOLERANCES if any(f"the {p} tolerance" in w for w in found)} == {"fp16", "int8"}
+    assert any("1 sample only" in w for w in golden_warnings({"boxes": flat[:1]}, set()))
+
+
+def test_a_constant_engine_passing_a_loose_tolerance_is_reported() -> None:
+    # Spread across samples is real (2% of the magnitude, not "hardly depends"), but a constant
+    # answer stays inside fp16's atol and cosine.
+    base = RNG.uniform(0.5, 1.5, 20).astype(np.float32)
+    out = np.stack([base + RNG.standard_normal(20).astype(np.float32) * 0.02 for _ in range(10)])
+    found = golden_warnings({"y": out}, set(), _tolerances("y"))  # type: ignore[arg-type]
+    assert not any("hardly depends" in w for w in found)
+    assert any("always the mean output) would pass the fp16 tolerance" in w for w in found)
+    assert not any("the fp32 tolerance" in w for w in found)
+
+
+def test_golden_keys_follow_the_model_path(tmp_path):  # type: ignore[no-untyped-def]
+    assert golden_key("digits", "digits", builtin=True) == "digits"
+    assert golden_key("a/model.keras", "model", builtin=False, cwd=tmp_path) == "a/model.keras"
+    assert golden_key(str(tmp_path / "b" / "model.keras"), "model", builtin=False, cwd=tmp_path) == "b/model.keras"
+    outside = golden_key("/elsewhere/model.keras", "model", builtin=False, cwd=tmp_path)
+    assert outside.startswith("model-") and outside != golden_key("/other/model.keras", "model", False, cwd=tmp_path)
