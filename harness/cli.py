@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibration = argparse.ArgumentParser(add_help=False)
     calibration.add_argument("--calibration", type=Path, default=None, metavar="PATH",
                              help="int8 calibration data: a directory of images, a .npy or an .npz keyed by input "
-                             "name (default: the golden inputs)")
+                             "name (default: a built-in model's calibration split; otherwise 32 seeded synthetic "
+                             "inputs, with a warning)")
     calibration.add_argument("--calibration-samples", type=positive_int, default=DEFAULT_CALIBRATION_SAMPLES,
                              metavar="N", help=f"calibration samples used, the first N "
                              f"(default: {DEFAULT_CALIBRATION_SAMPLES})")

@@ -63,7 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-precisions", type=choices(list(PRECISIONS)), default=list(PRECISIONS),
                     metavar="P,P,...", help=f"precisions the `engine` fixture covers (default: {','.join(PRECISIONS)})")
     group.addoption("--harness-calibration", type=Path, default=None, metavar="PATH",
-                    help="int8 calibration data: a directory of images, a .npy or .npz (default: the golden inputs)")
+                    help="int8 calibration data: a directory of images, a .npy or .npz (default: a built-in model's "
+                    "calibration split; otherwise 32 seeded synthetic inputs, with a warning)")
     group.addoption("--harness-calibration-samples", type=positive_int, default=DEFAULT_CALIBRATION_SAMPLES,
                     metavar="N", help=f"int8 calibration samples used (default: {DEFAULT_CALIBRATION_SAMPLES})")
     group.addoption("--harness-calibration-method", type=one_of(METHODS), default=DEFAULT_CALIBRATION_METHOD,

@@ -208,3 +208,17 @@ def test_speedups_are_computed_once_every_row_is_measured(tmp_path: Path) -> Non
     assert rows["onnxruntime"]["speedup_vs_tensorflow"] == pytest.approx(
         rows["tensorflow"]["p50_ms"] / rows["onnxruntime"]["p50_ms"])
     assert re.search(r"digits +1 onnxruntime-fp32 .* \d+\.\d\dx", done.stdout)
+
+
+def test_benchmark_suite_runs_a_model_without_golden_or_calibration_data(tmp_path: Path) -> None:
+    """int8 rows used to error with GoldenMissing on a user's model: calibration read the golden."""
+    pytest.importorskip("tensorflow", reason="tensorflow not importable")
+    from tests.models import write_keras
+
+    model = write_keras(tmp_path)
+    done = _bench("--harness-model", str(model), "--harness-batch-sizes", "1", "--harness-backends", "onnxruntime",
+                  "--harness-precisions", "int8", "-k", "not overhead and not serving",
+                  "--harness-artifacts", str(tmp_path / "a"), "--harness-golden-dir", str(tmp_path / "none"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"model +1 onnxruntime-int8 .* \d+\.\d\dx", done.stdout), done.stdout[-3000:]
+    assert "int8 agreement is not evidence of accuracy" in done.stdout + done.stderr

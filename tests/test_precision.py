@@ -106,7 +106,7 @@ def test_int8_graph_has_symmetric_qdq_with_per_channel_weights(harness_workspace
 @pytest.fixture
 def fresh(tmp_path: Path) -> Workspace:
     """Its own artifact cache, the committed goldens."""
-    return Workspace(tmp_path / "artifacts", Path("golden"), quiet=True)
+    return Workspace(tmp_path / "artifacts", quiet=True)
 
 
 def test_calibration_is_reused_until_model_or_data_change(fresh: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,7 +115,7 @@ def test_calibration_is_reused_until_model_or_data_change(fresh: Workspace, caps
     start = time.perf_counter()
     first = fresh.calibration(request, options)
     first_s = time.perf_counter() - start
-    again = Workspace(fresh.store.root, Path("golden"), quiet=True)  # a new process would see the same cache
+    again = Workspace(fresh.store.root, quiet=True)  # a new process would see the same cache
     start = time.perf_counter()
     second = again.calibration(request, options)
     second_s = time.perf_counter() - start
@@ -136,7 +136,7 @@ def test_changed_calibration_cache_is_recalibrated_not_trusted(fresh: Workspace)
     original = table.read_text()
     table.write_text(original.replace("0.", "9.", 5))
     with pytest.warns(UserWarning, match="calibration.json changed since it was built; rebuilding"):
-        redone = Workspace(fresh.store.root, Path("golden"), quiet=True).calibration(request, CalibrationOptions())
+        redone = Workspace(fresh.store.root, quiet=True).calibration(request, CalibrationOptions())
     assert not redone.reused and redone.table.read_text() == original
 
 
@@ -302,7 +302,7 @@ def test_second_variant_build_is_a_cache_hit(fresh: Workspace) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a clean rebuild must not warn
         built = [fresh.variant(request, p)[0] for p in ("fp16", "int8")]
-    again = Workspace(fresh.store.root, Path("golden"), quiet=True)
+    again = Workspace(fresh.store.root, quiet=True)
     reused = [again.variant(request, p)[0] for p in ("fp16", "int8")]
     assert not any(m.reused for m in built) and all(m.reused for m in reused)
     assert [m.path for m in built] == [m.path for m in reused]

@@ -33,6 +33,7 @@ def bench_json(path: Path, model: str = "m", cpu: str = "CPU A", when: str = "20
                                    "samples_per_s": batch / (p50 / 1e3), "speedup_vs_tensorflow": tf_p50 / p50}})
     benchmarks.append({"name": "test_overhead[bare]", "extra_info": {"path": "bare"}})  # not a latency row
     path.write_text(json.dumps({"machine_info": {"harness": {"cpu": {"model": cpu, "usable_cores": 2}, "gpus": [],
+                                                             "class": f"{cpu}, 2 cores; no GPU",
                                                              "versions": {"onnxruntime": "1.32.0"}}},
                                 "datetime": when, "benchmarks": benchmarks}))
     return path
@@ -52,11 +53,21 @@ def test_tables_match_the_input_and_plots_are_valid_images(tmp_path: Path) -> No
     run = bench_json(tmp_path / "run.json")
     records = [{"model": "m", "backend": "onnxruntime", "precision": p, "output": "logits", "passed": p == "fp32",
                 "accuracy": {"fp32": 0.98, "int8": 0.97}[p], "cosine_per_sample": [0.9999, 0.998],
-                "abs_error_histogram": {"edges": [1e-4, 1e-3, 1e-2], "counts": [5.0, 2.0]}} for p in ("fp32", "int8")]
+                "abs_error_histogram": {"edges": [1e-4, 1e-3, 1e-2], "counts": [5.0, 2.0]},
+                "calibration_synthetic": p == "int8"} for p in ("fp32", "int8")]
     (tmp_path / "cmp.json").write_text(json.dumps(records))
     baseline = tmp_path / "baseline.json"
-    baseline.write_text(json.dumps({"models": {"m": {"onnxruntime-int8": {"1": 2.5}}}}))
+    baseline.write_text(json.dumps({"format": 2, "machines": {
+        "CPU A, 2 cores; no GPU": {"machine": {}, "models": {"m": {"onnxruntime-int8": {"1": 2.5}}}}}}))
     written = write_report(tmp_path / "out", [run], [tmp_path / "cmp.json"], baseline)
+    assert written.warnings == ()  # the baseline has this run's machine class
+    from harness.compare import SYNTHETIC_NOTE
+
+    assert f"onnxruntime-int8: {SYNTHETIC_NOTE}" in written.markdown.read_text()  # int8 calibrated on synthetic data
+    other_class = tmp_path / "other.json"
+    other_class.write_text(baseline.read_text().replace("CPU A, 2 cores", "CPU Z, 64 cores"))
+    elsewhere = write_report(tmp_path / "out2", [run], [], other_class)
+    assert "no entry for this run's machine class (CPU A, 2 cores; no GPU)" in elsewhere.markdown.read_text()
 
     data = json.loads(run.read_text())
     expected = {(b["extra_info"]["engine"], b["extra_info"]["precision"], b["extra_info"]["batch"]): b["extra_info"]

@@ -34,7 +34,7 @@ BUILTINS = ["digits", pytest.param("inception_v3", marks=pytest.mark.slow)]
 @pytest.fixture
 def fresh(tmp_path: Path, harness_workspace: Workspace) -> Workspace:
     """Its own plan cache; frozen graphs, ONNX and calibrations from the session's cache."""
-    return Workspace(harness_workspace.store.root, Path("golden"), quiet=True, engine_dir=tmp_path / "engines")
+    return Workspace(harness_workspace.store.root, quiet=True, engine_dir=tmp_path / "engines")
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -66,7 +66,7 @@ def test_plan_cache_reuses_and_rebuilds(fresh: Workspace, tmp_path: Path, capsys
     start = time.perf_counter()
     first = fresh.plan(request, "tensorrt_rtx", "int8")
     built_s = time.perf_counter() - start
-    again = Workspace(fresh.store.root, Path("golden"), quiet=True, engine_dir=fresh.engine_dir)
+    again = Workspace(fresh.store.root, quiet=True, engine_dir=fresh.engine_dir)
     start = time.perf_counter()
     second = again.plan(request, "tensorrt_rtx", "int8")
     reused_s = time.perf_counter() - start
@@ -78,7 +78,7 @@ def test_plan_cache_reuses_and_rebuilds(fresh: Workspace, tmp_path: Path, capsys
     data = first.path.read_bytes()
     first.path.write_bytes(data[: len(data) // 2])
     with pytest.warns(UserWarning, match=r"model\.plan changed since it was built; rebuilding"):
-        rebuilt = Workspace(fresh.store.root, Path("golden"), quiet=True, engine_dir=fresh.engine_dir).plan(
+        rebuilt = Workspace(fresh.store.root, quiet=True, engine_dir=fresh.engine_dir).plan(
             request, "tensorrt_rtx", "int8")
     from harness.artifacts import digest_bytes
 
@@ -88,19 +88,19 @@ def test_plan_cache_reuses_and_rebuilds(fresh: Workspace, tmp_path: Path, capsys
     # Other build options: another plan. Forced rebuild: built again, same place.
     from harness.backends.trt.build import BuildOptions
 
-    other = Workspace(fresh.store.root, Path("golden"), quiet=True, engine_dir=fresh.engine_dir,
+    other = Workspace(fresh.store.root, quiet=True, engine_dir=fresh.engine_dir,
                       build_options=BuildOptions(max_batch=8))
     small = other.plan(request, "tensorrt_rtx", "int8")
     assert not small.reused and small.path != first.path and small.sidecar["options"]["max_batch"] == 8
-    forced = Workspace(fresh.store.root, Path("golden"), quiet=True, engine_dir=fresh.engine_dir, rebuild=True)
+    forced = Workspace(fresh.store.root, quiet=True, engine_dir=fresh.engine_dir, rebuild=True)
     assert not forced.plan(request, "tensorrt_rtx", "int8").reused
     assert forced.plan(request, "tensorrt_rtx", "int8").reused is False  # memoized: rebuilt once per workspace
 
 
 def test_plan_is_rebuilt_when_the_onnx_changes(tmp_path: Path, harness_workspace: Workspace) -> None:
     # Another opset gives other ONNX bytes for the same model: the plan's key changes.
-    a = Workspace(harness_workspace.store.root, Path("golden"), quiet=True, engine_dir=tmp_path / "e")
-    b = Workspace(harness_workspace.store.root, Path("golden"), quiet=True, engine_dir=tmp_path / "e", opset=16)
+    a = Workspace(harness_workspace.store.root, quiet=True, engine_dir=tmp_path / "e")
+    b = Workspace(harness_workspace.store.root, quiet=True, engine_dir=tmp_path / "e", opset=16)
     request = ModelRequest.of("digits")
     plan_a, plan_b = a.plan(request, "tensorrt_rtx", "fp32"), b.plan(request, "tensorrt_rtx", "fp32")
     assert plan_a.sidecar["onnx_sha256"] != plan_b.sidecar["onnx_sha256"]
@@ -181,6 +181,23 @@ def test_cli_build_prints_path_size_and_reuse(tmp_path: Path, capsys: pytest.Cap
     assert all("reused in" in line for line in capsys.readouterr().out.splitlines())
     assert main([*argv, "--rebuild"]) == 0
     assert all("built in" in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_int8_plan_of_a_model_without_golden_or_calibration_data(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`harness build --precision int8` used to read the golden inputs to calibrate: a user's
+    model with no golden failed with GoldenMissing. It calibrates on synthetic data now, and says so."""
+    from harness.cli import main
+    from tests.models import write_keras
+
+    model = write_keras(tmp_path)
+    argv = ["build", str(model), "--backend", "tensorrt_rtx", "--precision", "int8", "--artifacts", str(tmp_path / "a"),
+            "--golden-dir", str(tmp_path / "no-goldens"), "--compute-capability", "SM86"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "model.plan" in captured.out and "built in" in captured.out
+    assert "seeded synthetic samples" in captured.err and "not evidence of accuracy" in captured.err
+    assert not (tmp_path / "no-goldens").exists()
 
 
 # --- the TensorRT code calls only API that exists ---------------------------------------
