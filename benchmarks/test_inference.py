@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pytest
 
 from harness.backends.base import Runner
 from harness.timing import REFERENCE, Latency, Row
@@ -22,6 +23,8 @@ MIN_ROUNDS, MAX_ROUNDS = 5, 200
 
 
 def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], largest: int) -> None:
+    if getattr(benchmark, "disabled", False):
+        pytest.skip("benchmarks are disabled (--benchmark-disable): nothing is timed")
     feed = runner.spec.check_feed(runner.spec.random_feed(batch, seed=batch))
     start = time.perf_counter()
     runner.infer_checked(feed)  # warm-up, and an estimate of one call
@@ -73,3 +76,6 @@ def test_tensorflow(benchmark: Any, batch: int, tf_runner: Runner, harness_bench
 
 def test_engine(benchmark: Any, batch: int, engine: Any, harness_benchmark_rows: list[Row], pytestconfig: Any) -> None:
     _measure(benchmark, engine.runner, batch, harness_benchmark_rows, max(pytestconfig.getoption("harness_batch_sizes")))
+    if engine.calibration is not None:  # int8: what it was calibrated on travels to the JSON and the report
+        benchmark.extra_info.update(calibration=engine.calibration.description,
+                                    calibration_synthetic=engine.calibration.synthetic)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from harness.backends.trt.build import (
 from harness.compare import SYNTHETIC_NOTE
 from harness.errors import HarnessError
 from harness.export import DEFAULT_OPSET
-from harness.golden import GOLDEN_DIR_HELP
+from harness.golden import GOLDEN_DIR_HELP, GoldenWarning
 from harness.options import batch_sizes, choices, input_arg, one_of, opset, positive_int
 from harness.precision import PRECISIONS
 from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
@@ -277,7 +278,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for warning in comparison.warnings:
         print(f"harness: warning: {warning}", file=sys.stderr)
     if args.json:
-        records = [{"model": name, **r.record()} for r in comparison.results]
+        records = [{"model": name, "reference": comparison.reference, **r.record()} for r in comparison.results]
         records += [{"model": name, "backend": b, "precision": p, "skipped": why} for b, p, why in comparison.skipped]
         atomic_write_json(args.json, records)
         print(f"\nwrote {args.json}")
@@ -348,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.verbose:
         os.environ[VERBOSE_ENV] = "1"  # inherited by the serving worker too
+    warnings.simplefilter("ignore", GoldenWarning)  # the commands print these themselves, as lines
     try:
         return COMMANDS[args.command](args)
     except HarnessError as e:

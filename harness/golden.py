@@ -12,7 +12,9 @@ working directory (or `--golden-dir`), keyed by the model's path relative to it,
 
 from __future__ import annotations
 
+import io
 import json
+import warnings
 import zipfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
@@ -21,7 +23,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from harness.artifacts import atomic_write_json, building_dir, digest_json
+from harness.artifacts import atomic_write_bytes, atomic_write_json, digest_json
 from harness.backends.base import Runner
 from harness.compare import Comparison, Tolerance, compare, compare_output
 from harness.errors import GoldenError, GoldenMissing, GoldenStale
@@ -74,8 +76,25 @@ class Golden:
             runner.infer(self.inputs), self.outputs, per_output, runner.backend, runner.precision,
             self.labels, all_classes,
         )
-        return replace(comparison, warnings=tuple(golden_warnings(self.outputs, all_classes,
-                                                                  {runner.precision: per_output})))
+        found = golden_warnings(self.outputs, all_classes, {runner.precision: per_output})
+        for warning in found:  # pytest lists these in its warnings summary, pass or fail
+            warnings.warn(GoldenWarning(f"{self.where}: {warning}"), stacklevel=2)
+        return replace(comparison, warnings=tuple(found), reference=self.reference)
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path is not None else f"{self.model} (no golden)"
+
+    @property
+    def reference(self) -> str:
+        """What the outputs were compared with: a stored golden, or TensorFlow run in this process."""
+        if self.path is None:
+            return f"TensorFlow run now on {self.description} (no golden)"
+        return f"golden {self.path}"
+
+
+class GoldenWarning(UserWarning):
+    """A golden that may not tell a broken engine from a good one."""
 
 
 def golden_warnings(
@@ -113,18 +132,21 @@ def golden_warnings(
     return found
 
 
-def golden_key(model: str, name: str, builtin: bool, cwd: Path | None = None) -> str:
+def golden_key(model: str, name: str, builtin: bool, cwd: Path | None = None, variant: str = "") -> str:
     """Where a model's golden lives under its root: a built-in's name, or a file's path relative
-    to the working directory (a path outside it: its name and a digest of the absolute path)."""
+    to the working directory (a path outside it: its name and a digest of the absolute path),
+    then `@variant` where one file holds several models (a SavedModel's other signature, a
+    graph's other --input/--output nodes)."""
     if builtin:
         return name
     base = (cwd or Path.cwd()).resolve()
     path = (base / model).resolve()  # an absolute `model` stays as it is
     try:
         rel = path.relative_to(base)
+        key = rel.as_posix() if rel.parts else name
     except ValueError:
-        return f"{name}-{digest_json(str(path))[:10]}"
-    return rel.as_posix() if rel.parts else name
+        key = f"{name}-{digest_json(str(path))[:10]}"
+    return f"{key}@{variant}" if variant else key
 
 
 def golden_path(root: Path, key: str) -> Path:
@@ -135,6 +157,12 @@ def regenerate_hint(command: str) -> str:
     return f"regenerate it with: {command}"
 
 
+def _npz(arrays: Mapping[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **cast(dict[str, Any], dict(arrays)))
+    return buf.getvalue()
+
+
 def write_golden(
     root: Path,
     key: str,
@@ -143,13 +171,21 @@ def write_golden(
     labels: np.ndarray | None,
     meta: dict[str, Any],
 ) -> Path:
+    """Replace the golden's own files one by one, never the directory (a golden of a SavedModel
+    `m` and one of `m/x.keras` nest).  meta.json goes first and comes back last: an interrupted
+    write leaves a golden that reads as missing, never a mix that reads as valid."""
     final = golden_path(root, key)
-    with building_dir(final) as tmp:
-        np.savez_compressed(tmp / "inputs.npz", **cast(dict[str, Any], inputs))
-        np.savez_compressed(tmp / "outputs.npz", **cast(dict[str, Any], outputs))
-        if labels is not None:
-            np.save(tmp / "labels.npy", labels)
-        atomic_write_json(tmp / "meta.json", {"format": FORMAT, **meta})
+    final.mkdir(parents=True, exist_ok=True)
+    (final / "meta.json").unlink(missing_ok=True)
+    atomic_write_bytes(final / "inputs.npz", _npz(inputs))
+    atomic_write_bytes(final / "outputs.npz", _npz(outputs))
+    if labels is not None:
+        buf = io.BytesIO()
+        np.save(buf, labels)
+        atomic_write_bytes(final / "labels.npy", buf.getvalue())
+    else:
+        (final / "labels.npy").unlink(missing_ok=True)
+    atomic_write_json(final / "meta.json", {"format": FORMAT, **meta})
     return final
 
 

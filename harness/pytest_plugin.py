@@ -188,11 +188,15 @@ def _build_options(config: pytest.Config) -> BuildOptions:
 @pytest.fixture(scope="session")
 def harness_request(pytestconfig: pytest.Config) -> ModelRequest:
     """The model under test, as the --harness-* options give it."""
+    return _request_of(pytestconfig)
+
+
+def _request_of(config: pytest.Config) -> ModelRequest:
     return ModelRequest(
-        pytestconfig.getoption("harness_model"),
-        tuple(pytestconfig.getoption("harness_input")),
-        tuple(pytestconfig.getoption("harness_output")),
-        pytestconfig.getoption("harness_signature"),
+        config.getoption("harness_model"),
+        tuple(config.getoption("harness_input")),
+        tuple(config.getoption("harness_output")),
+        config.getoption("harness_signature"),
     )
 
 
@@ -214,7 +218,7 @@ def harness_tolerances(pytestconfig: pytest.Config) -> TolerancePolicy:
     """Tolerance policy: per-precision defaults, then `[tool.harness]` of the project's
     pyproject.toml. Override this fixture in a conftest.py to change it in code, e.g.
     `return TolerancePolicy.from_pyproject(...).override("int8", model="mine", min_top1=0.99)`."""
-    return TolerancePolicy.from_pyproject(pytestconfig.rootpath / "pyproject.toml")
+    return _call(TolerancePolicy.from_pyproject, pytestconfig.rootpath / "pyproject.toml")  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
@@ -292,15 +296,18 @@ def pytest_configure(config: pytest.Config) -> None:
         from harness.tfimport import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
-    gate = config.getoption("harness_gate", None)
-    if gate is not None:  # a missing or broken baseline is a usage error now, not after the run
-        from harness.errors import UsageError
-        from harness.timing import load_baseline
+    # A missing or broken baseline is a usage error now, not after the run.
+    from harness.timing import is_legacy_baseline, load_baseline
 
-        try:
+    gate = config.getoption("harness_gate", None)
+    target = config.getoption("harness_update_baseline", None)
+    try:
+        if gate is not None:
             load_baseline(gate)
-        except UsageError as e:
-            raise pytest.UsageError(str(e)) from e
+        if target is not None and Path(target).is_file() and not is_legacy_baseline(target):
+            load_baseline(target)  # an old-format one is replaced; a broken one is not overwritten
+    except HarnessError as e:
+        raise pytest.UsageError(str(e)) from e
 
 
 @pytest.fixture(scope="session")
@@ -323,7 +330,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # at the end of the run with the reason, and the gate knows why a row is missing.
     report = yield
     params = getattr(getattr(item, "callspec", None), "params", {})
-    if report.outcome != "passed" and "benchmark" in getattr(item, "fixturenames", ()) and "batch" in params:
+    if (report.outcome != "passed" and report.when in ("setup", "call")  # a teardown error follows a timed row
+            and "benchmark" in getattr(item, "fixturenames", ()) and "batch" in params):
         from harness.timing import REFERENCE, Unmeasured
 
         engine = params.get("engine")
@@ -336,13 +344,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _model_name(config: pytest.Config) -> str:
+    """The name the benchmark rows of the model under test carry (resolving is cheap: no TensorFlow)."""
     from harness.sources import resolve
 
-    model = config.getoption("harness_model")
+    request = _request_of(config)
     try:
-        return resolve(ModelRequest(model)).name
+        return resolve(request).name
     except HarnessError:
-        return Path(model).stem or model
+        return Path(request.model).name or request.model
 
 
 def _reason(report: pytest.TestReport) -> str:

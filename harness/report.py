@@ -40,6 +40,7 @@ class BenchRow:
     p99_ms: float
     samples_per_s: float
     speedup_vs_tensorflow: float | None
+    calibration_synthetic: bool = False  # an int8 engine calibrated on synthetic data
 
     @property
     def engine(self) -> str:
@@ -100,6 +101,7 @@ def load_run(path: Path) -> Run:
             str(info["model"]), str(info["engine"]), str(info["precision"]), int(info["batch"]),
             float(info["p50_ms"]), float(info["p90_ms"]), float(info["p99_ms"]), float(info["samples_per_s"]),
             None if info.get("speedup_vs_tensorflow") is None else float(info["speedup_vs_tensorflow"]),
+            bool(info.get("calibration_synthetic", False)),
         ))
     if not rows:
         raise InputError(f"{path}: an empty run (no harness benchmark rows among {len(data['benchmarks'])} benchmarks)")
@@ -375,7 +377,11 @@ def write_report(
             ]
             body += [("img", p) for p in plots[-3:]]
         records = [c for c in inputs.compare if c.get("model") == model]
+        live = sorted({str(c["reference"]) for c in records if "(no golden)" in str(c.get("reference", ""))})
+        for reference in live:
+            body.append(("warn", f"compared with {reference}: no stored golden; record one with `harness golden`"))
         synthetic = sorted({f"{c.get('backend')}-{c.get('precision')}" for c in records if c.get("calibration_synthetic")})
+        synthetic += sorted({f"{r.engine} (benchmarked)" for r in rows if r.calibration_synthetic})
         if synthetic:
             body.append(("warn", f"{', '.join(synthetic)}: {SYNTHETIC_NOTE}"))
         if records:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import ModuleType
 
 from harness.errors import BackendUnavailable
@@ -46,23 +47,37 @@ def quiet_stderr() -> Iterator[list[str]]:
             captured.extend(tmp.read().decode(errors="replace").splitlines())
 
 
+# absl's log lines ("I0000 00:00:1795757955.333 4365 port.cc:153] ...") and their preamble.
+NOISE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] |"
+                   r"WARNING: All log messages before absl::InitializeLog\(\) is called)")
+
+
 def import_tensorflow() -> ModuleType:
     if "tensorflow" in sys.modules and hasattr(sys.modules["tensorflow"], "config"):
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "2")
-    with quiet_stderr() as lines:
-        try:
+    lines: list[str] = []
+    try:
+        with quiet_stderr() as lines:
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # the GPU probe (and its cuInit line) happens here, not later
-        except ImportError as e:
+    except BaseException as e:
+        _replay(lines)  # whatever TensorFlow said may explain the failure: all of it
+        if isinstance(e, ImportError):
             raise BackendUnavailable(
                 "tensorflow", f"tensorflow not importable ({e}); install it with: pip install -e '.[tensorflow]'"
             ) from e
-    if lines and not verbose():
-        logging.getLogger("harness").debug("tensorflow wrote while loading:\n%s", "\n".join(lines))
+        raise
+    _replay(line for line in lines if not NOISE.match(line))  # anything else written meanwhile (our progress)
     tf.get_logger().setLevel(logging.ERROR)
     return tf
+
+
+def _replay(lines: Iterable[str]) -> None:
+    for line in lines:
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def import_tf2onnx() -> ModuleType:

@@ -149,6 +149,15 @@ def load_baseline(path: Path) -> dict[str, Any]:
     return data
 
 
+def is_legacy_baseline(path: Path) -> bool:
+    """A baseline written before machine classes: {"models": ...} at the top."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "models" in data and "machines" not in data
+
+
 def baseline_for(baseline: Mapping[str, Any], machine: str) -> Mapping[str, Any] | None:
     """The speedups recorded on `machine` (a machine class id): {model: {engine: {batch: ratio}}}."""
     entry = baseline.get("machines", {}).get(machine)
@@ -163,6 +172,7 @@ class GateReport:
     no_baseline: bool  # the baseline has no entry for this machine class
     allow_missing: bool
     known: tuple[str, ...] = ()  # the machine classes the baseline has
+    unjudged: tuple[str, ...] = ()  # models of this run that this machine class's table lacks
 
     @property
     def missing(self) -> list[GateResult]:
@@ -178,7 +188,11 @@ class GateReport:
     def verdict(self) -> str:
         if self.failed:
             return "FAILED"
-        return "no baseline for this machine class" if self.no_baseline else "passed"
+        if self.no_baseline:
+            return "no baseline for this machine class"
+        if not self.results:
+            return f"no baseline for {', '.join(self.unjudged)} on this machine class"
+        return "passed" + (f" (no baseline for {', '.join(self.unjudged)})" if self.unjudged else "")
 
     def lines(self, path: Path | str) -> list[str]:
         out = [f"machine class: {self.machine}"]
@@ -186,6 +200,10 @@ class GateReport:
             out += [(f"NO BASELINE for this machine class in {path}, so no speedup was judged (recorded classes: "
                     f"{'; '.join(self.known) or 'none'}). Record one on this machine type with: "
                     f"pytest benchmarks/ --benchmark-only --harness-update-baseline {path}")]
+        elif self.unjudged:
+            out += [f"NO BASELINE for {model} on this machine class in {path}: not judged. Record it with: "
+                    f"pytest benchmarks/ --benchmark-only --harness-model {model} --harness-update-baseline {path}"
+                    for model in self.unjudged]
         out += [f"{'' if self.allow_missing else 'FAILED: '}{p}" for p in self.problems]
         out += [str(r) for r in self.results]
         if self.missing and not self.allow_missing:
@@ -216,6 +234,9 @@ def check_gate(
         if not any(r.model == model and r.engine == REFERENCE for r in rows):
             problems.append(f"{model}: no {REFERENCE} rows measured, so no speedup could be computed")
     why = {(u.model, u.engine, u.batch): f"{u.outcome}: {u.reason}" for u in unmeasured}
+    for r in rows:  # timed, but no TensorFlow row at its batch to divide by
+        if (r.model, r.engine, r.batch) not in measured:
+            why.setdefault((r.model, r.engine, r.batch), f"timed, but no {REFERENCE} row at batch {r.batch}")
     table = baseline_for(baseline, machine)
     known = tuple(baseline.get("machines", {}))
     results = []
@@ -227,7 +248,8 @@ def check_gate(
                 key = (model, engine, int(batch))
                 results.append(GateResult(model, engine, int(batch), float(ratio), measured.get(key),
                                           ratio * (1 - max_slowdown), why.get(key, "")))
-    return GateReport(machine, tuple(results), tuple(problems), table is None, allow_missing, known)
+    unjudged = tuple(m for m in models_run if table is not None and m not in table)
+    return GateReport(machine, tuple(results), tuple(problems), table is None, allow_missing, known, unjudged)
 
 
 def update_baseline(
@@ -237,22 +259,23 @@ def update_baseline(
     recorded: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Write the measured speedups into the baseline under this machine's class (`machine`, from
-    `harness.machine.machine_class`), replacing the models measured and keeping the others."""
+    `harness.machine.machine_class`): rows measured replace theirs, every other row is kept (a
+    run filtered with -k doesn't drop the rest).  A baseline of the format before machine
+    classes is replaced: its ratios belong to no known class."""
     from harness.machine import class_id
 
     path = Path(path)
     data: dict[str, Any] = {"format": BASELINE_FORMAT, "machines": {}}
-    if path.is_file():
+    if path.is_file() and not is_legacy_baseline(path):
         data = load_baseline(path)
     data["format"] = BASELINE_FORMAT
     entry = data["machines"].setdefault(class_id(machine), {"machine": dict(machine), "models": {}, "recorded": {}})
     entry["machine"] = dict(machine)
     for model in sorted({m for m, _, _ in measured}):
-        engines: dict[str, dict[str, float]] = {}
+        engines: dict[str, dict[str, float]] = entry["models"].setdefault(model, {})
         for (m, engine, batch), ratio in sorted(measured.items()):
             if m == model and engine != REFERENCE:
                 engines.setdefault(engine, {})[str(batch)] = round(ratio, 3)
-        entry["models"][model] = engines
         entry.setdefault("recorded", {})[model] = dict(recorded)
     atomic_write_json(path, data)
     return data

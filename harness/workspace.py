@@ -45,7 +45,7 @@ from harness.policy import TolerancePolicy
 from harness.precision import PRECISIONS
 from harness.precision.calibration import DEFAULT_PREPROCESS, CalibrationData, load_calibration
 from harness.progress import Stream, step
-from harness.sources import ModelRequest, resolve
+from harness.sources import DEFAULT_SIGNATURE, ModelRequest, resolve
 from harness.spec import ModelSpec
 
 DEFAULT_CALIBRATION_SAMPLES = 256
@@ -167,6 +167,7 @@ class Workspace:
         self._frozen: dict[ModelRequest, FrozenModel] = {}
         self._onnx: dict[ModelRequest, OnnxModel] = {}
         self._plans: dict[tuple[ModelRequest, str, str, CalibrationOptions], Plan] = {}
+        self._calibrations: dict[tuple[ModelRequest, CalibrationOptions], Calibration] = {}
         self._variants: dict[tuple[ModelRequest, str, CalibrationOptions, str], tuple[OnnxModel, Calibration | None]] = {}
 
     def _step(self, what: str) -> contextlib.AbstractContextManager[None]:
@@ -229,6 +230,8 @@ class Workspace:
         while the FP32 model, the data (by content) and the method are unchanged."""
         from harness.precision.int8 import calibrate, check_table
 
+        if (request, options) in self._calibrations:
+            return self._calibrations[(request, options)]
         model = self.onnx(request)
         default = None
         if options.source is None:
@@ -252,9 +255,11 @@ class Workspace:
 
         entry = self.store.get_or_build("calibration", model.name, key, build)
         check_table(entry.file("calibration.json"))
-        return Calibration(entry.file("calibration.json"), entry.meta["description"], options.method, entry.reused,
-                           time.perf_counter() - start, entry.meta["files"]["calibration.json"],
-                           bool(entry.meta.get("synthetic", False)))
+        result = Calibration(entry.file("calibration.json"), entry.meta["description"], options.method, entry.reused,
+                             time.perf_counter() - start, entry.meta["files"]["calibration.json"],
+                             bool(entry.meta.get("synthetic", False)))
+        self._calibrations[(request, options)] = result
+        return result
 
     def variant(
         self,
@@ -369,7 +374,8 @@ class Workspace:
             hint = f"rebuild it with: harness build {request.model} --backend {backend} --precision {precision} --rebuild"
             trt_runner = TrtRunner(plan.path, spec, precision, backend, self.build_options.max_batch, cache,
                                    self.cuda_graph, hint)
-            return Engine(spec.name, backend, precision, plan.path, spec, trt_runner, plan.reused)
+            cal = self.calibration(request, calibration) if precision == "int8" else None  # cached: what the plan used
+            return Engine(spec.name, backend, precision, plan.path, spec, trt_runner, plan.reused, cal)
         model, cal = self.variant(request, precision, calibration, target=backend)
         runner = OrtRunner(model.path, model.spec, precision, self.providers)
         return Engine(model.name, backend, precision, model.path, model.spec, runner, model.reused, cal)
@@ -396,7 +402,10 @@ class Workspace:
         directory), users' under ./golden keyed by their path; `--golden-dir` overrides the root."""
         builtin = resolve(request).kind == "builtin"
         root = self.golden_dir or (BUILTIN_GOLDEN_DIR if builtin else DEFAULT_GOLDEN_DIR)
-        return root, golden_key(request.model, self.frozen(request).name, builtin)
+        variant = request.signature if request.signature not in (None, DEFAULT_SIGNATURE) else ""
+        if request.inputs or request.outputs:  # one graph file, several models: one golden each
+            variant += ("-" if variant else "") + digest_json([[str(i) for i in request.inputs], list(request.outputs)])[:8]
+        return root, golden_key(request.model, self.frozen(request).name, builtin, variant=variant)
 
     def golden_command(self, request: ModelRequest) -> str:
         words = ["harness", "golden", request.model]
@@ -500,8 +509,7 @@ class Workspace:
                     else:
                         engine = self.engine(request, backend, precision, calibration)
                         runner = engine.runner
-                        if precision == "int8":
-                            cal = engine.calibration or self.calibration(request, calibration)
+                        cal = engine.calibration
                     with runner:
                         checked = golden.check(runner, policy)
                     warnings += [w for w in checked.warnings if w not in warnings]
@@ -511,4 +519,4 @@ class Workspace:
                 except BackendUnavailable as e:
                     # Built (where it can be) but not runnable here: reported, not fatal.
                     skipped.append((backend, precision, e.reason))
-        return Comparison(tuple(results), tuple(skipped), tuple(warnings))
+        return Comparison(tuple(results), tuple(skipped), tuple(warnings), golden.reference)

@@ -146,6 +146,14 @@ def test_gate_arithmetic_and_baseline_errors(tmp_path: Path) -> None:
     no_tf = check_gate([Row("m", "onnxruntime-int8", 1, 0.004)], table({}), "box", 0.15)
     assert no_tf.failed and "m: no tensorflow-fp32 rows measured" in no_tf.problems[0]
 
+    # This machine class has a table, but not for this model: said, not judged, not "passed".
+    unjudged = check_gate(rows, table({"other": {"onnxruntime-int8": {"1": 1.0}}}), "box", 0.15)
+    assert unjudged.unjudged == ("m",) and not unjudged.failed and unjudged.verdict.startswith("no baseline for m")
+    assert any("NO BASELINE for m on this machine class" in line for line in unjudged.lines("b.json"))
+    # An engine timed at a batch where TensorFlow wasn't: the row says why it has no speedup.
+    at8 = check_gate(rows, table({"m": {"onnxruntime-fp32": {"8": 1.0}}}), "box", 0.15)
+    assert "timed, but no tensorflow-fp32 row at batch 8" in str(at8.results[0])
+
     path = tmp_path / "b.json"
     machine = {"cpu": "Test CPU", "vendor": "V", "isa": ["avx2"], "cores": 2, "gpus": []}
     update_baseline(path, {("other", "onnxruntime-fp32", 1): 1.5}, {**machine, "cores": 4}, {})
@@ -153,6 +161,14 @@ def test_gate_arithmetic_and_baseline_errors(tmp_path: Path) -> None:
     data = load_baseline(path)
     assert set(data["machines"]) == {"V Test CPU, 2 cores, avx2; no GPU", "V Test CPU, 4 cores, avx2; no GPU"}
     assert data["machines"]["V Test CPU, 2 cores, avx2; no GPU"]["models"]["m"] == {"onnxruntime-int8": {"1": 2.5}}
+    # Recording a filtered run updates its rows and keeps the others of that model.
+    update_baseline(path, {("m", "onnxruntime-fp16", 1): 1.2}, machine, {})
+    assert load_baseline(path)["machines"]["V Test CPU, 2 cores, avx2; no GPU"]["models"]["m"] == {
+        "onnxruntime-int8": {"1": 2.5}, "onnxruntime-fp16": {"1": 1.2}}
+    # A baseline of the format before machine classes is replaced, not a dead end.
+    path.write_text('{"models": {"m": {"onnxruntime-int8": {"1": 9.9}}}}')
+    update_baseline(path, measured, machine, {})
+    assert list(load_baseline(path)["machines"]) == ["V Test CPU, 2 cores, avx2; no GPU"]
 
     for text, message in [("{", "not valid JSON"), ("{}", "no 'machines' table"),
                           ('{"models": {"m": {"e": {"1": 2}}}}', "without machine classes"),
@@ -222,3 +238,21 @@ def test_benchmark_suite_runs_a_model_without_golden_or_calibration_data(tmp_pat
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert re.search(r"model +1 onnxruntime-int8 .* \d+\.\d\dx", done.stdout), done.stdout[-3000:]
     assert "int8 agreement is not evidence of accuracy" in done.stdout + done.stderr
+
+
+def test_unmeasured_rows_are_filed_under_the_model_the_rows_carry(tmp_path: Path) -> None:
+    """A checkpoint's rows carry its prefix's name ("model.ckpt"), not the stem; resolving it
+    needs --harness-input/--harness-output, which the plugin must pass on."""
+    from harness.pytest_plugin import _model_name
+    from harness.spec import InputArg
+
+    for suffix in (".meta", ".index", ".data-00000-of-00001"):
+        (tmp_path / f"model.ckpt{suffix}").write_bytes(b"")
+    options = {"harness_model": str(tmp_path / "model.ckpt"), "harness_input": [InputArg("input")],
+               "harness_output": ["logits"], "harness_signature": None}
+
+    class Config:
+        def getoption(self, name: str) -> object:
+            return options[name]
+
+    assert _model_name(Config()) == "model.ckpt"  # type: ignore[arg-type]

@@ -55,3 +55,48 @@ def test_golden_keys_follow_the_model_path(tmp_path):  # type: ignore[no-untyped
     assert golden_key(str(tmp_path / "b" / "model.keras"), "model", builtin=False, cwd=tmp_path) == "b/model.keras"
     outside = golden_key("/elsewhere/model.keras", "model", builtin=False, cwd=tmp_path)
     assert outside.startswith("model-") and outside != golden_key("/other/model.keras", "model", False, cwd=tmp_path)
+
+
+def test_rewriting_a_golden_keeps_goldens_nested_in_it(tmp_path):  # type: ignore[no-untyped-def]
+    """A SavedModel directory `m` and a Keras file inside it, `m/x.keras`, have nested goldens."""
+    from harness.golden import load_golden, write_golden
+
+    one = {"y": np.ones((2, 3), np.float32)}
+    write_golden(tmp_path, "m", one, one, None, {"model_digest": "a"})
+    write_golden(tmp_path, "m/x.keras", one, one, np.array([1, 2]), {"model_digest": "b"})
+    write_golden(tmp_path, "m", one, {"y": np.zeros((2, 3), np.float32)}, None, {"model_digest": "c"})
+    assert load_golden(tmp_path, "m/x.keras", "x", "b", "cmd").labels is not None  # still there, untouched
+    assert load_golden(tmp_path, "m", "m", "c", "cmd").outputs["y"].sum() == 0
+    write_golden(tmp_path, "m/x.keras", one, one, None, {"model_digest": "d"})  # labels gone: not left behind
+    assert load_golden(tmp_path, "m/x.keras", "x", "d", "cmd").labels is None
+
+
+def test_a_golden_check_warns_through_python_warnings() -> None:
+    import pytest
+
+    from harness.golden import Golden, GoldenWarning
+
+    class Constant:  # the smallest runner: returns the golden's own outputs
+        backend, precision = "fake", "fp16"
+
+        def infer(self, feed):  # type: ignore[no-untyped-def]
+            return {"y": out}
+
+    base = RNG.uniform(0.5, 1.5, 20).astype(np.float32)
+    out = np.stack([base + RNG.standard_normal(20).astype(np.float32) * 0.02 for _ in range(10)])
+    golden = Golden("m", None, {"x": out}, {"y": out}, None, {"inputs": "ten samples"})
+    with pytest.warns(GoldenWarning, match=r"m \(no golden\): output 'y': an engine ignoring its input"):
+        comparison = golden.check(Constant(), DEFAULT_TOLERANCES["fp16"])  # type: ignore[arg-type]
+    assert comparison.passed and comparison.warnings
+    assert comparison.reference == "TensorFlow run now on ten samples (no golden)"
+
+
+def test_tensorflow_noise_pattern() -> None:
+    from harness.tfimport import NOISE
+
+    noise = ["WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+             "I0000 00:00:1795757955.333266    4365 port.cc:153] oneDNN custom operations are on.",
+             "E0000 00:00:1795757958.496999    4365 cuda_platform.cc:52] failed call to cuInit: INTERNAL"]
+    kept = ["[harness] freezing digits (builtin): 10 s so far", "Fatal Python error: Aborted",
+            "ImportError: libcudart.so.12: cannot open shared object file"]
+    assert all(NOISE.match(line) for line in noise) and not any(NOISE.match(line) for line in kept)

@@ -64,6 +64,20 @@ def test_tables_match_the_input_and_plots_are_valid_images(tmp_path: Path) -> No
     from harness.compare import SYNTHETIC_NOTE
 
     assert f"onnxruntime-int8: {SYNTHETIC_NOTE}" in written.markdown.read_text()  # int8 calibrated on synthetic data
+    # Records compared against TensorFlow run on the spot (no golden), and a benchmarked int8
+    # engine calibrated on synthetic data, are both said in the report.
+    data = json.loads(run.read_text())
+    for b in data["benchmarks"]:
+        if b["extra_info"].get("precision") == "int8":
+            b["extra_info"]["calibration_synthetic"] = True
+    live_run = tmp_path / "live-run.json"
+    live_run.write_text(json.dumps(data))
+    live = [{**r, "reference": "TensorFlow run now on 32 seeded random samples (no golden)",
+             "calibration_synthetic": False} for r in records]
+    (tmp_path / "live.json").write_text(json.dumps(live))
+    text = write_report(tmp_path / "out3", [live_run], [tmp_path / "live.json"]).markdown.read_text()
+    assert "compared with TensorFlow run now on 32 seeded random samples (no golden)" in text
+    assert f"onnxruntime-int8 (benchmarked): {SYNTHETIC_NOTE}" in text
     other_class = tmp_path / "other.json"
     other_class.write_text(baseline.read_text().replace("CPU A, 2 cores", "CPU Z, 64 cores"))
     elsewhere = write_report(tmp_path / "out2", [run], [], other_class)

@@ -253,3 +253,19 @@ def test_user_model_without_golden_or_calibration_data(tmp_path: Path, capsys: p
 
     given = ws.compare(request, ["onnxruntime"], ["int8"], calibration=CalibrationOptions(tmp_path / "cal.npy"))
     assert not given.results[0].calibration_synthetic and "cal.npy" in (given.results[0].calibration or "")
+
+
+def test_each_signature_and_node_set_of_one_file_has_its_own_golden(user_models: dict[str, Any],
+                                                                     tmp_workspace: Workspace) -> None:
+    saved = str(user_models["saved_model"])
+    default, heads = ModelRequest.of(saved), ModelRequest.of(saved, signature="two_heads")
+    explicit = ModelRequest.of(saved, signature="serving_default")
+    keys = {r: tmp_workspace.golden_location(r)[1] for r in (default, heads, explicit)}
+    assert keys[default] == keys[explicit] != keys[heads] and keys[heads].endswith("@two_heads")
+    tmp_workspace.write_golden(default)
+    tmp_workspace.write_golden(heads)  # would overwrite the default signature's golden if they shared a key
+    assert set(tmp_workspace.golden(default).outputs) == {"scores"}
+    assert set(tmp_workspace.golden(heads).outputs) == {"probabilities", "embedding"}
+    pb = str(user_models["frozen_pb"])
+    assert (tmp_workspace.golden_location(ModelRequest.of(pb, ["x"], ["y"]))[1]
+            != tmp_workspace.golden_location(ModelRequest.of(pb, ["x:1x5"], ["y"]))[1])

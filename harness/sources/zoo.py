@@ -40,7 +40,8 @@ class Representative:
 
 
 def _versions() -> list[str]:
-    return [f"{p}=={package_version(p) or 'not installed'}" for p in ("tensorflow", "keras")]
+    # numpy too: InceptionV3's weights come from its generator.
+    return [f"{p}=={package_version(p) or 'not installed'}" for p in ("tensorflow", "keras", "numpy")]
 
 
 # --- inception_v3 -------------------------------------------------------------------------
