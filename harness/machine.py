@@ -20,6 +20,8 @@ PACKAGES = ("tensorflow", "keras", "onnxruntime", "onnxruntime-gpu", "tf2onnx", 
 # What makes one CPU's speedups differ from another's: the vector and matrix units that
 # ONNX Runtime's, OpenVINO's and TensorFlow's kernels dispatch on.
 CLASS_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+# Settings that change which of those units the kernels use (and so the speed), where set.
+CLASS_ENV = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES")
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
@@ -89,6 +91,7 @@ def machine_class(info: dict[str, Any] | None = None) -> dict[str, Any]:
         "isa": list(cpu.get("class_flags", [])),
         "cores": cpu.get("usable_cores"),
         "gpus": [f"{g['name']} (compute capability {g['compute_capability']})" for g in info["gpus"]],
+        "env": {k: os.environ[k] for k in CLASS_ENV if os.environ.get(k)},
     }
 
 
@@ -98,4 +101,5 @@ def class_id(machine: Mapping[str, Any]) -> str:
     isa = "+".join(machine.get("isa", [])) or "no avx2"
     gpus = ", ".join(machine.get("gpus", [])) or "no GPU"
     vendor = f"{machine['vendor']} " if machine.get("vendor") else ""
-    return f"{vendor}{machine['cpu']}, {machine.get('cores')} cores, {isa}; {gpus}"
+    env = "".join(f"; {k}={v}" for k, v in sorted(machine.get("env", {}).items()))
+    return f"{vendor}{machine['cpu']}, {machine.get('cores')} cores, {isa}; {gpus}{env}"
