@@ -70,6 +70,11 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def installed_version(name: str) -> str:
+    """For cache keys and records: the version, or "not installed"."""
+    return package_version(name) or "not installed"
+
+
 def versions() -> dict[str, str]:
     return {p: v for p in PACKAGES if (v := package_version(p)) is not None}
 

@@ -149,10 +149,9 @@ def load_inputs(benchmarks: Sequence[Path], compare: Sequence[Path] = ()) -> Inp
 
 
 def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise InputError(f"matplotlib not importable ({e}); install it with: pip install -e '.[report]'") from e
+    from harness.lazy import lazy_import
+
+    matplotlib = lazy_import("matplotlib")
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from types import ModuleType
 
 from harness.errors import BackendUnavailable
+from harness.lazy import lazy_import, remedy
 
 VERBOSE_ENV = "HARNESS_VERBOSE"
 
@@ -66,7 +67,7 @@ def import_tensorflow() -> ModuleType:
         _replay(lines)  # whatever TensorFlow said may explain the failure: all of it
         if isinstance(e, ImportError):
             raise BackendUnavailable(
-                "tensorflow", f"tensorflow not importable ({e}); install it with: pip install -e '.[tensorflow]'"
+                "tensorflow", f"tensorflow not importable ({e}); install it with: {remedy('tensorflow')}"
             ) from e
         raise
     _replay(line for line in lines if not NOISE.match(line))  # anything else written meanwhile (our progress)
@@ -82,11 +83,6 @@ def _replay(lines: Iterable[str]) -> None:
 
 def import_tf2onnx() -> ModuleType:
     import_tensorflow()
-    try:
-        import tf2onnx
-    except ImportError as e:
-        raise BackendUnavailable(
-            "tf2onnx", f"tf2onnx not importable ({e}); install it with: pip install -e '.[tensorflow]'"
-        ) from e
+    tf2onnx = lazy_import("tf2onnx")
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     return tf2onnx

@@ -40,7 +40,7 @@ from harness.golden import (
     load_golden,
     write_golden,
 )
-from harness.machine import package_version
+from harness.machine import installed_version as _version
 from harness.policy import TolerancePolicy
 from harness.precision import PRECISIONS
 from harness.precision.calibration import DEFAULT_PREPROCESS, CalibrationData, load_calibration
@@ -56,10 +56,6 @@ TRT_LIBRARIES = ("tensorrt", "tensorrt_rtx")
 BACKENDS = ("tensorflow", *ENGINE_BACKENDS)  # what `harness compare --backend` accepts
 DEFAULT_GOLDEN_SAMPLES = 32  # user models: enough that one flipped sample moves top-1 by 0.03, not 0.25
 DEFAULT_SEED = 0
-
-
-def _version(package: str) -> str:
-    return package_version(package) or "not installed"
 
 
 @dataclass(frozen=True)

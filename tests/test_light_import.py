@@ -37,3 +37,25 @@ def test_info_reports_missing_backends_with_the_fix() -> None:
     assert result.returncode == 0, result.stderr
     assert "tensorflow" in result.stdout and "missing: tensorflow not importable" in result.stdout
     assert "onnxruntime" in result.stdout and "pip install" in result.stdout
+
+
+def test_lazy_import_names_the_module_and_the_one_remedy() -> None:
+    import pytest
+
+    from harness.errors import BackendUnavailable
+    from harness.lazy import REMEDIES, lazy_import, remedy
+
+    with pytest.raises(BackendUnavailable, match=r"no_such_module_xyz not importable .*install it with: pip install "
+                                                 r"no_such_module_xyz") as e:
+        lazy_import("no_such_module_xyz", "xyz")
+    assert e.value.backend == "xyz"
+    assert remedy("cuda.bindings.runtime") == REMEDIES["cuda.bindings.runtime"] == "pip install cuda-bindings"
+    assert remedy("onnxconverter_common.float16") == REMEDIES["onnxconverter_common"]
+    assert lazy_import("json").dumps([1]) == "[1]"
+
+
+def test_help_lists_every_command() -> None:
+    from harness.cli import COMMANDS, build_parser
+
+    description = build_parser().description or ""
+    assert all(name in description for name in COMMANDS), description

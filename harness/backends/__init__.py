@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 
 from harness.errors import BackendUnavailable
+from harness.lazy import lazy_import
 
 
 @dataclass(frozen=True)
@@ -18,15 +18,6 @@ class BackendInfo:
     reason: str = ""
 
 
-_INSTALL = {
-    "tensorflow": "pip install -e '.[tensorflow]'",
-    "tf2onnx": "pip install -e '.[tensorflow]'",
-    "onnx": "pip install -e '.[tensorflow]'",
-    "onnxruntime": "pip install -e '.[onnxruntime]' (or onnxruntime-gpu on a CUDA machine)",
-    "tensorrt": "pip install tensorrt (NVIDIA GPU machine; the libraries come from NVIDIA's index)",
-    "tensorrt_rtx": "pip install tensorrt-rtx-cu13",
-    "cuda.bindings.runtime": "pip install cuda-python",
-}
 
 
 def _probe(name: str, module: str) -> BackendInfo:
@@ -40,11 +31,9 @@ def _probe(name: str, module: str) -> BackendInfo:
 
             mod = import_trt(module)  # also tells a stubs-only tensorrt from the library
         else:
-            mod = importlib.import_module(module)
+            mod = lazy_import(module, name)
     except BackendUnavailable as e:
         return BackendInfo(name, module, False, reason=e.reason)
-    except (ImportError, OSError) as e:
-        return BackendInfo(name, module, False, reason=f"{module} not importable ({e}); install: {_INSTALL[module]}")
     version = str(getattr(mod, "__version__", "") or "")
     devices: list[str] = []
     if module == "tensorflow":

@@ -11,6 +11,7 @@ import numpy as np
 
 from harness.backends.base import Runner
 from harness.errors import ArtifactError, BackendUnavailable
+from harness.lazy import lazy_import
 from harness.spec import ModelSpec
 
 PROVIDERS = {
@@ -21,12 +22,7 @@ PROVIDERS = {
 
 
 def import_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise BackendUnavailable(
-            "onnxruntime", f"onnxruntime not importable ({e}); install it with: pip install -e '.[onnxruntime]'"
-        ) from e
+    onnxruntime = lazy_import("onnxruntime")
     onnxruntime.set_default_logger_severity(3)
     return onnxruntime
 

@@ -6,18 +6,14 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from harness.errors import BackendUnavailable, ExportError
+from harness.errors import ExportError
+from harness.lazy import lazy_import
 
 
 def convert_fp16(src: Path, dst: Path, keep_io_types: bool = True) -> dict[str, object]:
     import onnx
 
-    try:
-        from onnxconverter_common import float16
-    except ImportError as e:
-        raise BackendUnavailable(
-            "onnxconverter-common", f"onnxconverter-common not importable ({e}); pip install -e '.[onnxruntime]'"
-        ) from e
+    float16 = lazy_import("onnxconverter_common.float16", "onnxconverter-common")
 
     model = onnx.load(str(src))
     try:

@@ -21,7 +21,7 @@ import numpy as np
 
 from harness.artifacts import digest_json, file_digest
 from harness.errors import ModelSourceError
-from harness.machine import package_version
+from harness.machine import installed_version
 from harness.sources import Frozen
 from harness.sources.graph import freeze_keras
 from harness.tfimport import import_tensorflow
@@ -41,7 +41,7 @@ class Representative:
 
 def _versions() -> list[str]:
     # numpy too: InceptionV3's weights come from its generator.
-    return [f"{p}=={package_version(p) or 'not installed'}" for p in ("tensorflow", "keras", "numpy")]
+    return [f"{p}=={installed_version(p)}" for p in ("tensorflow", "keras", "numpy")]
 
 
 # --- inception_v3 -------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def inception_weights(model: Any, bn_stats: Mapping[str, np.ndarray] | None) -> 
             else:
                 weights.append(np.asarray(bn_stats[key], np.float32).reshape(shape))
         else:
-            raise ModelSourceError(f"inception_v3: unexpected weight {w.path!r} (Keras {package_version('keras')}); "
+            raise ModelSourceError(f"inception_v3: unexpected weight {w.path!r} (Keras {installed_version('keras')}); "
                                    "the built-in recipe knows kernel, bias, beta and batch-norm statistics")
     return weights
 

@@ -13,16 +13,12 @@ model, never from builder flags (TensorRT 11 has none)."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from harness.errors import BackendUnavailable
+from harness.lazy import lazy_import, remedy
 
 LIBRARIES = ("tensorrt", "tensorrt_rtx")
-PIP = {
-    "tensorrt": "pip install tensorrt (from NVIDIA's index, on a machine with an NVIDIA GPU)",
-    "tensorrt_rtx": "pip install tensorrt-rtx-cu13",
-}
 # Compute capabilities TensorRT for RTX runs on; its plans refuse others (9.0 H100/H200, 10.x).
 RTX_RUNS_ON = ((8, 0), (8, 6), (8, 9), (12, 0), (12, 1))
 
@@ -30,14 +26,11 @@ RTX_RUNS_ON = ((8, 0), (8, 6), (8, 9), (12, 0), (12, 1))
 def import_trt(library: str) -> Any:
     if library not in LIBRARIES:
         raise BackendUnavailable(library, f"unknown TensorRT library {library!r}; choose from {list(LIBRARIES)}")
-    try:
-        module = importlib.import_module(library)
-    except ImportError as e:  # also OSError-like load failures surface as ImportError here
-        raise BackendUnavailable(library, f"{library} not importable ({e}); install it with: {PIP[library]}") from e
+    module = lazy_import(library)
     if not hasattr(module, "Builder"):
         # tensorrt-stubs installs a bare tensorrt/ of .pyi files: importable, but no library.
         raise BackendUnavailable(library, f"{library} here is type stubs only (no library); install it with: "
-                                 f"{PIP[library]}")
+                                 f"{remedy(library)}")
     return module
 
 

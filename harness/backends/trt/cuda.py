@@ -16,6 +16,7 @@ from typing import Any, Self
 import numpy as np
 
 from harness.errors import BackendUnavailable, HarnessError
+from harness.lazy import lazy_import
 
 
 class CudaError(HarnessError):
@@ -23,13 +24,7 @@ class CudaError(HarnessError):
 
 
 def import_cudart() -> Any:
-    try:
-        from cuda.bindings import runtime
-    except ImportError as e:
-        raise BackendUnavailable(
-            "cuda", f"cuda-python not importable ({e}); install it with: pip install cuda-bindings"
-        ) from e
-    return runtime
+    return lazy_import("cuda.bindings.runtime", "cuda")
 
 
 def check(result: tuple[Any, ...], call: str) -> Any:
