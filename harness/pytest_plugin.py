@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -24,6 +24,13 @@ from harness.policy import TolerancePolicy
 from harness.precision import PRECISIONS
 from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
 from harness.sources import ModelRequest
+
+if TYPE_CHECKING:  # the fixtures' types, without importing what they import at plugin load
+    from harness.backends.onnxrt import OrtRunner
+    from harness.backends.tf import TFRunner
+    from harness.golden import Golden
+    from harness.spec import ModelSpec
+    from harness.workspace import Engine, FrozenModel, OnnxModel, Workspace
 from harness.workspace import (
     DEFAULT_CALIBRATION_METHOD,
     DEFAULT_CALIBRATION_SAMPLES,
@@ -157,7 +164,7 @@ class _TerminalStream:
 
 
 @pytest.fixture(scope="session")
-def harness_workspace(pytestconfig: pytest.Config) -> Any:
+def harness_workspace(pytestconfig: pytest.Config) -> Workspace:
     from harness.workspace import Workspace
 
     return Workspace(
@@ -234,10 +241,10 @@ def harness_calibration(pytestconfig: pytest.Config) -> CalibrationOptions:
 @pytest.fixture(scope="session")
 def engine(
     request: pytest.FixtureRequest,
-    harness_workspace: Any,
+    harness_workspace: Workspace,
     harness_request: ModelRequest,
     harness_calibration: CalibrationOptions,
-) -> Iterator[Any]:
+) -> Iterator[Engine]:
     """A built, active engine of the model under test for one (backend, precision):
     `.plan` (the file the backend loads), `.backend`, `.precision`, `.runner`.
     Parametrized over --harness-backends x --harness-precisions."""
@@ -253,34 +260,34 @@ def engine(
 
 
 @pytest.fixture(scope="session")
-def frozen_model(harness_workspace: Any, harness_request: ModelRequest) -> Any:
+def frozen_model(harness_workspace: Workspace, harness_request: ModelRequest) -> FrozenModel:
     return _call(harness_workspace.frozen, harness_request)
 
 
 @pytest.fixture(scope="session")
-def model_spec(frozen_model: Any) -> Any:
+def model_spec(frozen_model: FrozenModel) -> ModelSpec:
     return frozen_model.spec
 
 
 @pytest.fixture(scope="session")
-def onnx_model(harness_workspace: Any, harness_request: ModelRequest) -> Any:
+def onnx_model(harness_workspace: Workspace, harness_request: ModelRequest) -> OnnxModel:
     return _call(harness_workspace.onnx, harness_request)
 
 
 @pytest.fixture(scope="session")
-def tf_runner(harness_workspace: Any, harness_request: ModelRequest) -> Iterator[Any]:
+def tf_runner(harness_workspace: Workspace, harness_request: ModelRequest) -> Iterator[TFRunner]:
     """Active TensorFlow runner of the frozen graph (the reference)."""
     yield from _active(harness_workspace.tf_runner, harness_request)
 
 
 @pytest.fixture(scope="session")
-def ort_runner(harness_workspace: Any, harness_request: ModelRequest) -> Iterator[Any]:
+def ort_runner(harness_workspace: Workspace, harness_request: ModelRequest) -> Iterator[OrtRunner]:
     """Active ONNX Runtime runner (CPU) of the FP32 ONNX export."""
     yield from _active(harness_workspace.ort_runner, harness_request)
 
 
 @pytest.fixture(scope="session")
-def golden(harness_workspace: Any, harness_request: ModelRequest) -> Any:
+def golden(harness_workspace: Workspace, harness_request: ModelRequest) -> Golden:
     """Golden inputs and reference outputs; a missing or stale golden fails with the command
     that writes it."""
     return _call(harness_workspace.golden, harness_request)
@@ -401,23 +408,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    from harness.timing import REFERENCE, speedups
+    from harness.timing import summary_lines
 
     rows = config.stash.get(ROWS, [])
     unmeasured = config.stash.get(UNMEASURED, [])
     tw = terminalreporter
     if rows or unmeasured:
-        ratios = speedups(rows)
         tw.section("harness: median latency per batch and speedup over TensorFlow (same run)")
-        tw.line(f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'speedup':>8s}")
-        for r in sorted(rows, key=lambda r: (r.model, r.batch, r.engine != REFERENCE, r.engine)):
-            ratio = ratios.get((r.model, r.engine, r.batch))
-            speedup = f"{ratio:7.2f}x" if ratio is not None else "       -"
-            tw.line(f"{r.model:14s} {r.batch:5d} {r.engine:22s} {r.median * 1e3:10.2f} {r.samples_per_s:10.1f} "
-                    f"{speedup:>8s}")
-        for u in sorted(unmeasured, key=lambda u: (u.model, u.batch, u.engine)):
-            tw.line(f"{u.model:14s} {u.batch:5d} {u.engine:22s} {u.outcome.upper():>10s}  {u.reason}",
-                    red=u.outcome != "skipped")
+        for line in summary_lines(rows, unmeasured):
+            tw.line(line, red=" ERROR  " in line or " FAILED  " in line)
     if GATE in config.stash:
         report = config.stash[GATE]
         tw.section(f"harness gate ({config.getoption('harness_gate')}, max slowdown "
@@ -436,22 +435,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def _write_report(config: pytest.Config, out: Path) -> str:
-    """The report of this run, from the same JSON pytest-benchmark would write."""
-    from harness.artifacts import atomic_write_json
-    from harness.errors import HarnessError
-    from harness.report import write_report
+    from harness.report import write_run_report
 
-    session = getattr(config, "_benchmarksession", None)
-    if session is None or not session.benchmarks:
-        return "harness: no report: no benchmarks ran"
-    data = config.hook.pytest_benchmark_generate_json(
-        config=config, benchmarks=session.benchmarks, include_data=False,
-        machine_info=session.get_machine_info(), commit_info={},
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "benchmark.json", data)
-    try:
-        written = write_report(out, [out / "benchmark.json"], baseline=config.getoption("harness_gate"))
-    except HarnessError as e:
-        return f"harness: no report: {e}"
-    return f"harness: report written to {written.html} ({len(written.plots)} plots)"
+    rows: list[Any] = config.stash[ROWS]
+    return write_run_report(out, rows, config.getoption("harness_gate"))

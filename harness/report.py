@@ -327,6 +327,34 @@ class Written:
     warnings: tuple[str, ...]
 
 
+def write_run_report(out: Path, rows: Sequence[Any], baseline: Path | None = None) -> str:
+    """The report of a benchmark run still in memory (`harness.timing.Row`s with their
+    extra_info), written as the pytest-benchmark JSON this module reads, then rendered; one
+    line saying where it went, or why there is none."""
+    import datetime
+
+    from harness.errors import HarnessError
+    from harness.machine import machine_info
+
+    timed = [r for r in rows if r.extra_info is not None]
+    if not timed:
+        return "harness: no report: no benchmarks ran"
+    data = {
+        "machine_info": {"harness": machine_info()},
+        "datetime": datetime.datetime.now(datetime.UTC).isoformat(),
+        "benchmarks": [{"name": f"{r.model} {r.engine} batch {r.batch}", "group": f"{r.model} batch {r.batch}",
+                        "extra_info": dict(r.extra_info)} for r in timed],
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "benchmark.json", (json.dumps(data, indent=2, default=str) + "\n").encode())
+    try:
+        written = write_report(out, [out / "benchmark.json"], baseline=baseline)
+    except HarnessError as e:
+        return f"harness: no report: {e}"
+    return f"harness: report written to {written.html} ({len(written.plots)} plots)"
+
+
 def write_report(
     out: Path,
     benchmarks: Sequence[Path],
