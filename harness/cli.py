@@ -10,42 +10,41 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness import __version__
-from harness.artifacts import DEFAULT_ROOT, atomic_write_json
-from harness.backends.onnxrt import PROVIDERS
-from harness.backends.trt.build import (
-    DEFAULT_MAX_BATCH,
-    DEFAULT_OPTIMIZATION_LEVEL,
-    DEFAULT_WORKSPACE,
-    RTX_AHEAD_OF_TIME,
-    RTX_COMPUTE_CAPABILITIES,
-    BuildOptions,
-)
+from harness.artifacts import atomic_write_json
+from harness.backends.trt.build import BuildOptions
 from harness.compare import SYNTHETIC_NOTE
 from harness.errors import HarnessError
-from harness.export import DEFAULT_OPSET
-from harness.golden import GOLDEN_DIR_HELP, GoldenWarning
-from harness.options import batch_sizes, choices, input_arg, one_of, opset, positive_int
-from harness.precision import PRECISIONS
-from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
+from harness.golden import GoldenWarning
+from harness.options import (
+    MODEL_COMMANDS,
+    Get,
+    add_cli_options,
+    batch_sizes,
+    build_options,
+    calibration_options,
+    model_request,
+    positive_int,
+)
 from harness.sources import ModelRequest
 from harness.spec import format_shape
 from harness.tfimport import VERBOSE_ENV
+
+if TYPE_CHECKING:
+    from harness.backends.base import Runner
+    from harness.workspace import CalibrationOptions, Workspace
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.workspace import (
-        BACKENDS,
-        DEFAULT_CALIBRATION_METHOD,
-        DEFAULT_CALIBRATION_SAMPLES,
-        DEFAULT_GOLDEN_SAMPLES,
-        DEFAULT_SEED,
-        TRT_LIBRARIES,
-    )
+    """The shared options come from the one table in harness.options (the plugin's are the same
+    with --harness-); only what a single command takes is declared here."""
+    from harness.workspace import DEFAULT_GOLDEN_SAMPLES, DEFAULT_SEED
 
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
@@ -54,94 +53,40 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("info", help="backends available here, their versions and devices, and why others are missing")
+    helps = {
+        "export": "freeze the model and export it to ONNX (cached)",
+        "build": "build TensorRT plans of the model in each precision (cached)",
+        "golden": "write golden inputs and TensorFlow reference outputs",
+        "compare": "compare engines with the golden outputs",
+        "serve": "serve one engine over HTTP (Open Inference Protocol) from a dedicated worker process",
+    }
+    commands = {}
+    for name in MODEL_COMMANDS:
+        commands[name] = command = sub.add_parser(name, help=helps[name])
+        command.add_argument("model", help="built-in name (inception_v3, digits) or a path: checkpoint prefix, "
+                             ".pb, SavedModel directory, .keras/.h5 file")
+        add_cli_options(command, name)
 
-    model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("model", help="built-in name (inception_v3, digits) or a path: checkpoint prefix, "
-                       ".pb, SavedModel directory, .keras/.h5 file")
-    model.add_argument("--input", action="append", type=input_arg, default=[], metavar="NAME[:SHAPE]",
-                       help="input node of a checkpoint or .pb, with its shape if the graph lacks one "
-                       "(e.g. input:1x299x299x3); repeatable")
-    model.add_argument("--output", action="append", default=[], metavar="NAME",
-                       help="output node of a checkpoint or .pb; repeatable")
-    model.add_argument("--signature", default=None, help="SavedModel signature (default: serving_default)")
-    model.add_argument("--artifacts", type=Path, default=DEFAULT_ROOT,
-                       help=f"cache of frozen graphs and ONNX files (default: {DEFAULT_ROOT})")
-    model.add_argument("--golden-dir", type=Path, default=None,
-                       help=GOLDEN_DIR_HELP)
-    model.add_argument("--opset", type=opset, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
-    model.add_argument("--providers", type=choices(list(PROVIDERS)), default=["cpu"],
-                       help="ONNX Runtime execution providers in priority order, e.g. tensorrt,cuda (default: cpu)")
-
-    engines = argparse.ArgumentParser(add_help=False)
-    engines.add_argument("--engine-dir", type=Path, default=None,
-                         help="where TensorRT plans are cached (default: ARTIFACTS/engines)")
-    engines.add_argument("--rebuild", action="store_true", help="rebuild TensorRT plans even if cached ones match")
-    engines.add_argument("--max-batch", type=positive_int, default=DEFAULT_MAX_BATCH,
-                         help=f"largest batch a plan takes, MAX_BATCH_SIZE (default: {DEFAULT_MAX_BATCH})")
-    engines.add_argument("--opt-batch", type=positive_int, default=None,
-                         help="batch size the plan's tactics are tuned for (default: --max-batch)")
-    engines.add_argument("--workspace-mib", type=positive_int, default=DEFAULT_WORKSPACE >> 20,
-                         help=f"builder workspace, MAX_WORKSPACE (default: {DEFAULT_WORKSPACE >> 20})")
-    engines.add_argument("--optimization-level", type=int, choices=range(6), default=DEFAULT_OPTIMIZATION_LEVEL,
-                         help=f"builder optimization level 0-5 (default: {DEFAULT_OPTIMIZATION_LEVEL})")
-    engines.add_argument("--compute-capability", type=choices(list(RTX_COMPUTE_CAPABILITIES)), default=[],
-                         metavar="SM,SM,...", help="tensorrt_rtx: build ahead of time for these, e.g. SM86,SM89 "
-                         "(default: the GPU here, or without one all of "
-                         f"{','.join(RTX_AHEAD_OF_TIME)})")
-    calibration = argparse.ArgumentParser(add_help=False)
-    calibration.add_argument("--calibration", type=Path, default=None, metavar="PATH",
-                             help="int8 calibration data: a directory of images, a .npy or an .npz keyed by input "
-                             "name (default: a built-in model's calibration split; otherwise 32 seeded synthetic "
-                             "inputs, with a warning)")
-    calibration.add_argument("--calibration-samples", type=positive_int, default=DEFAULT_CALIBRATION_SAMPLES,
-                             metavar="N", help=f"calibration samples used, the first N "
-                             f"(default: {DEFAULT_CALIBRATION_SAMPLES})")
-    calibration.add_argument("--calibration-method", type=one_of(METHODS), default=DEFAULT_CALIBRATION_METHOD,
-                             help=f"from {','.join(METHODS)} (default: {DEFAULT_CALIBRATION_METHOD})")
-    calibration.add_argument("--calibration-preprocess", default=DEFAULT_PREPROCESS, metavar="NAME|MODULE:FUNCTION",
-                             help="preprocessing of calibration images: inception ([-1, 1]), unit ([0, 1]) or "
-                             f"module:function taking an HxWxC uint8 array (default: {DEFAULT_PREPROCESS})")
-
-    sub.add_parser("export", parents=[model], help="freeze the model and export it to ONNX (cached)")
-    build = sub.add_parser("build", parents=[model, engines, calibration],
-                           help="build TensorRT plans of the model in each precision (cached)")
-    build.add_argument("--backend", type=choices(list(TRT_LIBRARIES)), default=["tensorrt_rtx"],
-                       help="tensorrt or tensorrt_rtx, comma-separated (default: tensorrt_rtx)")
-    build.add_argument("--precision", type=choices(PRECISIONS), default=list(PRECISIONS),
-                       help=f"comma-separated, from {','.join(PRECISIONS)} (default: all)")
-    golden = sub.add_parser("golden", parents=[model], help="write golden inputs and TensorFlow reference outputs")
+    golden = commands["golden"]
     golden.add_argument("--samples", type=positive_int, default=DEFAULT_GOLDEN_SAMPLES,
                         help=f"random samples for models without representative data (default: {DEFAULT_GOLDEN_SAMPLES})")
-    golden.add_argument("--tolerances", type=Path, default=Path("pyproject.toml"), metavar="PYPROJECT",
-                        help="pyproject.toml whose [tool.harness] gives tolerances and class-score outputs, against "
-                        "which the golden is checked for being able to fail (default: ./pyproject.toml, if present)")
     golden.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of those samples (default: {DEFAULT_SEED})")
-    compare = sub.add_parser("compare", parents=[model, engines, calibration],
-                             help="compare engines with the golden outputs")
-    compare.add_argument("--backend", type=choices(BACKENDS), default=["onnxruntime"],
-                         help=f"comma-separated, from {','.join(BACKENDS)} (default: onnxruntime)")
-    compare.add_argument("--precision", type=choices(PRECISIONS), default=["fp32"],
-                         help=f"comma-separated precisions from {','.join(PRECISIONS)} (default: fp32; "
-                         "tensorflow, the reference, is always fp32)")
-    compare.add_argument("--tolerances", type=Path, default=Path("pyproject.toml"), metavar="PYPROJECT",
-                         help="pyproject.toml whose [tool.harness] overrides the default tolerances "
-                         "(default: ./pyproject.toml, if present)")
-    compare.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the records as JSON")
-    serve = sub.add_parser("serve", parents=[model, calibration],
-                           help="serve one engine over HTTP (Open Inference Protocol) from a dedicated worker process")
-    serve.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
-                       help="engine to serve (default: onnxruntime)")
-    serve.add_argument("--precision", choices=PRECISIONS, default="fp32", help="(default: fp32)")
+    for name in ("golden", "compare"):
+        commands[name].add_argument(
+            "--tolerances", type=Path, default=Path("pyproject.toml"), metavar="PYPROJECT",
+            help="pyproject.toml whose [tool.harness] gives tolerances and class-score outputs "
+            "(default: ./pyproject.toml, if present)")
+    commands["compare"].add_argument("--json", type=Path, default=None, metavar="PATH",
+                                     help="also write the records as JSON (default: none)")
+    serve = commands["serve"]
     serve.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1, loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="(default: 8000; 0 picks a free one)")
-    serve.add_argument("--max-batch", type=positive_int, default=1,
-                       help="dynamic batching: samples gathered into one engine batch (default: 1, off)")
+    serve.add_argument("--dynamic-batch", type=positive_int, default=1, metavar="N",
+                       help="dynamic batching: requests' samples gathered into one engine batch (default: 1, off)")
     serve.add_argument("--max-delay-ms", type=float, default=0.0,
                        help="dynamic batching: how long a request may wait for others (default: 0: only "
                        "requests already queued are batched)")
     serve.add_argument("--max-body-mib", type=positive_int, default=64, help="largest request body (default: 64)")
-    serve.add_argument("--engine-dir", type=Path, default=None, help="TensorRT plan cache (default: ARTIFACTS/engines)")
-    serve.add_argument("--rebuild", action="store_true", help="rebuild the TensorRT plan first")
 
     load = sub.add_parser("loadtest", help="closed-loop load test of a serving endpoint at several concurrencies")
     load.add_argument("url", help="server URL, e.g. http://127.0.0.1:8000")
@@ -166,35 +111,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _workspace(args: argparse.Namespace, build_options: BuildOptions | None = None):  # type: ignore[no-untyped-def]
-    """The workspace of a command; commands with TensorRT options pass them on (`build_options`
+def _get(args: argparse.Namespace) -> Get:
+    return lambda dest: getattr(args, dest)
+
+
+def _workspace(args: argparse.Namespace, options: BuildOptions | None = None) -> Workspace:
+    """The workspace of a command; commands with TensorRT options pass them on (`options`
     where the command derives them itself)."""
     from harness.workspace import Workspace
 
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if hasattr(args, "engine_dir"):
-        if build_options is None:
-            build_options = BuildOptions(
-                max_batch=args.max_batch,
-                opt_batch=args.opt_batch,
-                workspace=args.workspace_mib << 20,
-                optimization_level=args.optimization_level,
-                compute_capabilities=tuple(args.compute_capability),
-            )
-        kwargs = {"engine_dir": args.engine_dir, "rebuild": args.rebuild, "build_options": build_options}
+        kwargs = {"engine_dir": args.engine_dir, "rebuild": args.rebuild,
+                  "build_options": options or build_options(_get(args)), "cuda_graph": getattr(args, "cuda_graph", False)}
     return Workspace(args.artifacts, args.golden_dir, args.opset, providers=args.providers, **kwargs)
 
 
-def _calibration(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from harness.workspace import CalibrationOptions
-
-    return CalibrationOptions(
-        args.calibration, args.calibration_samples, args.calibration_method, args.calibration_preprocess
-    )
+def _calibration(args: argparse.Namespace) -> CalibrationOptions:
+    return calibration_options(_get(args))  # type: ignore[no-any-return]
 
 
 def _request(args: argparse.Namespace) -> ModelRequest:
-    return ModelRequest(args.model, tuple(args.input), tuple(args.output), args.signature)
+    return model_request(args.model, _get(args))  # type: ignore[no-any-return]
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -237,8 +175,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     request = _request(args)
     calibration = _calibration(args)
-    for library in args.backend:
-        for precision in args.precision:
+    for library in args.backends:
+        for precision in args.precisions:
             plan = ws.plan(request, library, precision, calibration)
             device = plan.sidecar["device"]
             target = device.get("gpu") or "ahead of time for " + ",".join(device["ahead_of_time"])
@@ -254,7 +192,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     request = _request(args)
     calibration = _calibration(args)
     policy = TolerancePolicy.from_pyproject(args.tolerances)
-    comparison = ws.compare(request, args.backend, args.precision, policy, calibration)
+    comparison = ws.compare(request, args.backends, args.precisions, policy, calibration)
     name = ws.frozen(request).name
     width = max([len("output"), *(len(r.output) for r in comparison.results)])
     print(f"{'backend':12s} {'precision':9s} {'output':{width}s} {'result':6s} {'max_abs':>9s} {'p99_abs':>9s} "
@@ -295,22 +233,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from harness.serving.engines import recipe_for
     from harness.serving.server import InferenceServer
 
-    # Here --max-batch is dynamic batching; a TensorRT plan must take at least that batch.
-    ws = _workspace(args, BuildOptions(max_batch=max(DEFAULT_MAX_BATCH, args.max_batch)))
+    # A TensorRT plan must take at least the batches dynamic batching makes.
+    ws = _workspace(args, replace(build_options(_get(args)), max_batch=max(args.max_batch, args.dynamic_batch)))
     request = _request(args)
+    runner: Runner
     if args.backend == "tensorflow":
         runner = ws.tf_runner(request)
     else:
         runner = ws.engine(request, args.backend, args.precision, _calibration(args)).runner
     spec = runner.spec
     server = InferenceServer(recipe_for(runner), spec, spec.name, f"harness-{args.backend}-{runner.precision}",
-                             args.host, args.port, args.max_batch, args.max_delay_ms, args.max_body_mib << 20)
+                             args.host, args.port, args.dynamic_batch, args.max_delay_ms, args.max_body_mib << 20)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     print(f"loading {args.backend}-{runner.precision} of {spec.name} in the engine worker ...", flush=True)
     server.start()
-    batching = f"dynamic batching up to {args.max_batch} ({args.max_delay_ms:g} ms)" if args.max_batch > 1 else "no batching"
+    batching = (f"dynamic batching up to {args.dynamic_batch} ({args.max_delay_ms:g} ms)" if args.dynamic_batch > 1
+                else "no batching")
     print(f"serving {spec.name} at {server.url}/v2/models/{spec.name} ({batching}); metrics at {server.url}/metrics; "
           "Ctrl-C stops", flush=True)
     stop.wait()

@@ -32,8 +32,8 @@ from harness.policy import TolerancePolicy
 DEFAULT_GOLDEN_DIR = Path("golden")  # users' models, relative to the working directory
 BUILTIN_GOLDEN_DIR = Path(__file__).resolve().parent / "sources" / "data" / "golden"
 FORMAT = 1
-GOLDEN_DIR_HELP = ("golden store (default: built-in models' goldens ship with the harness, found from any directory; "
-                   f"other models' are under ./{DEFAULT_GOLDEN_DIR}/, keyed by their path)")
+GOLDEN_DIR_DEFAULT = ("built-in models' goldens ship with the harness, found from any directory; "
+                      f"other models' are under ./{DEFAULT_GOLDEN_DIR}/, keyed by their path")
 # A per-output spread across samples below this share of the output's magnitude means the
 # output hardly depends on the input.
 MIN_RELATIVE_SPREAD = 0.01

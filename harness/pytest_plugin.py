@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harness.artifacts import DEFAULT_ROOT
-from harness.backends.onnxrt import PROVIDERS
-from harness.backends.trt.build import DEFAULT_MAX_BATCH, DEFAULT_OPTIMIZATION_LEVEL, DEFAULT_WORKSPACE, BuildOptions
+from harness.backends.trt.build import BuildOptions
 from harness.errors import BackendUnavailable, HarnessError
-from harness.export import DEFAULT_OPSET
-from harness.golden import GOLDEN_DIR_HELP
-from harness.options import batch_sizes, choices, fraction, input_arg, one_of, opset, positive_int
+from harness.options import add_pytest_options, build_options, calibration_options, model_request
 from harness.policy import TolerancePolicy
-from harness.precision import PRECISIONS
-from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
 from harness.sources import ModelRequest
+from harness.workspace import CalibrationOptions
 
 if TYPE_CHECKING:  # the fixtures' types, without importing what they import at plugin load
     from harness.backends.onnxrt import OrtRunner
@@ -31,16 +26,7 @@ if TYPE_CHECKING:  # the fixtures' types, without importing what they import at 
     from harness.golden import Golden
     from harness.spec import ModelSpec
     from harness.workspace import Engine, FrozenModel, OnnxModel, Workspace
-from harness.workspace import (
-    DEFAULT_CALIBRATION_METHOD,
-    DEFAULT_CALIBRATION_SAMPLES,
-    ENGINE_BACKENDS,
-    CalibrationOptions,
-)
 
-DEFAULT_MODEL = "inception_v3"
-DEFAULT_BATCH_SIZES = "1,8,32"
-DEFAULT_MAX_SLOWDOWN = 0.15
 ROWS = pytest.StashKey[list[Any]]()  # harness.timing.Row, appended by benchmarks
 UNMEASURED = pytest.StashKey[list[Any]]()  # harness.timing.Unmeasured: benchmark rows skipped or errored
 GATE = pytest.StashKey[Any]()  # harness.timing.GateReport
@@ -48,72 +34,8 @@ BASELINE_WRITTEN = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("harness", "TensorFlow/TensorRT harness")
-    group.addoption("--harness-model", default=DEFAULT_MODEL, metavar="NAME|PATH",
-                    help=f"model under test: built-in name or path (default: {DEFAULT_MODEL})")
-    group.addoption("--harness-input", action="append", type=input_arg, default=[], metavar="NAME[:SHAPE]",
-                    help="input node of a checkpoint or .pb; repeatable (default: none)")
-    group.addoption("--harness-output", action="append", default=[], metavar="NAME",
-                    help="output node of a checkpoint or .pb; repeatable (default: none)")
-    group.addoption("--harness-signature", default=None, metavar="NAME",
-                    help="SavedModel signature (default: serving_default)")
-    group.addoption("--harness-artifacts", type=Path, default=DEFAULT_ROOT, metavar="DIR",
-                    help=f"artifact cache (default: {DEFAULT_ROOT})")
-    group.addoption("--harness-golden-dir", type=Path, default=None, metavar="DIR", help=GOLDEN_DIR_HELP)
-    group.addoption("--harness-opset", type=opset, default=DEFAULT_OPSET, metavar="N",
-                    help=f"ONNX opset of the export (default: {DEFAULT_OPSET})")
-    group.addoption("--harness-providers", type=choices(list(PROVIDERS)), default=["cpu"], metavar="P,P,...",
-                    help=f"ONNX Runtime execution providers in priority order, from {','.join(PROVIDERS)} (default: cpu)")
-    group.addoption("--harness-backends", type=choices(list(ENGINE_BACKENDS)), default=list(ENGINE_BACKENDS),
-                    metavar="B,B,...", help="engine backends the `engine` fixture covers, from "
-                    f"{','.join(ENGINE_BACKENDS)} (default: all; unavailable ones are skipped with the reason)")
-    group.addoption("--harness-precisions", type=choices(list(PRECISIONS)), default=list(PRECISIONS),
-                    metavar="P,P,...", help=f"precisions the `engine` fixture covers (default: {','.join(PRECISIONS)})")
-    group.addoption("--harness-calibration", type=Path, default=None, metavar="PATH",
-                    help="int8 calibration data: a directory of images, a .npy or .npz (default: a built-in model's "
-                    "calibration split; otherwise 32 seeded synthetic inputs, with a warning)")
-    group.addoption("--harness-calibration-samples", type=positive_int, default=DEFAULT_CALIBRATION_SAMPLES,
-                    metavar="N", help=f"int8 calibration samples used (default: {DEFAULT_CALIBRATION_SAMPLES})")
-    group.addoption("--harness-calibration-method", type=one_of(METHODS), default=DEFAULT_CALIBRATION_METHOD,
-                    metavar="M", help=f"int8 calibration method, from {','.join(METHODS)} "
-                    f"(default: {DEFAULT_CALIBRATION_METHOD})")
-    group.addoption("--harness-calibration-preprocess", default=DEFAULT_PREPROCESS, metavar="NAME|MODULE:FUNCTION",
-                    help="preprocessing of calibration images: inception ([-1, 1]), unit ([0, 1]) or "
-                    f"module:function (default: {DEFAULT_PREPROCESS})")
-    group.addoption("--harness-engine-dir", type=Path, default=None, metavar="DIR",
-                    help="where TensorRT plans and their sidecars are cached (default: ARTIFACTS/engines)")
-    group.addoption("--harness-rebuild", action="store_true", default=False,
-                    help="rebuild TensorRT plans even when a cached one matches (default: reuse)")
-    group.addoption("--harness-max-batch", type=positive_int, default=DEFAULT_MAX_BATCH, metavar="N",
-                    help=f"largest batch a TensorRT plan takes, MAX_BATCH_SIZE (default: {DEFAULT_MAX_BATCH})")
-    group.addoption("--harness-workspace-mib", type=positive_int, default=DEFAULT_WORKSPACE >> 20, metavar="MIB",
-                    help=f"TensorRT builder workspace, MAX_WORKSPACE (default: {DEFAULT_WORKSPACE >> 20})")
-    group.addoption("--harness-optimization-level", type=int, choices=range(6), default=DEFAULT_OPTIMIZATION_LEVEL,
-                    metavar="0-5", help=f"TensorRT builder optimization level (default: {DEFAULT_OPTIMIZATION_LEVEL})")
-    group.addoption("--harness-cuda-graph", action="store_true", default=False,
-                    help="TensorRT runners replay captured CUDA graphs (default: off)")
-    group.addoption("--harness-gate", type=Path, default=None, metavar="BASELINE.json",
-                    help="fail the run when a measured speedup over TensorFlow falls below this baseline's by "
-                    "more than --harness-max-slowdown (default: no gate)")
-    group.addoption("--harness-gate-allow-missing", action="store_true", default=False,
-                    help="let the gate pass when baseline rows were not measured or no TensorFlow row ran "
-                    "(default: those fail the gate, which must not pass by measuring nothing)")
-    group.addoption("--harness-max-slowdown", type=fraction, default=DEFAULT_MAX_SLOWDOWN, metavar="F",
-                    help=f"margin of the gate, a fraction of the baseline speedup (default: {DEFAULT_MAX_SLOWDOWN})")
-    group.addoption("--harness-update-baseline", type=Path, default=None, metavar="BASELINE.json",
-                    help="write the speedups measured in this run into this baseline (other models kept)")
-    group.addoption("--harness-report", type=Path, default=None, metavar="DIR",
-                    help="write report.md, report.html and plots of this benchmark run to DIR (default: none)")
-    group.addoption("--harness-serve-engine", default="onnxruntime-fp32", metavar="BACKEND-PRECISION",
-                    help="engine the serving benchmark serves (default: onnxruntime-fp32)")
-    group.addoption("--harness-serve-concurrency", type=batch_sizes, default=batch_sizes("1,2,4,8"), metavar="N,N,...",
-                    help="closed-loop clients of the serving load test (default: 1,2,4,8)")
-    group.addoption("--harness-serve-seconds", type=float, default=3.0, metavar="S",
-                    help="seconds per concurrency in the serving load test (default: 3)")
-    group.addoption("--harness-verbose", action="store_true", default=False,
-                    help="let TensorFlow's own C++ log lines through (default: dropped)")
-    group.addoption("--harness-batch-sizes", type=batch_sizes, default=batch_sizes(DEFAULT_BATCH_SIZES),
-                    metavar="N,N,...", help=f"batch sizes the benchmarks run (default: {DEFAULT_BATCH_SIZES})")
+    # Generated from the one option table the CLI's options come from too.
+    add_pytest_options(parser.getgroup("harness", "TensorFlow/TensorRT harness"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -180,16 +102,14 @@ def harness_workspace(pytestconfig: pytest.Config) -> Workspace:
     )
 
 
+def _get(config: pytest.Config) -> Callable[[str], Any]:
+    return lambda dest: config.getoption(f"harness_{dest}")
+
+
 def _build_options(config: pytest.Config) -> BuildOptions:
-    max_batch = config.getoption("harness_max_batch")
     # Tuned for the largest batch the benchmarks run, within the plan's range.
-    opt = min(max(config.getoption("harness_batch_sizes")), max_batch)
-    return BuildOptions(
-        max_batch=max_batch,
-        opt_batch=opt,
-        workspace=config.getoption("harness_workspace_mib") << 20,
-        optimization_level=config.getoption("harness_optimization_level"),
-    )
+    opt = min(max(config.getoption("harness_batch_sizes")), config.getoption("harness_max_batch"))
+    return build_options(_get(config), opt_batch=opt)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
@@ -199,12 +119,7 @@ def harness_request(pytestconfig: pytest.Config) -> ModelRequest:
 
 
 def _request_of(config: pytest.Config) -> ModelRequest:
-    return ModelRequest(
-        config.getoption("harness_model"),
-        tuple(config.getoption("harness_input")),
-        tuple(config.getoption("harness_output")),
-        config.getoption("harness_signature"),
-    )
+    return model_request(config.getoption("harness_model"), _get(config))  # type: ignore[no-any-return]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -230,12 +145,7 @@ def harness_tolerances(pytestconfig: pytest.Config) -> TolerancePolicy:
 
 @pytest.fixture(scope="session")
 def harness_calibration(pytestconfig: pytest.Config) -> CalibrationOptions:
-    return CalibrationOptions(
-        pytestconfig.getoption("harness_calibration"),
-        pytestconfig.getoption("harness_calibration_samples"),
-        pytestconfig.getoption("harness_calibration_method"),
-        pytestconfig.getoption("harness_calibration_preprocess"),
-    )
+    return calibration_options(_get(pytestconfig))  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
 
 def test_compare_builtin_passes_and_writes_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results.json"
-    assert main(["compare", "digits", "--backend", "onnxruntime,tensorflow", "--json", str(out)]) == 0
+    assert main(["compare", "digits", "--backends", "onnxruntime,tensorflow", "--json", str(out)]) == 0
     table = capsys.readouterr().out
     assert "onnxruntime  fp32      logits " in table and "PASS" in table
     records = json.loads(out.read_text())
@@ -38,7 +38,7 @@ def test_compare_builtin_passes_and_writes_records(tmp_path: Path, capsys: pytes
 
 def test_compare_every_precision_with_accuracy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results.json"
-    argv = ["compare", "digits", "--precision", "fp32,fp16,int8", "--backend", "tensorflow,onnxruntime",
+    argv = ["compare", "digits", "--precisions", "fp32,fp16,int8", "--backends", "tensorflow,onnxruntime",
             "--calibration-samples", "200", "--json", str(out)]
     assert main(argv) == 0
     table = capsys.readouterr().out
@@ -57,7 +57,7 @@ def test_compare_every_precision_with_accuracy(tmp_path: Path, capsys: pytest.Ca
 
 def test_compare_with_bad_calibration_data_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     np.save(tmp_path / "cal.npy", np.zeros((3, 8, 8, 1), np.int64))
-    argv = ["compare", "digits", "--precision", "int8", "--calibration", str(tmp_path / "cal.npy"),
+    argv = ["compare", "digits", "--precisions", "int8", "--calibration", str(tmp_path / "cal.npy"),
             "--artifacts", str(tmp_path / "a")]
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -92,7 +92,7 @@ def test_user_model_export_golden_compare(tmp_path: Path, capsys: pytest.Capture
     written = list((tmp_path / "g").rglob("meta.json"))
     key = golden_key(str(prefix), "model.ckpt", builtin=False)
     assert len(written) == 1 and written[0].parent.name.startswith(f"{Path(key).name}@")  # @ its --input/--output
-    assert main(["compare", *common, "--backend", "onnxruntime,tensorflow"]) == 0
+    assert main(["compare", *common, "--backends", "onnxruntime,tensorflow"]) == 0
 
 
 @pytest.mark.parametrize(

@@ -59,3 +59,34 @@ def test_help_lists_every_command() -> None:
 
     description = build_parser().description or ""
     assert all(name in description for name in COMMANDS), description
+
+
+def test_cli_and_plugin_options_come_from_one_table() -> None:
+    """Every option both surfaces take has one name (the plugin's is the CLI's with --harness-),
+    one parser and one help text stating its default."""
+    import argparse
+
+    from harness.options import PYTEST, add_cli_options, add_pytest_options, option_table
+
+    class Group:
+        def __init__(self) -> None:
+            self.options: dict[str, dict[str, object]] = {}
+
+        def addoption(self, name: str, **kwargs: object) -> None:
+            self.options[name] = kwargs
+
+    group = Group()
+    add_pytest_options(group)
+    shared = [o for o in option_table() if PYTEST in o.where and set(o.where) - {PYTEST}]
+    assert {"input", "calibration", "max-batch", "trt-workspace-mib", "backends", "precisions"} <= {o.name for o in shared}
+    for option in shared:
+        command = next(w for w in option.where if w != PYTEST)
+        parser = argparse.ArgumentParser()
+        add_cli_options(parser, command)
+        action = next(a for a in parser._actions if f"--{option.name}" in a.option_strings)
+        plugin = group.options[f"--harness-{option.name}"]
+        assert "(default: " in str(plugin["help"]) and "(default: " in str(action.help)
+        assert plugin.get("type") is option.at(PYTEST).type and action.type is option.at(command).type
+        if not option.per_place:  # the same concept: the same words on both surfaces
+            assert plugin["help"] == action.help
+    assert not any(name.startswith("--harness-workspace") for name in group.options)  # no clash with the fixture

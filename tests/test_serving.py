@@ -230,7 +230,7 @@ def test_cli_serve_answers_and_stops_on_sigint(tmp_path: Path) -> None:
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "digits", "--port", "0", "--max-batch", "4",
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "digits", "--port", "0", "--dynamic-batch", "4",
                              "--max-delay-ms", "1"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     try:

@@ -171,7 +171,7 @@ def test_stub_only_tensorrt_is_reported_as_unavailable(tmp_path: Path, monkeypat
 def test_cli_build_prints_path_size_and_reuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from harness.cli import main
 
-    argv = ["build", "digits", "--backend", "tensorrt_rtx", "--precision", "fp32,int8",
+    argv = ["build", "digits", "--backends", "tensorrt_rtx", "--precisions", "fp32,int8",
             "--engine-dir", str(tmp_path / "e"), "--compute-capability", "SM86"]
     assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
@@ -191,7 +191,7 @@ def test_int8_plan_of_a_model_without_golden_or_calibration_data(tmp_path: Path,
     from tests.models import write_keras
 
     model = write_keras(tmp_path)
-    argv = ["build", str(model), "--backend", "tensorrt_rtx", "--precision", "int8", "--artifacts", str(tmp_path / "a"),
+    argv = ["build", str(model), "--backends", "tensorrt_rtx", "--precisions", "int8", "--artifacts", str(tmp_path / "a"),
             "--golden-dir", str(tmp_path / "no-goldens"), "--compute-capability", "SM86"]
     assert main(argv) == 0
     captured = capsys.readouterr()
