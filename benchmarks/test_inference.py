@@ -49,7 +49,8 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
     scenario = "SingleStream" if batch == 1 else "Offline" if batch == largest else "batch"
     benchmark.extra_info.update(
         model=model,
-        engine=runner.backend,
+        backend=runner.backend,
+        engine=runner.name,  # backend-precision: what "engine" means everywhere
         precision=runner.precision,
         batch=batch,
         scenario=scenario,

@@ -98,7 +98,8 @@ def load_run(path: Path) -> Run:
         if not {"model", "engine", "precision", "batch", "p50_ms"} <= set(info):
             continue  # not a harness latency row (the overhead benchmark, a user's own)
         rows.append(BenchRow(
-            str(info["model"]), str(info["engine"]), str(info["precision"]), int(info["batch"]),
+            # "engine" is backend-precision; files of harness 0.1 put the backend alone under it.
+            str(info["model"]), str(info.get("backend", info["engine"])), str(info["precision"]), int(info["batch"]),
             float(info["p50_ms"]), float(info["p90_ms"]), float(info["p99_ms"]), float(info["samples_per_s"]),
             None if info.get("speedup_vs_tensorflow") is None else float(info["speedup_vs_tensorflow"]),
             bool(info.get("calibration_synthetic", False)),
@@ -298,7 +299,7 @@ def summary_rows(run: Run, model: str, compare: Sequence[Mapping[str, Any]]) -> 
         checks = golden.get((row.backend, row.precision), [])
         accuracy = next((c.get("accuracy") for c in checks if c.get("accuracy") is not None), None)
         rows.append({
-            "engine": row.backend, "precision": row.precision, "batch": row.batch,
+            "backend": row.backend, "precision": row.precision, "batch": row.batch,
             "p50_ms": row.p50_ms, "p90_ms": row.p90_ms, "p99_ms": row.p99_ms,
             "samples_per_s": row.samples_per_s, "speedup": row.speedup_vs_tensorflow,
             "golden": ("pass" if all(c.get("passed") for c in checks) else "FAIL") if checks else "-",
@@ -307,12 +308,12 @@ def summary_rows(run: Run, model: str, compare: Sequence[Mapping[str, Any]]) -> 
     return rows
 
 
-COLUMNS = ["engine", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "speedup", "golden", "accuracy"]
+COLUMNS = ["backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "speedup", "golden", "accuracy"]
 
 
 def _cells(row: Mapping[str, Any]) -> list[str]:
     return [
-        row["engine"], row["precision"], str(row["batch"]), f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
+        row["backend"], row["precision"], str(row["batch"]), f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
         f"{row['p99_ms']:.2f}", f"{row['samples_per_s']:.1f}",
         f"{row['speedup']:.2f}x" if row["speedup"] is not None else "-", row["golden"],
         f"{row['accuracy']:.4f}" if row["accuracy"] is not None else "-",

@@ -39,8 +39,9 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
         assert re.search(rf"digits +1 tensorrt_rtx-{precision} +SKIPPED  \S", result.stdout), result.stdout[-3000:]
     assert "harness: serving load test" in result.stdout and "serving overhead" in result.stdout
     data = json.loads(out.read_text())
-    rows = {(b["extra_info"]["engine"], b["extra_info"]["precision"], b["extra_info"]["batch"]): b["extra_info"]
+    rows = {(b["extra_info"]["backend"], b["extra_info"]["precision"], b["extra_info"]["batch"]): b["extra_info"]
             for b in data["benchmarks"] if "engine" in b["extra_info"]}
+    assert all(info["engine"] == f"{e}-{p}" for (e, p, _), info in rows.items())  # engine = backend-precision
     engines = [("tensorflow", "fp32")] + [("onnxruntime", p) for p in ("fp32", "fp16", "int8")]
     assert set(rows) == {(e, p, b) for e, p in engines for b in (1, 4)}
     for (_, _, batch), info in rows.items():
@@ -230,7 +231,7 @@ def test_speedups_are_computed_once_every_row_is_measured(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.index("test_engine[") < done.stdout.index("test_tensorflow[")  # the engine ran first
-    rows = {b["extra_info"]["engine"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
+    rows = {b["extra_info"]["backend"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
     assert rows["onnxruntime"]["speedup_vs_tensorflow"] == pytest.approx(
         rows["tensorflow"]["p50_ms"] / rows["onnxruntime"]["p50_ms"])
     assert re.search(r"digits +1 onnxruntime-fp32 .* \d+\.\d\dx", done.stdout)

@@ -42,7 +42,7 @@ def bench_json(path: Path, model: str = "m", cpu: str = "CPU A", when: str = "20
 def table(markdown: str, model: str) -> list[list[str]]:
     section = markdown.split(f"## {model}\n", 1)[1].split("\n## ", 1)[0]
     return [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
-            if line.startswith("| ") and not line.startswith("| engine")]
+            if line.startswith("| ") and not line.startswith("| backend")]
 
 
 def test_tables_match_the_input_and_plots_are_valid_images(tmp_path: Path) -> None:

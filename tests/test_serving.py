@@ -203,12 +203,11 @@ def test_stop_lets_requests_in_flight_finish() -> None:
 
 
 def test_engine_that_cannot_load_is_reported(tmp_path: Path) -> None:
+    from harness.backends.onnxrt import OrtRunner
     from harness.serving.worker import WorkerNotReady
     from tests.serving_runners import SPEC
 
-    recipe = RunnerRecipe("harness.serving.engines:onnxruntime_runner",
-                          {"path": str(tmp_path / "missing.onnx"), "spec": SPEC.to_dict(), "precision": "fp32",
-                           "providers": ["cpu"]})
+    recipe = OrtRunner(tmp_path / "missing.onnx", SPEC, "fp32").recipe()  # the runner says how it is remade
     with pytest.raises(WorkerNotReady, match=r"engine worker could not start: the engine did not load: ArtifactError: .*missing\.onnx: no such file"):
         InferenceServer(recipe, SPEC, "slow", "test").start()
 
@@ -249,3 +248,19 @@ def test_cli_serve_answers_and_stops_on_sigint(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_every_runner_says_how_it_is_remade_in_another_process(tmp_path: Path) -> None:
+    import pickle
+
+    from harness.backends.onnxrt import OrtRunner
+    from harness.backends.tf import TFRunner
+    from harness.backends.trt.runner import TrtRunner
+    from tests.serving_runners import SPEC
+
+    runners = [OrtRunner(tmp_path / "m.onnx", SPEC, "int8", ("cpu",), threads=2), TFRunner(tmp_path / "g.pb", SPEC),
+               TrtRunner(tmp_path / "m.plan", SPEC, "fp16", "tensorrt_rtx", 16, tmp_path / "rt.cache", True)]
+    for runner in runners:
+        remade = pickle.loads(pickle.dumps(runner.recipe())).build()
+        assert type(remade) is type(runner) and remade.spec == runner.spec and not remade.is_active
+        assert remade.recipe() == runner.recipe() and remade.precision == runner.precision

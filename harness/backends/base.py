@@ -8,8 +8,10 @@ runners' outputs can be compared directly."""
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -17,6 +19,26 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class RunnerRecipe:
+    """How another process (the serving worker) makes a runner: `factory` is "module:function"
+    returning an inactive Runner, called there with `kwargs` (all picklable)."""
+
+    factory: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Any:
+        module, _, name = self.factory.partition(":")
+        return getattr(importlib.import_module(module), name)(**self.kwargs)
+
+
+def make_runner(runner_class: str, spec: Mapping[str, Any], **kwargs: Any) -> Runner:
+    """A runner of `runner_class` ("module:Class") from its recipe's plain data."""
+    module, _, name = runner_class.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(spec=ModelSpec.from_dict(spec), **kwargs)  # type: ignore[no-any-return]
 
 
 class Runner(ABC):
@@ -45,6 +67,17 @@ class Runner(ABC):
         if not self.is_active:
             raise HarnessError(f"{self.name} runner for {self.spec.name!r} is not active; use it in a `with` block")
         return self.infer_checked(self.spec.check_feed(feed))
+
+    def recipe(self) -> RunnerRecipe:
+        """How to make this runner again in another process: the runner says, from its own
+        constructor arguments (`recipe_args`), so the serving worker needs no list of classes."""
+        cls = type(self)
+        return RunnerRecipe(f"{__name__}:make_runner", {
+            "runner_class": f"{cls.__module__}:{cls.__qualname__}", "spec": self.spec.to_dict(), **self.recipe_args()})
+
+    def recipe_args(self) -> dict[str, Any]:
+        """The constructor arguments besides the spec, as plain picklable data."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be rebuilt in another process (no recipe_args)")
 
     @abstractmethod
     def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -63,6 +63,10 @@ class OrtRunner(Runner):
         self.threads = threads
         self.session: Any = None
 
+    def recipe_args(self) -> dict[str, Any]:
+        return {"onnx_path": str(self.onnx_path), "precision": self.precision, "providers": list(self.providers),
+                "threads": self.threads}
+
     def _activate(self) -> None:
         if not self.onnx_path.is_file():
             raise ArtifactError(f"{self.onnx_path}: no such file; build it again (harness export / harness compare)")

@@ -22,6 +22,9 @@ class TFRunner(Runner):
         self._fn: Any = None
         self._tf: Any = None
 
+    def recipe_args(self) -> dict[str, Any]:
+        return {"graph_path": str(self.graph_path)}
+
     def _activate(self) -> None:
         tf = self._tf = import_tensorflow()
         graph_def = tf.compat.v1.GraphDef.FromString(self.graph_path.read_bytes())

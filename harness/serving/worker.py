@@ -10,7 +10,6 @@ CUDA state (a forked CUDA context is unusable)."""
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import multiprocessing as mp
 import os
@@ -19,12 +18,12 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 
+from harness.backends.base import RunnerRecipe
 from harness.errors import HarnessError, InputError
 
 Layout = list[tuple[str, str, tuple[int, ...], int]]  # (name, dtype, shape, byte offset)
@@ -36,19 +35,6 @@ class WorkerDied(HarnessError):
 
 class WorkerNotReady(HarnessError):
     pass
-
-
-@dataclass(frozen=True)
-class RunnerRecipe:
-    """How the worker makes its runner: `factory` is "module:function" returning an
-    inactive Runner, called in the worker with `kwargs` (all picklable)."""
-
-    factory: str
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-
-    def build(self) -> Any:
-        module, _, name = self.factory.partition(":")
-        return getattr(importlib.import_module(module), name)(**self.kwargs)
 
 
 def write_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[shared_memory.SharedMemory, Layout]:

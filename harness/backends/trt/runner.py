@@ -83,13 +83,18 @@ class TrtRunner(Runner):
         self.backend = library
         self.plan = Path(plan)
         self.max_batch = max_batch
-        self.runtime_cache_path = runtime_cache
+        self.runtime_cache_path = Path(runtime_cache) if runtime_cache else None
         self.cuda_graph = cuda_graph  # capture copies + execution per input shape, replay with one launch
         self.rebuild_hint = rebuild_hint
         self.timings = Timings()
         self._s = _State()
         self._warm: set[tuple[tuple[int, ...], ...]] = set()  # input shapes run once already
         self._trt: Any = None
+
+    def recipe_args(self) -> dict[str, Any]:
+        return {"plan": str(self.plan), "precision": self.precision, "library": self.backend,
+                "max_batch": self.max_batch, "runtime_cache": str(self.runtime_cache_path or "") or None,
+                "cuda_graph": self.cuda_graph, "rebuild_hint": self.rebuild_hint}
 
     # --- activation ------------------------------------------------------------------------
 
