@@ -1,36 +1,27 @@
-"""The pipeline, cached: model source -> frozen graph -> ONNX -> runners, plus goldens.
-
-The CLI and the pytest plugin are both thin layers over a Workspace."""
+"""A Workspace wires the pipeline's stages (harness/stages/: freeze, export, calibrate,
+variant, plan) for model requests, remembers what they made, and adds engines, goldens and
+the compare loop.  The CLI and the pytest plugin are both thin layers over it."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import shlex
-import shutil
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
-from harness.artifacts import (
-    DEFAULT_ROOT,
-    ArtifactStore,
-    atomic_write_json,
-    digest_bytes,
-    digest_json,
-    locked,
-)
+from harness import __version__, stages
+from harness.artifacts import DEFAULT_ROOT, ArtifactStore, digest_json
 from harness.backends.base import Runner
 from harness.backends.onnxrt import OrtRunner
 from harness.backends.tf import TFRunner
 from harness.backends.trt.build import BuildOptions
 from harness.compare import Comparison, OutputComparison
-from harness.errors import ArtifactError, BackendUnavailable, GoldenMissing, UsageError
-from harness.export import DEFAULT_OPSET, export_onnx
+from harness.errors import BackendUnavailable, GoldenMissing, UsageError
+from harness.export import DEFAULT_OPSET
 from harness.golden import (
     BUILTIN_GOLDEN_DIR,
     DEFAULT_GOLDEN_DIR,
@@ -43,61 +34,27 @@ from harness.golden import (
 from harness.machine import installed_version as _version
 from harness.policy import TolerancePolicy
 from harness.precision import PRECISIONS
-from harness.precision.calibration import DEFAULT_PREPROCESS, CalibrationData, load_calibration
+from harness.precision.calibration import CalibrationData, load_calibration
 from harness.progress import Stream, step
 from harness.sources import DEFAULT_SIGNATURE, ModelRequest, resolve
 from harness.spec import ModelSpec
+from harness.stages.calibrate import (  # noqa: F401  (re-exported: the options users build)
+    DEFAULT_CALIBRATION_METHOD,
+    DEFAULT_CALIBRATION_SAMPLES,
+    Calibration,
+    CalibrationOptions,
+)
+from harness.stages.export import OnnxModel
+from harness.stages.freeze import FrozenModel
+from harness.stages.plan import Plan
 
-DEFAULT_CALIBRATION_SAMPLES = 256
-DEFAULT_CALIBRATION_METHOD = "minmax"
 # Engines: what is built from the ONNX and checked against TensorFlow.
 ENGINE_BACKENDS = ("onnxruntime", "tensorrt", "tensorrt_rtx")
 TRT_LIBRARIES = ("tensorrt", "tensorrt_rtx")
 BACKENDS = ("tensorflow", *ENGINE_BACKENDS)  # what `harness compare --backend` accepts
 DEFAULT_GOLDEN_SAMPLES = 32  # user models: enough that one flipped sample moves top-1 by 0.03, not 0.25
 DEFAULT_SEED = 0
-
-
-@dataclass(frozen=True)
-class FrozenModel:
-    name: str
-    spec: ModelSpec
-    graph_path: Path
-    digest: str  # of the frozen GraphDef: what goldens are checked against
-    reused: bool
-
-
-@dataclass(frozen=True)
-class OnnxModel:
-    name: str
-    spec: ModelSpec
-    path: Path
-    opset: int
-    reused: bool
-    seconds: float
-    digest: str  # of the file, as its cache entry recorded (and checked) it: keys what is made from it
-
-
-@dataclass(frozen=True)
-class CalibrationOptions:
-    """Where INT8 calibration data come from; None means the model's own calibration data
-    (a built-in's calibration split) or, for a user's model, seeded synthetic inputs."""
-
-    source: Path | None = None
-    samples: int = DEFAULT_CALIBRATION_SAMPLES
-    method: str = DEFAULT_CALIBRATION_METHOD
-    preprocess: str = DEFAULT_PREPROCESS
-
-
-@dataclass(frozen=True)
-class Calibration:
-    table: Path  # activation ranges (ONNX Runtime's calibration cache format, JSON)
-    description: str
-    method: str
-    reused: bool
-    seconds: float
-    digest: str  # of the table, as its cache entry recorded it
-    synthetic: bool = False  # calibrated on seeded synthetic inputs: int8 agreement proves little
+DEFAULT_CALIBRATION = CalibrationOptions()  # the model's own calibration data (see CalibrationOptions)
 
 
 @dataclass(frozen=True)
@@ -117,21 +74,6 @@ class Engine:
     @property
     def id(self) -> str:
         return f"{self.backend}-{self.precision}"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A serialized TensorRT plan and its sidecar (`model.plan.json`: library and version,
-    target GPU or ahead-of-time capabilities, ONNX and plan hashes, build options)."""
-
-    path: Path
-    sidecar: dict[str, Any]
-    reused: bool
-    seconds: float
-
-    @property
-    def size(self) -> int:
-        return self.path.stat().st_size
 
 
 class Workspace:
@@ -179,89 +121,45 @@ class Workspace:
         stream.flush()
 
     def frozen(self, request: ModelRequest) -> FrozenModel:
-        if request in self._frozen:
-            return self._frozen[request]
-        source = resolve(request)
-        key = digest_json(["frozen", source.key(), _version("tensorflow"), _version("keras")])
-
-        def build(tmp: Path) -> dict[str, Any]:
-            with self._step(f"freezing {source.name} ({source.kind})"):
-                frozen = source.freeze()
-            (tmp / "graph.pb").write_bytes(frozen.graph_def)
-            return {"spec": frozen.spec.to_dict(), "digest": digest_bytes(frozen.graph_def), "source": source.kind}
-
-        entry = self.store.get_or_build("frozen", source.name, key, build)
-        result = FrozenModel(
-            source.name, ModelSpec.from_dict(entry.meta["spec"]), entry.file("graph.pb"), entry.meta["digest"], entry.reused
-        )
-        self._frozen[request] = result
-        return result
+        if request not in self._frozen:
+            self._frozen[request] = stages.freeze.freeze(self.store, resolve(request), self._step)
+        return self._frozen[request]
 
     def onnx(self, request: ModelRequest) -> OnnxModel:
-        if request in self._onnx:
-            return self._onnx[request]
-        frozen = self.frozen(request)
-        key = digest_json(["onnx", frozen.digest, self.opset, _version("tf2onnx"), _version("onnx"), frozen.spec.to_dict()])
-        start = time.perf_counter()
-
-        def build(tmp: Path) -> dict[str, Any]:
-            from harness.sources import Frozen
-
-            with self._step(f"exporting {frozen.name} to ONNX (tf2onnx, opset {self.opset})"):
-                info = export_onnx(Frozen(frozen.graph_path.read_bytes(), frozen.spec), tmp / "model.onnx", self.opset)
-            return {**info, "model_digest": frozen.digest}
-
-        entry = self.store.get_or_build("onnx", frozen.name, key, build)
-        if not entry.file("model.onnx").is_file():
-            raise ArtifactError(f"{entry.path}: cache entry has no model.onnx; delete the directory and retry")
-        result = OnnxModel(frozen.name, frozen.spec, entry.file("model.onnx"), self.opset, entry.reused,
-                           time.perf_counter() - start, entry.meta["files"]["model.onnx"])
-        self._onnx[request] = result
-        return result
+        if request not in self._onnx:
+            self._onnx[request] = stages.export.export(self.store, self.frozen(request), self.opset, self._step)
+        return self._onnx[request]
 
     # --- precision variants ---------------------------------------------------------------
 
-    def calibration(self, request: ModelRequest, options: CalibrationOptions) -> Calibration:
-        """INT8 activation ranges of the FP32 ONNX on the calibration data, cached: reused
-        while the FP32 model, the data (by content) and the method are unchanged."""
-        from harness.precision.int8 import calibrate, check_table
-
-        if (request, options) in self._calibrations:
-            return self._calibrations[(request, options)]
-        model = self.onnx(request)
+    def calibration_data(self, request: ModelRequest, options: CalibrationOptions) -> CalibrationData:
+        """The data int8 is calibrated on: the user's, else the model's own calibration split (a
+        built-in's), else seeded synthetic inputs, said once."""
+        spec = self.frozen(request).spec
         default = None
         if options.source is None:
             own = getattr(resolve(request), "calibration", None)  # built-in models carry a calibration split
             if own is not None:
                 rep = own()
                 default = CalibrationData(rep.feed, rep.description)
-        data = load_calibration(model.spec, options.source, default, options.samples, options.preprocess)
+        data = load_calibration(spec, options.source, default, options.samples, options.preprocess)
         if data.synthetic:
-            self.warn(f"{model.name}: int8 is calibrated on {data.description}: int8 agreement is not evidence of "
+            self.warn(f"{spec.name}: int8 is calibrated on {data.description}: int8 agreement is not evidence of "
                       "accuracy; give representative inputs with --calibration (pytest: --harness-calibration)")
-        data_digest = data.digest()
-        key = digest_json(["calibration", model.digest, data_digest, options.method, _version("onnxruntime")])
-        start = time.perf_counter()
+        return data
 
-        def build(tmp: Path) -> dict[str, Any]:
-            with self._step(f"calibrating {model.name} for int8 on {data.description} ({options.method})"):
-                calibrate(model.path, data, options.method, tmp / "calibration.json")
-            return {"description": data.description, "method": options.method, "data_digest": data_digest,
-                    "synthetic": data.synthetic}
-
-        entry = self.store.get_or_build("calibration", model.name, key, build)
-        check_table(entry.file("calibration.json"))
-        result = Calibration(entry.file("calibration.json"), entry.meta["description"], options.method, entry.reused,
-                             time.perf_counter() - start, entry.meta["files"]["calibration.json"],
-                             bool(entry.meta.get("synthetic", False)))
-        self._calibrations[(request, options)] = result
-        return result
+    def calibration(self, request: ModelRequest, options: CalibrationOptions) -> Calibration:
+        if (request, options) not in self._calibrations:
+            data = self.calibration_data(request, options)
+            self._calibrations[(request, options)] = stages.calibrate.calibrate(
+                self.store, self.onnx(request), data, options.method, self._step)
+        return self._calibrations[(request, options)]
 
     def variant(
         self,
         request: ModelRequest,
         precision: str,
-        calibration: CalibrationOptions = CalibrationOptions(),
+        calibration: CalibrationOptions = DEFAULT_CALIBRATION,
         target: str = "tensorrt",
     ) -> tuple[OnnxModel, Calibration | None]:
         """The ONNX file of `precision` (fp32 is the export itself), and its calibration (int8).
@@ -270,93 +168,33 @@ class Workspace:
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision {precision!r}; choose from {list(PRECISIONS)}")
         target = target if precision == "int8" else "any"
-        cache_key = (request, precision, calibration, target)
-        if cache_key in self._variants:
-            return self._variants[cache_key]
-        fp32 = self.onnx(request)
-        cal: Calibration | None = None
-        if precision == "fp32":
-            result = (fp32, None)
-            self._variants[cache_key] = result
-            return result
-        start = time.perf_counter()
-        if precision == "fp16":
-            from harness.precision.fp16 import convert_fp16
-
-            key = digest_json(["fp16", fp32.digest, _version("onnxconverter-common"), _version("onnx")])
-
-            def build(tmp: Path) -> dict[str, Any]:
-                with self._step(f"converting {fp32.name} to fp16"):
-                    return convert_fp16(fp32.path, tmp / "model.onnx")
-        else:
-            from harness.precision.int8 import quantize
-
-            cal = self.calibration(request, calibration)
-            key = digest_json(["int8", fp32.digest, cal.digest, cal.method, target, _version("onnxruntime")])
-
-            def build(tmp: Path) -> dict[str, Any]:
-                with self._step(f"quantizing {fp32.name} to int8 (Q/DQ for {target})"):
-                    info = quantize(fp32.path, cal.table, cal.method, tmp / "model.onnx", target)
-                # The calibration table travels beside the model it produced.
-                shutil.copyfile(cal.table, tmp / "calibration.json")
-                return {**info, "calibration": cal.description, "method": cal.method}
-
-        entry = self.store.get_or_build(precision, f"{fp32.name}-{target}" if precision == "int8" else fp32.name, key, build)
-        model = OnnxModel(fp32.name, fp32.spec, entry.file("model.onnx"), fp32.opset, entry.reused,
-                          time.perf_counter() - start, entry.meta["files"]["model.onnx"])
-        self._variants[cache_key] = (model, cal)
-        return model, cal
+        memo = (request, precision, calibration, target)
+        if memo not in self._variants:
+            fp32 = self.onnx(request)
+            if precision == "fp32":
+                self._variants[memo] = (fp32, None)
+            else:
+                cal = self.calibration(request, calibration) if precision == "int8" else None
+                self._variants[memo] = (stages.variant.variant(self.store, fp32, precision, cal, target, self._step), cal)
+        return self._variants[memo]
 
     def plan(
-        self, request: ModelRequest, library: str, precision: str, calibration: CalibrationOptions = CalibrationOptions()
+        self, request: ModelRequest, library: str, precision: str, calibration: CalibrationOptions = DEFAULT_CALIBRATION
     ) -> Plan:
-        """The TensorRT plan of `precision`, cached under the engine dir: reused while its key
-        (ONNX bytes, library and version, target device, build options) matches and its
-        files match the hashes recorded when it was built; rebuilt otherwise."""
-        from harness.backends.trt import import_trt, is_rtx
-        from harness.backends.trt.build import build_plan, target_device
-
+        """The TensorRT plan of `precision` (built from TensorRT's int8 placement), cached under
+        the engine dir."""
         memo = (request, library, precision, calibration)
-        if memo in self._plans:
-            return self._plans[memo]
-        trt = import_trt(library)
-        model, _ = self.variant(request, precision, calibration, target="tensorrt")
-        device = target_device(trt, self.build_options)
-        onnx_digest = model.digest
-        key = digest_json(["plan", onnx_digest, library, str(trt.__version__), device, self.build_options.to_dict()])
-        device_slug = digest_json(device)[:12]
-        timing_cache = None if is_rtx(trt) else self.engine_dir / f"timing-{library}-{trt.__version__}-{device_slug}.cache"
-        start = time.perf_counter()
+        if memo not in self._plans:
+            from harness.backends.trt import import_trt
 
-        def build(tmp: Path) -> dict[str, Any]:
-            target = device.get("gpu") or "ahead of time for " + ",".join(device["ahead_of_time"])
-            with self._step(f"building {library} plan of {model.name} {precision} ({target})"):
-                if timing_cache is not None:
-                    with locked(timing_cache):
-                        plan, info = build_plan(library, model.path, model.spec, self.build_options, timing_cache)
-                else:
-                    plan, info = build_plan(library, model.path, model.spec, self.build_options)
-            (tmp / "model.plan").write_bytes(plan)
-            sidecar = {
-                **info,
-                "model": model.name,
-                "precision": precision,
-                "onnx": str(model.path),
-                "onnx_sha256": onnx_digest,
-                "plan_sha256": digest_bytes(plan),
-                "built_without_gpu": device.get("gpu") is None,
-            }
-            atomic_write_json(tmp / "model.plan.json", sidecar)
-            return {"sidecar": sidecar}
-
-        plans = ArtifactStore(self.engine_dir)
-        entry = plans.get_or_build("plans", f"{model.name}-{library}-{precision}", key, build, rebuild=self.rebuild)
-        result = Plan(entry.file("model.plan"), dict(entry.meta["sidecar"]), entry.reused, time.perf_counter() - start)
-        self._plans[memo] = result
-        return result
+            import_trt(library)  # a missing library is said before any variant is made for it
+            model, _ = self.variant(request, precision, calibration, target="tensorrt")
+            self._plans[memo] = stages.plan.build(self.engine_dir, model, precision, library, self.build_options,
+                                                  self.rebuild, self._step)
+        return self._plans[memo]
 
     def engine(
-        self, request: ModelRequest, backend: str, precision: str, calibration: CalibrationOptions = CalibrationOptions()
+        self, request: ModelRequest, backend: str, precision: str, calibration: CalibrationOptions = DEFAULT_CALIBRATION
     ) -> Engine:
         """A built (not yet active) engine of `backend` in `precision`."""
         if backend not in ENGINE_BACKENDS:
@@ -367,7 +205,7 @@ class Workspace:
             plan = self.plan(request, backend, precision, calibration)
             spec = self.frozen(request).spec
             cache = self.engine_dir / f"runtime-{backend}.cache" if backend == "tensorrt_rtx" else None
-            hint = f"rebuild it with: harness build {request.model} --backend {backend} --precision {precision} --rebuild"
+            hint = f"rebuild it with: harness build {request.model} --backends {backend} --precisions {precision} --rebuild"
             trt_runner = TrtRunner(plan.path, spec, precision, backend, self.build_options.max_batch, cache,
                                    self.cuda_graph, hint)
             cal = self.calibration(request, calibration) if precision == "int8" else None  # cached: what the plan used
@@ -487,7 +325,7 @@ class Workspace:
         backends: Sequence[str] = ("onnxruntime",),
         precisions: Sequence[str] = ("fp32",),
         policy: TolerancePolicy | None = None,
-        calibration: CalibrationOptions = CalibrationOptions(),
+        calibration: CalibrationOptions = DEFAULT_CALIBRATION,
     ) -> Comparison:
         """Each backend x precision on the golden inputs against the golden reference outputs
         (TensorFlow, the reference, only in fp32)."""
