@@ -22,6 +22,7 @@ PACKAGES = ("tensorflow", "keras", "onnxruntime", "onnxruntime-gpu", "tf2onnx", 
 CLASS_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 # Settings that change which of those units the kernels use (and so the speed), where set.
 CLASS_ENV = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES")
+CLASS_ENV_DEFAULTS = ("", "1", "true", "all")  # values that change nothing: not part of the class
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
@@ -96,7 +97,7 @@ def machine_class(info: dict[str, Any] | None = None) -> dict[str, Any]:
         "isa": list(cpu.get("class_flags", [])),
         "cores": cpu.get("usable_cores"),
         "gpus": [f"{g['name']} (compute capability {g['compute_capability']})" for g in info["gpus"]],
-        "env": {k: os.environ[k] for k in CLASS_ENV if os.environ.get(k)},
+        "env": {k: os.environ[k] for k in CLASS_ENV if os.environ.get(k, "").lower() not in CLASS_ENV_DEFAULTS},
     }
 
 

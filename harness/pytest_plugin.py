@@ -325,8 +325,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     tw = terminalreporter
     if rows or unmeasured:
         tw.section("harness: median latency per batch and speedup over TensorFlow (same run)")
-        for line in summary_lines(rows, unmeasured):
-            tw.line(line, red=" ERROR  " in line or " FAILED  " in line)
+        for line, failure in summary_lines(rows, unmeasured):
+            tw.line(line, red=failure)
     if GATE in config.stash:
         report = config.stash[GATE]
         tw.section(f"harness gate ({config.getoption('harness_gate')}, max slowdown "

@@ -330,8 +330,10 @@ class Written:
 
 def write_run_report(out: Path, rows: Sequence[Any], baseline: Path | None = None) -> str:
     """The report of a benchmark run still in memory (`harness.timing.Row`s with their
-    extra_info), written as the pytest-benchmark JSON this module reads, then rendered; one
-    line saying where it went, or why there is none."""
+    extra_info), written as `harness-run.json` (the subset of pytest-benchmark's JSON this
+    module reads: machine_info, datetime, each row's extra_info; not pytest-benchmark's own
+    file, which --benchmark-json writes), then rendered; one line saying where it went, or
+    why there is none."""
     import datetime
 
     from harness.errors import HarnessError
@@ -348,9 +350,9 @@ def write_run_report(out: Path, rows: Sequence[Any], baseline: Path | None = Non
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "benchmark.json", (json.dumps(data, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(out / "harness-run.json", (json.dumps(data, indent=2, default=str) + "\n").encode())
     try:
-        written = write_report(out, [out / "benchmark.json"], baseline=baseline)
+        written = write_report(out, [out / "harness-run.json"], baseline=baseline)
     except HarnessError as e:
         return f"harness: no report: {e}"
     return f"harness: report written to {written.html} ({len(written.plots)} plots)"

@@ -68,18 +68,20 @@ def speedups(rows: Sequence[Row]) -> dict[tuple[str, str, int], float]:
     }
 
 
-def summary_lines(rows: Sequence[Row], unmeasured: Sequence[Unmeasured] = ()) -> list[str]:
+def summary_lines(rows: Sequence[Row], unmeasured: Sequence[Unmeasured] = ()) -> list[tuple[str, bool]]:
     """The end-of-run table: median, samples/s and speedup per model x batch x engine, then
-    every row that produced no time, with why."""
+    every row that produced no time, with why; each line with whether it is a failure."""
     ratios = speedups(rows)
-    lines = [f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'speedup':>8s}"]
+    lines = [(f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'speedup':>8s}",
+              False)]
     for r in sorted(rows, key=lambda r: (r.model, r.batch, r.engine != REFERENCE, r.engine)):
         ratio = ratios.get((r.model, r.engine, r.batch))
         speedup = f"{ratio:7.2f}x" if ratio is not None else "       -"
-        lines.append(f"{r.model:14s} {r.batch:5d} {r.engine:22s} {r.median * 1e3:10.2f} {r.samples_per_s:10.1f} "
-                     f"{speedup:>8s}")
+        lines.append(((f"{r.model:14s} {r.batch:5d} {r.engine:22s} {r.median * 1e3:10.2f} {r.samples_per_s:10.1f} "
+                      f"{speedup:>8s}"), False))
     for u in sorted(unmeasured, key=lambda u: (u.model, u.batch, u.engine)):
-        lines.append(f"{u.model:14s} {u.batch:5d} {u.engine:22s} {u.outcome.upper():>10s}  {u.reason}")
+        lines.append((f"{u.model:14s} {u.batch:5d} {u.engine:22s} {u.outcome.upper():>10s}  {u.reason}",
+                      u.outcome != "skipped"))
     return lines
 
 

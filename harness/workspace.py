@@ -51,7 +51,7 @@ from harness.stages.plan import Plan
 # Engines: what is built from the ONNX and checked against TensorFlow.
 ENGINE_BACKENDS = ("onnxruntime", "tensorrt", "tensorrt_rtx")
 TRT_LIBRARIES = ("tensorrt", "tensorrt_rtx")
-BACKENDS = ("tensorflow", *ENGINE_BACKENDS)  # what `harness compare --backend` accepts
+BACKENDS = ("tensorflow", *ENGINE_BACKENDS)  # what `harness compare --backends` accepts
 DEFAULT_GOLDEN_SAMPLES = 32  # user models: enough that one flipped sample moves top-1 by 0.03, not 0.25
 DEFAULT_SEED = 0
 DEFAULT_CALIBRATION = CalibrationOptions()  # the model's own calibration data (see CalibrationOptions)

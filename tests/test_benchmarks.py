@@ -202,6 +202,8 @@ def test_settings_that_change_the_kernels_are_part_of_the_machine_class(monkeypa
     plain = class_id(machine_class())
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     assert class_id(machine_class()) == f"{plain}; TF_ENABLE_ONEDNN_OPTS=0"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")  # the default spelled out is the same class
+    assert class_id(machine_class()) == plain
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:

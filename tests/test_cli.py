@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.golden import BUILTIN_GOLDEN_DIR, golden_key
+from harness.golden import BUILTIN_GOLDEN_DIR
+from harness.sources import ModelRequest
 from harness.tfimport import VERBOSE_ENV
 
 ABSL_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:")
@@ -89,9 +90,12 @@ def test_user_model_export_golden_compare(tmp_path: Path, capsys: pytest.Capture
     assert main(["export", *common]) == 0
     assert "reused from cache" in capsys.readouterr().out
     assert main(["golden", *common]) == 0
-    written = list((tmp_path / "g").rglob("meta.json"))
-    key = golden_key(str(prefix), "model.ckpt", builtin=False)
-    assert len(written) == 1 and written[0].parent.name.startswith(f"{Path(key).name}@")  # @ its --input/--output
+    from harness.workspace import Workspace
+
+    root, key = Workspace(tmp_path / "a", tmp_path / "g", quiet=True).golden_location(
+        ModelRequest.of(str(prefix), ["input"], ["Logits/SpatialSqueeze"]))
+    assert root == tmp_path / "g" and "@" in key  # keyed by the file and its --input/--output nodes
+    assert [p.parent for p in (tmp_path / "g").rglob("meta.json")] == [root / key]
     assert main(["compare", *common, "--backends", "onnxruntime,tensorflow"]) == 0
 
 

@@ -8,7 +8,7 @@ The HTTP layer is the standard library's threading server: four routes and a bod
 need no framework, nothing has to be installed on a GPU machine for it, and its cost is
 measured (the load test prints serving latency next to the engine's own). Request threads
 only parse, validate and wait; the batcher gathers requests into one engine batch (up to
---max-batch samples or --max-delay-ms), the worker runs it, the batcher splits the outputs.
+--dynamic-batch samples or --max-delay-ms), the worker runs it, the batcher splits the outputs.
 
 If the worker dies, the requests it held get 503 with the reason, none hang (every wait has
 a timeout), and a new worker is started; /v2/health/ready is 503 until it is up. Stopping
@@ -333,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ProtocolError as e:
             return 400, str(e)
         if request.batch > app.max_batch and app.max_batch > 1:
-            return 400, f"batch of {request.batch} is over the server's --max-batch {app.max_batch}"
+            return 400, f"batch of {request.batch} is over the server's --dynamic-batch {app.max_batch}"
         if not app._accepting:
             return 503, "server is shutting down"
         pending = app.submit(request)
