@@ -196,7 +196,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     name = ws.frozen(request).name
     width = max([len("output"), *(len(r.output) for r in comparison.results)])
     print(f"{'backend':12s} {'precision':9s} {'output':{width}s} {'result':6s} {'max_abs':>9s} {'p99_abs':>9s} "
-          f"{'cosine':>10s} {'top1':>6s} {'accuracy':>8s}")
+          f"{'min_cosine':>10s} {'top1':>6s} {'accuracy':>8s}")
     for r in comparison.results:
         s = r.stats
         top1 = f"{s.top1_agreement:.3f}" if s.top1_agreement is not None else "-"
@@ -205,6 +205,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
               f"{s.max_abs_error:9.2e} {s.p99_abs_error:9.2e} {s.cosine_similarity:10.7f} {top1:>6s} {accuracy:>8s}")
     for backend, precision, why in comparison.skipped:
         print(f"{backend:12s} {precision:9s} {'':{width}s} {'SKIP':6s} {why}")
+    print(f"(compared with {comparison.reference}; min_cosine: the worst sample's)")
     if any(r.calibration_synthetic for r in comparison.results):
         print(f"(int8: {SYNTHETIC_NOTE})")
     accuracies = {r.reference_accuracy for r in comparison.results if r.reference_accuracy is not None}

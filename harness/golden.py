@@ -128,7 +128,8 @@ def golden_warnings(
             constant = np.broadcast_to(r.mean(axis=0, keepdims=True), r.shape).astype(np.asarray(ref).dtype)
             if compare_output(name, constant, np.asarray(ref), tols[name], classes=name in classes).passed:
                 found.append(f"output {name!r}: an engine ignoring its input (always the mean output) would pass "
-                             f"the {precision} tolerance; this golden cannot catch a broken {precision} engine")
+                             f"the {precision} tolerance; this golden cannot catch a broken {precision} engine (give inputs "
+                             "that vary more, or tighten this output's tolerance in [tool.harness])")
     return found
 
 
