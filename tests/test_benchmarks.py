@@ -195,8 +195,8 @@ def test_machine_class_tells_cpus_apart(tmp_path: Path) -> None:
 
 
 def test_settings_that_change_the_kernels_are_part_of_the_machine_class(monkeypatch: pytest.MonkeyPatch) -> None:
-    """TensorFlow with oneDNN off runs at another speed on the same CPU (95 ms per InceptionV3
-    image instead of 65-76): its speedups must not be judged against a table recorded with it on."""
+    """TensorFlow with oneDNN off runs other kernels, at another speed, on the same CPU: its
+    speedups must not be judged against a table recorded with it on."""
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     plain = class_id(machine_class())
