@@ -73,7 +73,7 @@ class Golden:
             tolerance = tolerance.for_outputs(runner.precision, self.model, list(self.outputs))
         per_output = tolerance if not isinstance(tolerance, Tolerance) else {o: tolerance for o in self.outputs}
         comparison = compare(
-            runner.infer(self.inputs), self.outputs, per_output, runner.backend, runner.precision,
+            runner.infer_batched(self.inputs), self.outputs, per_output, runner.backend, runner.precision,
             self.labels, all_classes,
         )
         found = golden_warnings(self.outputs, all_classes, {runner.precision: per_output})

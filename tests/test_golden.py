@@ -79,7 +79,7 @@ def test_a_golden_check_warns_through_python_warnings() -> None:
     class Constant:  # the smallest runner: returns the golden's own outputs
         backend, precision = "fake", "fp16"
 
-        def infer(self, feed):  # type: ignore[no-untyped-def]
+        def infer_batched(self, feed):  # type: ignore[no-untyped-def]
             return {"y": out}
 
     base = RNG.uniform(0.5, 1.5, 20).astype(np.float32)
@@ -100,3 +100,35 @@ def test_tensorflow_noise_pattern() -> None:
     kept = ["[harness] freezing digits (builtin): 10 s so far", "Fatal Python error: Aborted",
             "ImportError: libcudart.so.12: cannot open shared object file"]
     assert all(NOISE.match(line) for line in noise) and not any(NOISE.match(line) for line in kept)
+
+
+def test_a_golden_larger_than_the_runners_max_batch_is_checked_in_chunks() -> None:
+    """360 golden digits through a TensorRT plan built for at most 32: the runner refuses a
+    batch over its profile, so the golden check feeds it chunks and joins the outputs in order."""
+    from harness.backends.base import Runner
+    from harness.golden import Golden
+    from harness.spec import ModelSpec, TensorSpec
+
+    spec = ModelSpec("m", (TensorSpec("x", "float32", (None, 3)),), (TensorSpec("y", "float32", (None, 3)),))
+
+    class Doubler(Runner):
+        backend, max_batch = "fake", 4
+
+        def __init__(self) -> None:
+            super().__init__(spec)
+            self.batches: list[int] = []
+
+        def infer_checked(self, feed):  # type: ignore[no-untyped-def]
+            assert len(feed["x"]) <= 4, "over the plan's max batch"
+            self.batches.append(len(feed["x"]))
+            return {"y": feed["x"] * 2}
+
+        def _activate(self) -> None: ...
+
+        def _deactivate(self) -> None: ...
+
+    x = RNG.standard_normal((10, 3)).astype(np.float32)
+    golden = Golden("m", None, {"x": x}, {"y": x * 2}, None, {"inputs": "ten"})
+    with Doubler() as runner:
+        comparison = golden.check(runner, DEFAULT_TOLERANCES["fp32"])
+    assert runner.batches == [4, 4, 2] and comparison.passed and comparison.results[0].stats.samples == 10

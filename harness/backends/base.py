@@ -43,6 +43,7 @@ def make_runner(runner_class: str, spec: Mapping[str, Any], **kwargs: Any) -> Ru
 
 class Runner(ABC):
     backend: str = ""
+    max_batch: int | None = None  # the largest batch one call takes (a TensorRT plan's profile); None: any
 
     def __init__(self, spec: ModelSpec, precision: str = "fp32") -> None:
         self.spec = spec
@@ -78,6 +79,17 @@ class Runner(ABC):
     def recipe_args(self) -> dict[str, Any]:
         """The constructor arguments besides the spec, as plain picklable data."""
         raise NotImplementedError(f"{type(self).__name__} cannot be rebuilt in another process (no recipe_args)")
+
+    def infer_batched(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """`infer` over a feed of any size, in chunks of at most `max_batch` samples (a golden
+        of 360 digits through a TensorRT plan built for 32), outputs joined in order."""
+        checked = self.spec.check_feed(feed)
+        total = len(next(iter(checked.values()))) if checked else 0
+        if self.max_batch is None or total <= self.max_batch:
+            return self.infer(checked)
+        parts = [self.infer({k: v[i : i + self.max_batch] for k, v in checked.items()})
+                 for i in range(0, total, self.max_batch)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     @abstractmethod
     def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -68,6 +68,7 @@ def _capabilities(pairs: tuple[tuple[int, int], ...]) -> str:
 
 
 class TrtRunner(Runner):
+    max_batch: int  # the plan's profile: always set
     def __init__(
         self,
         plan: Path,
