@@ -198,9 +198,9 @@ def _load_npz(path: Path, hint: str) -> dict[str, np.ndarray]:
         raise GoldenError(f"{path}: unreadable golden data ({e}); {hint}") from e
 
 
-def load_golden(root: Path, key: str, model: str, digest: str, command: str) -> Golden:
+def load_golden(root: Path, key: str, model: str, digest: str, command: str, classes: tuple[str, ...] = ()) -> Golden:
     """Load the golden of `model` (stored under `key`), refusing one made from a model whose
-    digest differs."""
+    digest differs; `classes`: the model's class-score outputs (its spec says, not the golden)."""
     path = golden_path(root, key)
     hint = regenerate_hint(command)
     meta_file = path / "meta.json"
@@ -221,7 +221,6 @@ def load_golden(root: Path, key: str, model: str, digest: str, command: str) -> 
             labels = np.load(path / "labels.npy", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise GoldenError(f"{path / 'labels.npy'}: unreadable ({e}); {hint}") from e
-    classes = tuple(meta.get("spec", {}).get("metadata", {}).get("classes", ()))
     return Golden(
         model, path, _load_npz(path / "inputs.npz", hint), _load_npz(path / "outputs.npz", hint), labels, meta, classes
     )

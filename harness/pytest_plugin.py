@@ -296,23 +296,23 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    from harness.machine import class_id, machine_class, machine_info
+    from harness.machine import machine_class, machine_info
     from harness.timing import check_gate, load_baseline, speedups, update_baseline
 
     config = session.config
     rows: list[Any] = config.stash.get(ROWS, [])
     gate = config.getoption("harness_gate")
+    target = config.getoption("harness_update_baseline")
+    info = machine_info() if gate is not None or target is not None else {}  # once: it runs nvidia-smi
     if gate is not None:
         unmeasured: list[Any] = config.stash[UNMEASURED]
-        report = check_gate(rows, load_baseline(gate), class_id(machine_class()), config.getoption("harness_max_slowdown"),
+        report = check_gate(rows, load_baseline(gate), info["class"], config.getoption("harness_max_slowdown"),
                             config.getoption("harness_gate_allow_missing"), unmeasured)
         config.stash[GATE] = report
         if report.failed and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     measured = speedups(rows)
-    target = config.getoption("harness_update_baseline")
     if target is not None and measured and session.exitstatus == 0:
-        info = machine_info()
         update_baseline(target, measured, machine_class(info), {"versions": info["versions"]})
         config.stash[BASELINE_WRITTEN] = True
 
@@ -333,8 +333,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                    f"{config.getoption('harness_max_slowdown'):.0%}): {report.verdict}",
                    red=report.failed, green=not report.failed and not report.no_baseline,
                    yellow=report.no_baseline and not report.failed)
-        for line in report.lines(config.getoption("harness_gate")):
-            tw.line(line, red="REGRESSED" in line or "FAILED" in line or "NOT MEASURED" in line)
+        for line, failure in report.lines(config.getoption("harness_gate")):
+            tw.line(line, red=failure)
     report_dir = config.getoption("harness_report")
     if report_dir is not None and rows:
         tw.line(_write_report(config, report_dir))

@@ -65,6 +65,11 @@ class ModelSpec:
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Outputs the model declares as class scores (built-in models do, in their metadata)."""
+        return tuple(self.metadata.get("classes", ()))
+
     def check_feed(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Validate a feed: every input present, no extras, shapes and dtypes right, one batch size."""
         missing = [n for n in self.input_names if n not in feed]

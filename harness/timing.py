@@ -211,21 +211,22 @@ class GateReport:
             return f"no baseline for {', '.join(self.unjudged)} on this machine class"
         return "passed" + (f" (no baseline for {', '.join(self.unjudged)})" if self.unjudged else "")
 
-    def lines(self, path: Path | str) -> list[str]:
-        out = [f"machine class: {self.machine}"]
+    def lines(self, path: Path | str) -> list[tuple[str, bool]]:
+        """The gate's section of the run's output, each line with whether it is a failure."""
+        out = [(f"machine class: {self.machine}", False)]
         if self.no_baseline:
-            out += [(f"NO BASELINE for this machine class in {path}, so no speedup was judged (recorded classes: "
-                    f"{'; '.join(self.known) or 'none'}). Record one on this machine type with: "
-                    f"pytest benchmarks/ --benchmark-only --harness-update-baseline {path}")]
+            out.append(((f"NO BASELINE for this machine class in {path}, so no speedup was judged (recorded classes: "
+                        f"{'; '.join(self.known) or 'none'}). Record one on this machine type with: "
+                        f"pytest benchmarks/ --benchmark-only --harness-update-baseline {path}"), False))
         elif self.unjudged:
-            out += [f"NO BASELINE for {model} on this machine class in {path}: not judged. Record it with: "
-                    f"pytest benchmarks/ --benchmark-only --harness-model {model} --harness-update-baseline {path}"
-                    for model in self.unjudged]
-        out += [f"{'' if self.allow_missing else 'FAILED: '}{p}" for p in self.problems]
-        out += [str(r) for r in self.results]
+            out += [((f"NO BASELINE for {model} on this machine class in {path}: not judged. Record it with: "
+                     f"pytest benchmarks/ --benchmark-only --harness-model {model} --harness-update-baseline {path}"),
+                     False) for model in self.unjudged]
+        out += [(f"{'' if self.allow_missing else 'FAILED: '}{p}", not self.allow_missing) for p in self.problems]
+        out += [(str(r), r.regressed or (r.measured is None and not self.allow_missing)) for r in self.results]
         if self.missing and not self.allow_missing:
-            out.append(f"{len(self.missing)} baseline row(s) not measured: the gate fails unless "
-                       "--harness-gate-allow-missing")
+            out.append(((f"{len(self.missing)} baseline row(s) not measured: the gate fails unless "
+                        "--harness-gate-allow-missing"), True))
         return out
 
 

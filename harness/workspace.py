@@ -253,9 +253,7 @@ class Workspace:
     def golden(self, request: ModelRequest) -> Golden:
         frozen = self.frozen(request)
         root, key = self.golden_location(request)
-        golden = load_golden(root, key, frozen.name, frozen.digest, self.golden_command(request))
-        # Which outputs are class scores is the model's to say (its spec), not the golden's.
-        golden = replace(golden, classes=tuple(frozen.spec.metadata.get("classes", ())))
+        golden = load_golden(root, key, frozen.name, frozen.digest, self.golden_command(request), frozen.spec.classes)
         for warning in golden.warnings():
             self.warn(f"golden {golden.path}: {warning}")
         return golden
@@ -271,10 +269,13 @@ class Workspace:
         feed, labels, description = self._golden_inputs(request, DEFAULT_GOLDEN_SAMPLES, DEFAULT_SEED)
         self.warn(f"{frozen.name}: no golden; comparing with TensorFlow run now on {description} "
                   f"(store them with: {self.golden_command(request)})")
-        with self._step(f"computing TensorFlow reference outputs of {frozen.name}"), self.tf_runner(request) as tf:
-            outputs = tf.infer(feed)
-        classes = tuple(frozen.spec.metadata.get("classes", ()))
-        return Golden(frozen.name, None, feed, outputs, labels, {"inputs": description, "live": True}, classes)
+        outputs = self._reference_outputs(request, feed)
+        return Golden(frozen.name, None, feed, outputs, labels, {"inputs": description, "live": True},
+                      frozen.spec.classes)
+
+    def _reference_outputs(self, request: ModelRequest, feed: dict[str, Any]) -> dict[str, Any]:
+        with self._step(f"computing TensorFlow reference outputs of {request.model}"), self.tf_runner(request) as tf:
+            return tf.infer(feed)
 
     def _golden_inputs(
         self, request: ModelRequest, samples: int, seed: int
@@ -299,8 +300,7 @@ class Workspace:
         (under `policy`'s tolerances of every precision)."""
         frozen = self.frozen(request)
         feed, labels, description = self._golden_inputs(request, samples, seed)
-        with self._step(f"computing TensorFlow reference outputs of {frozen.name}"), self.tf_runner(request) as tf_runner:
-            outputs = tf_runner.infer(feed)
+        outputs = self._reference_outputs(request, feed)
         root, key = self.golden_location(request)
         meta = {
             "model": frozen.name,
@@ -315,7 +315,7 @@ class Workspace:
         }
         path = write_golden(root, key, feed, outputs, labels, meta)
         policy = policy or TolerancePolicy()
-        classes = set(frozen.spec.metadata.get("classes", ())) | policy.classes(frozen.name)
+        classes = set(frozen.spec.classes) | policy.classes(frozen.name)
         tolerances = {p: policy.for_outputs(p, frozen.name, list(outputs)) for p in PRECISIONS}
         return path, golden_warnings(outputs, classes, tolerances)
 

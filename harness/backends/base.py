@@ -65,9 +65,12 @@ class Runner(ABC):
             self._deactivate()
 
     def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        self._require_active()
+        return self.infer_checked(self.spec.check_feed(feed))
+
+    def _require_active(self) -> None:
         if not self.is_active:
             raise HarnessError(f"{self.name} runner for {self.spec.name!r} is not active; use it in a `with` block")
-        return self.infer_checked(self.spec.check_feed(feed))
 
     def recipe(self) -> RunnerRecipe:
         """How to make this runner again in another process: the runner says, from its own
@@ -83,11 +86,12 @@ class Runner(ABC):
     def infer_batched(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """`infer` over a feed of any size, in chunks of at most `max_batch` samples (a golden
         of 360 digits through a TensorRT plan built for 32), outputs joined in order."""
+        self._require_active()
         checked = self.spec.check_feed(feed)
         total = len(next(iter(checked.values()))) if checked else 0
         if self.max_batch is None or total <= self.max_batch:
-            return self.infer(checked)
-        parts = [self.infer({k: v[i : i + self.max_batch] for k, v in checked.items()})
+            return self.infer_checked(checked)
+        parts = [self.infer_checked({k: v[i : i + self.max_batch] for k, v in checked.items()})
                  for i in range(0, total, self.max_batch)]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 

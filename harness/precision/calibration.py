@@ -149,25 +149,20 @@ def load_calibration(
     if samples < 1:
         raise UsageError(f"calibration samples {samples}: must be >= 1")
     if source is None:
-        if default is None:
-            default = CalibrationData.synthetic_for(spec, samples)
-        checked = _validated(spec, default.feed, default.description)
-        available = len(next(iter(checked.values())))
-        taken = min(samples, available)
-        return CalibrationData({k: v[:taken] for k, v in checked.items()},
-                               f"{taken} of {available} samples: {default.description}", default.synthetic)
-    source = Path(source)
-    origin = str(source)
-    if source.is_dir():
-        feed = _load_images(source, spec, preprocess_function(preprocess))
-    elif source.suffix in (".npy", ".npz") and source.is_file():
-        feed = _load_arrays(source, spec)
-    elif not source.exists():
-        raise InputError(f"calibration data {source}: no such file or directory")
+        default = default or CalibrationData.synthetic_for(spec, samples)
+        feed, origin, said, synthetic = dict(default.feed), default.description, f": {default.description}", default.synthetic
     else:
-        raise InputError(f"calibration data {source}: give a directory of images, a .npy or an .npz file")
+        source = Path(source)
+        origin, said, synthetic = str(source), f" from {source}", False
+        if source.is_dir():
+            feed = _load_images(source, spec, preprocess_function(preprocess))
+        elif source.suffix in (".npy", ".npz") and source.is_file():
+            feed = _load_arrays(source, spec)
+        elif not source.exists():
+            raise InputError(f"calibration data {source}: no such file or directory")
+        else:
+            raise InputError(f"calibration data {source}: give a directory of images, a .npy or an .npz file")
     checked = _validated(spec, feed, origin)
     available = len(next(iter(checked.values())))
     taken = min(samples, available)
-    checked = {k: v[:taken] for k, v in checked.items()}
-    return CalibrationData(checked, f"{taken} of {available} samples from {origin}")
+    return CalibrationData({k: v[:taken] for k, v in checked.items()}, f"{taken} of {available} samples{said}", synthetic)
