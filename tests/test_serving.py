@@ -166,7 +166,6 @@ def test_killed_worker_gives_503s_then_recovers(digits: tuple[Any, Any]) -> None
         time.sleep(0.5)
         killed_at = time.monotonic()
         os.kill(s.worker.process.pid, signal.SIGKILL)
-        assert s.worker.ready.wait(0.1) is True or True  # may still read as ready for a moment
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(t > killed_at and st == 200 and
                                                       any(x[1] == 503 for x in statuses) for t, st, _ in statuses):
