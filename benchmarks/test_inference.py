@@ -1,35 +1,58 @@
 """Latency of the TensorFlow baseline and of every engine x precision on the model under test
 (--harness-model, default inception_v3), per batch size (--harness-batch-sizes).
 
-Each engine's speedup is against TensorFlow's median measured in this same run, computed once
-every row is measured (the plugin fills `speedup_vs_tensorflow` in before the JSON is written). Inputs are made before timing; each round is one call on an
-already active runner. Batch 1 is the latency figure (one request at a time, MLPerf's
-SingleStream); the largest batch is the throughput figure (Offline). `extra_info` carries
-p50/p90/p99 latency, samples/s and the speedup over TensorFlow at the same batch size."""
+Each engine's rounds alternate in blocks with rounds of TensorFlow on the same inputs, and
+its speedup (TensorFlow's 10th-percentile time over the engine's, with a 95% interval) comes from those
+interleaved rounds (`harness.measure`), so drift of a shared machine hits both sides of the
+ratio.  TensorFlow's own row is timed alone, for its latency.  Round counts come from a
+warmed-up estimate (the first call, which traces and allocates, is discarded), at least 20.
+Batch 1 is the latency figure (one request at a time, MLPerf's SingleStream); the largest
+batch is the throughput figure (Offline). `extra_info` carries p50/p90/p99 latency (with the
+percentiles too few rounds support listed as low-confidence), samples/s and the speedup."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 import pytest
 
 from harness.backends.base import Runner
+from harness.measure import (
+    SPEEDUP_QUANTILE,
+    Interleaver,
+    RoundPlan,
+    Speedup,
+    paired_speedup,
+    rounds_needed,
+    warm_estimate,
+)
 from harness.timing import REFERENCE, Latency, Row
 
-TARGET_SECONDS = 2.0  # per benchmark, so batch 32 of InceptionV3 stays affordable on 2 cores
-MIN_ROUNDS, MAX_ROUNDS = 5, 200
+TARGET_SECONDS = 2.0  # per row alone; an interleaved row gets twice this (half of it is TensorFlow)
 
 
-def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], largest: int) -> None:
+def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], largest: int,
+             reference: Runner | str | None = None) -> None:
+    """Time `runner`; `reference`: the TensorFlow runner to interleave with, or why there is none."""
     if getattr(benchmark, "disabled", False):
         pytest.skip("benchmarks are disabled (--benchmark-disable): nothing is timed")
+    if runner.max_batch is not None and batch > runner.max_batch:
+        pytest.skip(f"batch {batch} is over {runner.name}'s max batch {runner.max_batch}: one call cannot take it "
+                    "(build with a larger --harness-max-batch)")
     feed = runner.spec.check_feed(runner.spec.random_feed(batch, seed=batch))
-    start = time.perf_counter()
-    runner.infer_checked(feed)  # warm-up, and an estimate of one call
-    estimate = time.perf_counter() - start
-    rounds = int(np.clip(TARGET_SECONDS / max(estimate, 1e-6), MIN_ROUNDS, MAX_ROUNDS))
+    estimate = warm_estimate(lambda: runner.infer_checked(feed))
+    interleaver = None
+    if isinstance(reference, Runner):
+        ref = reference
+
+        def reference_call() -> None:
+            ref.infer_checked(feed)
+
+        plan = RoundPlan.of(estimate, 2 * TARGET_SECONDS, warm_estimate(reference_call))
+        interleaver = Interleaver(reference_call, plan.block)
+    else:
+        plan = RoundPlan.of(estimate, TARGET_SECONDS)
 
     model = runner.spec.name
     benchmark.group = f"{model} batch {batch}"
@@ -38,14 +61,21 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
         def call() -> None:
             runner.infer_checked(feed)
             gpu.append(runner.timings)
-
-        benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1)
     else:
-        benchmark.pedantic(runner.infer_checked, args=(feed,), rounds=rounds, iterations=1, warmup_rounds=1)
+        def call() -> None:
+            runner.infer_checked(feed)
+    benchmark.pedantic(call, rounds=plan.rounds, iterations=1, warmup_rounds=0,
+                       setup=interleaver.before_round if interleaver else None)
 
-    latency = Latency.of(benchmark.stats.stats.data)
-    row = Row(model, runner.name, batch, latency.p50, benchmark.extra_info)
-    rows.append(row)
+    seconds = benchmark.stats.stats.data
+    latency = Latency.of(seconds)
+    speedup = None
+    if interleaver is not None:
+        speedup = paired_speedup(interleaver.seconds, seconds, plan.block)
+    elif runner.name == REFERENCE:
+        speedup = Speedup.exact(1.0)
+    why = "" if speedup is not None else str(reference or "TensorFlow did not run beside it")
+    rows.append(Row(model, runner.name, batch, latency.p50, benchmark.extra_info, speedup, latency.rounds, why))
     scenario = "SingleStream" if batch == 1 else "Offline" if batch == largest else "batch"
     benchmark.extra_info.update(
         model=model,
@@ -57,9 +87,23 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
         p50_ms=latency.p50 * 1e3,
         p90_ms=latency.p90 * 1e3,
         p99_ms=latency.p99 * 1e3,
-        samples_per_s=row.samples_per_s,
-        speedup_vs_tensorflow=None,  # filled in at the end of the run
+        rounds=latency.rounds,
+        low_confidence=latency.low_confidence,  # percentiles with fewer rounds than they need
+        rounds_needed={f"p{q}": rounds_needed(q) for q in (50, 90, 99)},
+        samples_per_s=batch / latency.p50,
+        speedup_vs_tensorflow=None if speedup is None else speedup.point,
+        speedup_interval=None if speedup is None or interleaver is None else [speedup.low, speedup.high],
     )
+    if interleaver is not None:
+        benchmark.extra_info.update(
+            speedup_confidence=speedup.confidence if speedup else None,
+            tensorflow_interleaved_p50_ms=float(np.median(interleaver.seconds)) * 1e3,
+            interleave_block=plan.block,
+            speedup_method=f"TensorFlow's {SPEEDUP_QUANTILE}th-percentile time over the engine's, timed in "
+                           f"alternating blocks of {plan.block} round(s); interval: percentile bootstrap over whole blocks",
+        )
+    elif why:
+        benchmark.extra_info.update(no_speedup=why)
     if gpu:
         benchmark.extra_info.update(
             gpu_compute_p50_ms=float(np.median([t.compute_s for t in gpu])) * 1e3,
@@ -75,8 +119,14 @@ def test_tensorflow(benchmark: Any, batch: int, tf_runner: Runner, harness_bench
     _measure(benchmark, tf_runner, batch, harness_benchmark_rows, max(pytestconfig.getoption("harness_batch_sizes")))
 
 
-def test_engine(benchmark: Any, batch: int, engine: Any, harness_benchmark_rows: list[Row], pytestconfig: Any) -> None:
-    _measure(benchmark, engine.runner, batch, harness_benchmark_rows, max(pytestconfig.getoption("harness_batch_sizes")))
+def test_engine(benchmark: Any, batch: int, engine: Any, harness_benchmark_rows: list[Row], pytestconfig: Any,
+                request: pytest.FixtureRequest) -> None:
+    try:  # the reference beside every engine; an engine is still timed where TensorFlow can't run
+        reference: Runner | str = request.getfixturevalue("tf_runner")
+    except pytest.skip.Exception as e:
+        reference = f"TensorFlow unavailable: {e.msg}"
+    _measure(benchmark, engine.runner, batch, harness_benchmark_rows,
+             max(pytestconfig.getoption("harness_batch_sizes")), reference)
     if engine.calibration is not None:  # int8: what it was calibrated on travels to the JSON and the report
         benchmark.extra_info.update(calibration=engine.calibration.description,
                                     calibration_synthetic=engine.calibration.synthetic)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks.conftest import SERVING
+from harness.errors import BackendUnavailable, HarnessError
 from harness.serving.engines import recipe_for
 from harness.serving.loadtest import format_table, infer_body, sweep
 from harness.serving.server import InferenceServer
@@ -28,8 +29,10 @@ def test_serving(benchmark: Any, batching: str, pytestconfig: pytest.Config, har
     backend, _, precision = pytestconfig.getoption("harness_serve_engine").partition("-")
     try:
         engine = harness_workspace.engine(harness_request, backend, precision)
-    except Exception as e:  # noqa: BLE001 - an engine this host cannot build is a skip, with why
-        pytest.skip(f"{backend}-{precision}: {e}")
+    except BackendUnavailable as e:  # an engine this host cannot build or run: a skip, with why
+        pytest.skip(f"{backend}-{precision}: {e.reason}")
+    except HarnessError as e:  # anything else is a failure of the run, not a reason to skip
+        pytest.fail(f"{backend}-{precision}: {type(e).__name__}: {e}", pytrace=False)
     max_batch, delay = BATCHING[batching]
     with engine.runner as runner:  # the engine's own latency, batch 1, in this process
         feed = runner.spec.check_feed(runner.spec.random_feed(1, seed=0))

@@ -21,6 +21,7 @@ REMEDIES = {
     "tensorrt_rtx": "pip install tensorrt-rtx-cu13",
     "cuda.bindings.runtime": "pip install cuda-bindings",
     "matplotlib": "pip install -e '.[report]'",
+    "openvino": "pip install -e '.[openvino]'",
 }
 
 

@@ -281,19 +281,6 @@ def _reason(report: pytest.TestReport) -> str:
     return lines[-1].strip() if lines else report.outcome
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtestloop(session: pytest.Session) -> Any:
-    try:
-        return (yield)
-    finally:
-        # Speedups once every row is measured: not dependent on TensorFlow's rows running first.
-        # Before pytest-benchmark writes its JSON (in pytest_sessionfinish).
-        from harness.timing import fill_speedups
-
-        rows: list[Any] = session.config.stash[ROWS]
-        fill_speedups(rows)
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     from harness.machine import machine_class, machine_info

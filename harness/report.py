@@ -41,6 +41,8 @@ class BenchRow:
     samples_per_s: float
     speedup_vs_tensorflow: float | None
     calibration_synthetic: bool = False  # an int8 engine calibrated on synthetic data
+    speedup_interval: tuple[float, float] | None = None  # 95%, from the interleaved rounds
+    low_confidence: tuple[str, ...] = ()  # percentiles measured on fewer rounds than they need
 
     @property
     def engine(self) -> str:
@@ -103,10 +105,18 @@ def load_run(path: Path) -> Run:
             float(info["p50_ms"]), float(info["p90_ms"]), float(info["p99_ms"]), float(info["samples_per_s"]),
             None if info.get("speedup_vs_tensorflow") is None else float(info["speedup_vs_tensorflow"]),
             bool(info.get("calibration_synthetic", False)),
+            _interval(info.get("speedup_interval")), tuple(str(q) for q in info.get("low_confidence") or ()),
         ))
     if not rows:
         raise InputError(f"{path}: an empty run (no harness benchmark rows among {len(data['benchmarks'])} benchmarks)")
     return Run(Path(path).stem, Path(path), str(data.get("datetime", "")), data.get("machine_info", {}), tuple(rows))
+
+
+def _interval(value: Any) -> tuple[float, float] | None:
+    """A row's [low, high], absent from files of harnesses before intervals."""
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+        return float(value[0]), float(value[1])
+    return None
 
 
 def load_compare(path: Path) -> list[dict[str, Any]]:
@@ -227,6 +237,11 @@ def plot_speedup(rows: Sequence[BenchRow], model: str, path: Path, baseline: Map
     engines = [e for e in _engines(rows) if e != REFERENCE]
     positions = _grouped_bars(ax, rows, engines, lambda r: r.speedup_vs_tensorflow)
     ax.axhline(1.0, color="black", lw=0.8)
+    for r in rows:  # the 95% interval of each speedup
+        if r.speedup_interval is not None and r.speedup_vs_tensorflow is not None and (r.engine, r.batch) in positions:
+            low, high = r.speedup_interval
+            ax.errorbar(positions[(r.engine, r.batch)], r.speedup_vs_tensorflow, color="black", capsize=3, lw=1,
+                        yerr=[[r.speedup_vs_tensorflow - low], [high - r.speedup_vs_tensorflow]])
     marked = False
     for (engine, batch), x in positions.items():
         ratio = ((baseline or {}).get(model, {}).get(engine, {}) or {}).get(str(batch))
@@ -302,20 +317,31 @@ def summary_rows(run: Run, model: str, compare: Sequence[Mapping[str, Any]]) -> 
             "backend": row.backend, "precision": row.precision, "batch": row.batch,
             "p50_ms": row.p50_ms, "p90_ms": row.p90_ms, "p99_ms": row.p99_ms,
             "samples_per_s": row.samples_per_s, "speedup": row.speedup_vs_tensorflow,
+            "interval": row.speedup_interval if row.engine != REFERENCE else None,
+            "low_confidence": row.low_confidence,
             "golden": ("pass" if all(c.get("passed") for c in checks) else "FAIL") if checks else "-",
             "accuracy": accuracy,
         })
     return rows
 
 
-COLUMNS = ["backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "speedup", "golden", "accuracy"]
+COLUMNS = ["backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "speedup [95%]", "golden",
+           "accuracy"]
+
+
+LOW_CONFIDENCE_MARK = "~"  # a percentile from fewer rounds than it needs (harness.measure.rounds_needed)
 
 
 def _cells(row: Mapping[str, Any]) -> list[str]:
+    def ms(q: str) -> str:
+        return f"{LOW_CONFIDENCE_MARK if q in row.get('low_confidence', ()) else ''}{row[f'{q}_ms']:.2f}"
+
+    speedup = "-" if row["speedup"] is None else f"{row['speedup']:.2f}x"
+    if row["speedup"] is not None and row.get("interval"):
+        speedup += " [{:.2f}, {:.2f}]".format(*row["interval"])
     return [
-        row["backend"], row["precision"], str(row["batch"]), f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
-        f"{row['p99_ms']:.2f}", f"{row['samples_per_s']:.1f}",
-        f"{row['speedup']:.2f}x" if row["speedup"] is not None else "-", row["golden"],
+        row["backend"], row["precision"], str(row["batch"]), ms("p50"), ms("p90"), ms("p99"),
+        f"{row['samples_per_s']:.1f}", speedup, row["golden"],
         f"{row['accuracy']:.4f}" if row["accuracy"] is not None else "-",
     ]
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from harness.artifacts import atomic_write_json
 from harness.errors import UsageError
+from harness.measure import SPEEDUP_QUANTILE, Speedup, low_confidence
 
 REFERENCE = "tensorflow-fp32"
 
@@ -42,58 +43,59 @@ class Latency:
         return cls(float(np.percentile(t, 50)), float(np.percentile(t, 90)), float(np.percentile(t, 99)),
                    float(t.mean()), int(t.size))
 
+    @property
+    def low_confidence(self) -> list[str]:
+        """Percentiles measured on fewer samples than they need (`harness.measure.rounds_needed`)."""
+        return low_confidence(self.rounds)
+
 
 @dataclass(frozen=True)
 class Row:
-    """One measured engine at one batch size.  `extra_info` is the benchmark's own dict, which
-    gets its speedup once every row of the run is measured (`fill_speedups`)."""
+    """One measured engine at one batch size, with its speedup over TensorFlow measured
+    beside it (interleaved, `harness.measure`); the reference's own row has 1.0.  `extra_info`
+    is the benchmark's own dict."""
 
     model: str
     engine: str  # backend-precision, e.g. onnxruntime-int8; the reference is tensorflow-fp32
     batch: int
     median: float  # seconds per call (one batch)
     extra_info: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    speedup: Speedup | None = None
+    rounds: int = 0
+    no_speedup: str = ""  # why an engine row has no speedup (the reference could not run beside it)
 
     @property
     def samples_per_s(self) -> float:
         return self.batch / self.median
 
 
-def speedups(rows: Sequence[Row]) -> dict[tuple[str, str, int], float]:
-    """(model, engine, batch) -> reference median / engine median, where the reference ran."""
-    reference = {(r.model, r.batch): r.median for r in rows if r.engine == REFERENCE}
-    return {
-        (r.model, r.engine, r.batch): reference[(r.model, r.batch)] / r.median
-        for r in rows if (r.model, r.batch) in reference
-    }
+def speedups(rows: Sequence[Row]) -> dict[tuple[str, str, int], Speedup]:
+    """(model, engine, batch) -> the speedup measured for that row, where one was."""
+    return {(r.model, r.engine, r.batch): r.speedup for r in rows if r.speedup is not None}
 
 
 def summary_lines(rows: Sequence[Row], unmeasured: Sequence[Unmeasured] = ()) -> list[tuple[str, bool]]:
-    """The end-of-run table: median, samples/s and speedup per model x batch x engine, then
-    every row that produced no time, with why; each line with whether it is a failure."""
-    ratios = speedups(rows)
-    lines = [(f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'speedup':>8s}",
-              False)]
+    """The end-of-run table: median, samples/s, rounds and speedup with its 95% interval per
+    model x batch x engine, then every row that produced no time, with why; each line with
+    whether it is a failure."""
+    lines = [((f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'rounds':>6s}  "
+              "speedup [95% interval]"), False)]
     for r in sorted(rows, key=lambda r: (r.model, r.batch, r.engine != REFERENCE, r.engine)):
-        ratio = ratios.get((r.model, r.engine, r.batch))
-        speedup = f"{ratio:7.2f}x" if ratio is not None else "       -"
+        if r.speedup is None:
+            speedup = f"- ({r.no_speedup})" if r.no_speedup else "-"
+        elif r.engine == REFERENCE:
+            speedup = "(reference)"
+        else:
+            speedup = str(r.speedup)
         lines.append(((f"{r.model:14s} {r.batch:5d} {r.engine:22s} {r.median * 1e3:10.2f} {r.samples_per_s:10.1f} "
-                      f"{speedup:>8s}"), False))
+                      f"{r.rounds:6d}  {speedup}"), False))
     for u in sorted(unmeasured, key=lambda u: (u.model, u.batch, u.engine)):
         lines.append((f"{u.model:14s} {u.batch:5d} {u.engine:22s} {u.outcome.upper():>10s}  {u.reason}",
                       u.outcome != "skipped"))
+    if any(r.engine != REFERENCE and r.speedup is not None for r in rows):
+        lines.append(((f"speedup = TensorFlow's {SPEEDUP_QUANTILE}th-percentile time / the engine's, both timed in "
+                      "alternating blocks in one stretch of time; [interval] = 95% block-bootstrap interval"), False))
     return lines
-
-
-def fill_speedups(rows: Sequence[Row]) -> dict[tuple[str, str, int], float]:
-    """Write each row's speedup into its benchmark's extra_info, once all rows are measured
-    (so it doesn't depend on TensorFlow's rows running first); rows without a TensorFlow row
-    of their model and batch get None."""
-    ratios = speedups(rows)
-    for r in rows:
-        if r.extra_info is not None:
-            r.extra_info["speedup_vs_tensorflow"] = ratios.get((r.model, r.engine, r.batch))
-    return ratios
 
 
 @dataclass(frozen=True)
@@ -109,30 +111,48 @@ class Unmeasured:
 
 @dataclass(frozen=True)
 class GateResult:
+    """One baseline row judged on the interval of its speedup in this run: REGRESSED only when
+    the whole interval is below the floor; ok when it is all above; otherwise the run was too
+    noisy to decide, which is said (with the slowdown it could have detected) but not failed."""
+
     model: str
     engine: str
     batch: int
     baseline: float
-    measured: float | None  # None: the row was in the baseline but not measured in this run
+    measured: Speedup | None  # None: the row was in the baseline but not measured in this run
     floor: float
     why_missing: str = ""  # for an unmeasured row: skipped/errored and why, if known
 
     @property
     def passed(self) -> bool:
-        return self.measured is not None and self.measured >= self.floor
+        return self.measured is not None and self.measured.low >= self.floor
 
     @property
     def regressed(self) -> bool:
-        """Measured and below the floor (a row not measured in this run is not a regression)."""
-        return self.measured is not None and self.measured < self.floor
+        """The whole interval below the floor (a row not measured in this run is not a regression)."""
+        return self.measured is not None and self.measured.high < self.floor
+
+    @property
+    def undecided(self) -> bool:
+        return self.measured is not None and not self.passed and not self.regressed
+
+    @property
+    def detectable_slowdown(self) -> float | None:
+        """The smallest slowdown from the baseline this run's interval could have called: the
+        speedup s at which the interval's top (scaled with s) reaches the floor."""
+        if self.measured is None:
+            return None
+        return 1 - self.floor * self.measured.point / (self.measured.high * self.baseline)
 
     def __str__(self) -> str:
         row = f"{self.model} {self.engine} batch {self.batch}"
         if self.measured is None:
             why = f": {self.why_missing}" if self.why_missing else ""
             return f"{row}: NOT MEASURED in this run (baseline {self.baseline:.2f}x){why}"
-        verdict = "ok" if self.passed else "REGRESSED"
-        return (f"{row}: speedup {self.measured:.2f}x vs baseline {self.baseline:.2f}x "
+        verdict = "ok" if self.passed else "REGRESSED" if self.regressed else (
+            f"TOO NOISY TO DECIDE: the interval contains the floor; this run could only have called a slowdown of "
+            f"more than {self.detectable_slowdown:.0%}")
+        return (f"{row}: speedup {self.measured} vs baseline {self.baseline:.2f}x "
                 f"(floor {self.floor:.2f}x) {verdict}")
 
 
@@ -209,7 +229,10 @@ class GateReport:
             return "no baseline for this machine class"
         if not self.results:
             return f"no baseline for {', '.join(self.unjudged)} on this machine class"
-        return "passed" + (f" (no baseline for {', '.join(self.unjudged)})" if self.unjudged else "")
+        noisy = sum(r.undecided for r in self.results)
+        notes = ([f"{noisy} row(s) too noisy to decide"] if noisy else []) + (
+            [f"no baseline for {', '.join(self.unjudged)}"] if self.unjudged else [])
+        return "passed" + (f" ({'; '.join(notes)})" if notes else "")
 
     def lines(self, path: Path | str) -> list[tuple[str, bool]]:
         """The gate's section of the run's output, each line with whether it is a failure."""
@@ -240,7 +263,8 @@ def check_gate(
 ) -> GateReport:
     """Every baseline row, for this machine class, of the models this run covered, against its
     speedup measured in this run.  A baseline row with no measurement and a model without
-    TensorFlow rows are failures unless `allow_missing`: a gate must not pass by measuring nothing."""
+    TensorFlow rows are failures unless `allow_missing`: a gate must not pass by measuring nothing.
+    A row is judged on its speedup's interval (`GateResult`)."""
     if not 0 <= max_slowdown < 1:
         raise UsageError(f"max slowdown {max_slowdown}: a fraction in [0, 1), e.g. 0.15")
     measured = speedups(rows)
@@ -249,12 +273,14 @@ def check_gate(
     if not models_run:
         problems.append("no benchmark rows were measured in this run")
     for model in models_run:
-        if not any(r.model == model and r.engine == REFERENCE for r in rows):
-            problems.append(f"{model}: no {REFERENCE} rows measured, so no speedup could be computed")
+        timed = [r for r in rows if r.model == model and r.engine != REFERENCE]
+        if not any(r.speedup is not None for r in timed):
+            reason = next((r.no_speedup for r in timed if r.no_speedup), "no engine row was timed")
+            problems.append(f"{model}: no speedup measured, so none could be judged ({reason})")
     why = {(u.model, u.engine, u.batch): f"{u.outcome}: {u.reason}" for u in unmeasured}
-    for r in rows:  # timed, but no TensorFlow row at its batch to divide by
+    for r in rows:  # timed, but without the reference beside it
         if (r.model, r.engine, r.batch) not in measured:
-            why.setdefault((r.model, r.engine, r.batch), f"timed, but no {REFERENCE} row at batch {r.batch}")
+            why.setdefault((r.model, r.engine, r.batch), f"timed, but no speedup: {r.no_speedup or 'no reference'}")
     table = baseline_for(baseline, machine)
     known = tuple(baseline.get("machines", {}))
     results = []
@@ -272,7 +298,7 @@ def check_gate(
 
 def update_baseline(
     path: Path,
-    measured: Mapping[tuple[str, str, int], float],
+    measured: Mapping[tuple[str, str, int], Speedup],
     machine: Mapping[str, Any],
     recorded: Mapping[str, Any],
 ) -> dict[str, Any]:
@@ -293,7 +319,7 @@ def update_baseline(
         engines: dict[str, dict[str, float]] = entry["models"].setdefault(model, {})
         for (m, engine, batch), ratio in sorted(measured.items()):
             if m == model and engine != REFERENCE:
-                engines.setdefault(engine, {})[str(batch)] = round(ratio, 3)
+                engines.setdefault(engine, {})[str(batch)] = round(ratio.point, 3)
         entry.setdefault("recorded", {})[model] = dict(recorded)
     atomic_write_json(path, data)
     return data

@@ -49,7 +49,9 @@ from harness.stages.freeze import FrozenModel
 from harness.stages.plan import Plan
 
 # Engines: what is built from the ONNX and checked against TensorFlow.
-ENGINE_BACKENDS = ("onnxruntime", "tensorrt", "tensorrt_rtx")
+ENGINE_BACKENDS = ("onnxruntime", "openvino", "tensorrt", "tensorrt_rtx")
+# The int8 placement each ONNX-running backend builds from (harness.precision.int8.TARGETS).
+INT8_FORM = {"onnxruntime": "onnxruntime", "openvino": "onnxruntime"}
 TRT_LIBRARIES = ("tensorrt", "tensorrt_rtx")
 BACKENDS = ("tensorflow", *ENGINE_BACKENDS)  # what `harness compare --backends` accepts
 DEFAULT_GOLDEN_SAMPLES = 32  # user models: enough that one flipped sample moves top-1 by 0.03, not 0.25
@@ -210,8 +212,14 @@ class Workspace:
                                    self.cuda_graph, hint)
             cal = self.calibration(request, calibration) if precision == "int8" else None  # cached: what the plan used
             return Engine(spec.name, backend, precision, plan.path, spec, trt_runner, plan.reused, cal)
-        model, cal = self.variant(request, precision, calibration, target=backend)
-        runner = OrtRunner(model.path, model.spec, precision, self.providers)
+        model, cal = self.variant(request, precision, calibration, target=INT8_FORM[backend])
+        runner: Runner
+        if backend == "openvino":
+            from harness.backends.openvino import OpenVinoRunner
+
+            runner = OpenVinoRunner(model.path, model.spec, precision)
+        else:
+            runner = OrtRunner(model.path, model.spec, precision, self.providers)
         return Engine(model.name, backend, precision, model.path, model.spec, runner, model.reused, cal)
 
     def tf_runner(self, request: ModelRequest) -> TFRunner:

@@ -156,3 +156,26 @@ def test_cli_report_of_nothing_valid_exits_2(tmp_path: Path, capsys: pytest.Capt
     (tmp_path / "x.json").write_text('{"not": "a benchmark"}')
     assert main(["report", str(tmp_path / "x.json"), "--out", str(tmp_path / "out")]) == 2
     assert "x.json: not a pytest-benchmark file" in capsys.readouterr().err
+
+
+def test_speedup_intervals_and_thin_percentiles_are_shown(tmp_path: Path) -> None:
+    """A row's 95% interval goes into its speedup cell; a p90/p99 from fewer rounds than it
+    needs is marked '~' (files without either still load: older runs)."""
+    from harness.report import write_report
+
+    run = bench_json(tmp_path / "run.json")
+    data = json.loads(run.read_text())
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        if info.get("engine") == "onnxruntime" and info["precision"] == "int8" and info["batch"] == 8:
+            info.update(speedup_interval=[info["speedup_vs_tensorflow"] * 0.9, info["speedup_vs_tensorflow"] * 1.1],
+                        low_confidence=["p99"], rounds=120)
+            marked = info
+    run.write_text(json.dumps(data))
+    written = write_report(tmp_path / "out", [run])
+    rows = {(r[0], r[1], r[2]): r for r in table(written.markdown.read_text(), "m")}
+    _, _, _, p50, p90, p99, _, speedup, _, _ = rows[("onnxruntime", "int8", "8")]
+    low, high = marked["speedup_interval"]
+    assert speedup == f"{marked['speedup_vs_tensorflow']:.2f}x [{low:.2f}, {high:.2f}]"
+    assert p99 == f"~{marked['p99_ms']:.2f}" and not p90.startswith("~") and not p50.startswith("~")
+    assert "[" not in rows[("onnxruntime", "int8", "1")][7]  # no interval recorded: none shown

@@ -127,6 +127,30 @@ def test_unparsable_onnx_names_the_node(tmp_path: Path) -> None:
         build_plan("tensorrt_rtx", path, spec, BuildOptions())
 
 
+def test_a_failed_build_says_what_the_builder_logged(tmp_path: Path) -> None:
+    """An int8 constant feeding a Cast instead of a DequantizeLinear: TensorRT-RTX refuses it and
+    logs why; the message used to say "no reason given" (the log was read after the error)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 4), np.int8), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["W"], ["Wf"], to=onnx.TensorProto.FLOAT), helper.make_node("MatMul", ["x", "Wf"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [-1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [-1, 4])], [weight])
+    path = tmp_path / "quantized_constant.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    from harness.backends.trt.build import BuildOptions, build_plan
+    from harness.errors import ArtifactError
+    from harness.spec import ModelSpec, TensorSpec
+
+    spec = ModelSpec("q", (TensorSpec("x", "float32", (None, 4)),), (TensorSpec("y", "float32", (None, 4)),))
+    with pytest.raises(ArtifactError, match=r"quantized_constant\.onnx: tensorrt_rtx could not build a plan: .*"
+                                            r"Quantized constant \(W\) is only allowed before DQ"):
+        build_plan("tensorrt_rtx", path, spec, BuildOptions())
+
+
 def test_equivalent_build_options_key_the_same_plan() -> None:
     from harness.backends.trt.build import BuildOptions
 

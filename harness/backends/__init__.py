@@ -56,6 +56,7 @@ def probe_all() -> list[BackendInfo]:
             ("tf2onnx", "tf2onnx"),
             ("onnx", "onnx"),
             ("onnxruntime", "onnxruntime"),
+            ("openvino", "openvino"),
             ("tensorrt", "tensorrt"),
             ("tensorrt_rtx", "tensorrt_rtx"),
             ("cuda-python", "cuda.bindings.runtime"),

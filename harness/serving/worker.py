@@ -76,7 +76,7 @@ def worker_main(recipe: RunnerRecipe, jobs: Any, results: Any) -> None:
             job_id, segment, layout = job
             try:
                 feed = read_arrays(segment, layout)
-                out = runner.infer(feed)
+                out = runner.infer_batched(feed)  # a request over the plan's max batch runs in chunks
                 shm, out_layout = write_arrays(out)
                 shm.close()  # the parent reads and unlinks it
                 results.put(("ok", job_id, (shm.name, out_layout)))

@@ -83,16 +83,37 @@ class _Logger:
             return cls._instances[trt.__name__]
 
 
+class ErrorLog:
+    """The errors TensorRT logged since the block began, readable inside it: a call that
+    returns None is explained by a message formatted right then (collecting them only when the
+    block ended left every such message saying "no reason given")."""
+
+    def __init__(self, messages: list[str]) -> None:
+        self._messages = messages
+        self._start = len(messages)
+        self._kept: list[str] | None = None  # once the block has ended
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kept if self._kept is not None else self._messages[self._start:])
+
+    def __bool__(self) -> bool:
+        return any(True for _ in self)
+
+    def reason(self) -> str:
+        return "; ".join(self) or "no reason given (TensorRT logged no error)"
+
+    def _close(self) -> None:
+        self._kept = self._messages[self._start:]
+        del self._messages[self._start:]
+
+
 @contextmanager
-def collected_errors(trt: Any) -> Iterator[list[str]]:
-    logger = _Logger.get(trt)
-    start = len(logger.messages)
-    found: list[str] = []
+def collected_errors(trt: Any) -> Iterator[ErrorLog]:
+    log = ErrorLog(_Logger.get(trt).messages)
     try:
-        yield found
+        yield log
     finally:
-        found.extend(logger.messages[start:])
-        del logger.messages[start:]
+        log._close()
 
 
 def logger_for(trt: Any) -> Any:
@@ -145,7 +166,7 @@ def build_plan(
         try:
             builder: trt_api.Builder = trt.Builder(logger_for(trt))
         except (RuntimeError, TypeError) as e:
-            raise BackendUnavailable(library, f"cannot create a TensorRT builder ({e}; {'; '.join(errors)})") from e
+            raise BackendUnavailable(library, f"cannot create a TensorRT builder ({e}; {errors.reason()})") from e
         network, _parser = _parse(trt, builder, onnx_path)
         config: trt_api.IBuilderConfig = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace)
@@ -162,6 +183,13 @@ def build_plan(
             profile.set_shape(tensor.name, trt.Dims([low, *dims[1:]]), trt.Dims([opt, *dims[1:]]),
                               trt.Dims([high, *dims[1:]]))
         config.add_optimization_profile(profile)
+        for i in range(network.num_outputs):  # every input but the batch is fixed (above)
+            output: trt_api.ITensor = network.get_output(i)
+            if any(d < 0 for d in dims_tuple(output.shape)[1:]):
+                raise ExportError(f"{onnx_path}: output {output.name!r} has shape {dims_tuple(output.shape)}, which "
+                                  "depends on the data (e.g. NonZero or non-maximum suppression in a detection head); "
+                                  "the harness's TensorRT runner supports outputs whose shape follows from the "
+                                  "inputs' only: export the model without that step")
 
         cache = None
         if is_rtx(trt):
@@ -181,7 +209,7 @@ def build_plan(
 
         serialized: trt_api.IHostMemory | None = builder.build_serialized_network(network, config)
         if serialized is None:
-            raise ArtifactError(f"{onnx_path}: {library} could not build a plan: {'; '.join(errors) or 'no reason given'}")
+            raise ArtifactError(f"{onnx_path}: {library} could not build a plan: {errors.reason()}")
         plan = bytes(memoryview(serialized))
         if cache is not None and timing_cache is not None:
             from harness.artifacts import atomic_write_bytes

@@ -124,8 +124,16 @@ class Event:
     def __init__(self) -> None:
         self.handle = check(import_cudart().cudaEventCreate(), "cudaEventCreate")
 
-    def record(self, stream: Stream) -> None:
-        check(import_cudart().cudaEventRecord(self.handle, stream.handle), "cudaEventRecord")
+    def record(self, stream: Stream, captured: bool = False) -> None:
+        """`captured`: inside a stream capture, where a plain record becomes an internal graph node
+        that cudaEventElapsedTime then refuses (cudaErrorInvalidValue) after the capture and on
+        every replay; an external record is replayed as a real event record."""
+        cudart = import_cudart()
+        if captured:
+            check(cudart.cudaEventRecordWithFlags(self.handle, stream.handle, cudart.cudaEventRecordExternal),
+                  "cudaEventRecordWithFlags(external)")
+        else:
+            check(cudart.cudaEventRecord(self.handle, stream.handle), "cudaEventRecord")
 
     def seconds_since(self, start: Event) -> float:
         """GPU time between two recorded events (both must have completed)."""

@@ -9,6 +9,7 @@ of it), so a benchmark can show compute time beside end-to-end time."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,7 @@ class _Binding:
 class Timings:
     compute_s: float = 0.0  # execute_async_v3 alone, GPU time
     with_copies_s: float = 0.0  # host->device, execute, device->host, GPU time
-    graph: bool = False
+    graph: bool = False  # this call replayed a captured CUDA graph
 
 
 @dataclass
@@ -59,6 +60,7 @@ class _State:
     runtime_cache: Any = None
     stream: Stream | None = None
     events: list[Event] = field(default_factory=list)
+    allocations: list[PinnedBuffer | DeviceBuffer] = field(default_factory=list)  # each one as it is made
     bindings: list[_Binding] = field(default_factory=list)
     graphs: dict[tuple[tuple[int, ...], ...], Graph] = field(default_factory=dict)
 
@@ -89,7 +91,11 @@ class TrtRunner(Runner):
         self.rebuild_hint = rebuild_hint
         self.timings = Timings()
         self._s = _State()
-        self._warm: set[tuple[tuple[int, ...], ...]] = set()  # input shapes run once already
+        # TensorRT wants one enqueue after every shape change before a capture: the input
+        # shapes of the context's last plain enqueue, None once its shapes changed since.
+        self._enqueued: tuple[tuple[int, ...], ...] | None = None
+        self._context_shapes: tuple[tuple[int, ...], ...] | None = None
+        self._manual_graph = False  # capture ourselves (datacenter TensorRT); RTX captures in its runtime
         self._trt: Any = None
 
     def recipe_args(self) -> dict[str, Any]:
@@ -124,11 +130,21 @@ class TrtRunner(Runner):
             engine: trt_api.ICudaEngine | None = runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise ArtifactError(f"{self.plan}: {self.backend} {trt.__version__} cannot load it, most likely built for "
-                                f"another GPU or TensorRT version ({'; '.join(errors) or 'no reason given'}); "
+                                f"another GPU or TensorRT version ({errors.reason()}); "
                                 f"{self.rebuild_hint}")
         return runtime, engine
 
     def _activate(self) -> None:
+        # All or nothing: a failure part way (no GPU memory for a buffer) frees what was made,
+        # so a retry starts clean instead of leaking or binding tensors twice.
+        try:
+            self._activate_steps()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._release()
+            raise
+
+    def _activate_steps(self) -> None:
         trt = self._trt = import_trt(self.backend)
         self._check_device(trt)
         _runtime, engine = self._deserialize(trt)
@@ -141,14 +157,39 @@ class TrtRunner(Runner):
             if self.runtime_cache_path is not None and self.runtime_cache_path.is_file():
                 s.runtime_cache.deserialize(self.runtime_cache_path.read_bytes())
             runtime_config.set_runtime_cache(s.runtime_cache)  # type: ignore[attr-defined]  # RTX only
+            if self.cuda_graph:
+                # RTX captures and replays in its runtime (a capture of our own would need
+                # user-managed allocation and an is_stream_capturable check on every call).
+                strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+                runtime_config.cuda_graph_strategy = strategy  # type: ignore[attr-defined]  # RTX only
             s.context = engine.create_execution_context(runtime_config)
         else:
             s.context = engine.create_execution_context()
+            self._manual_graph = self.cuda_graph
         if s.context is None:
             raise HarnessError(f"{self.plan}: could not create an execution context (GPU memory?)")
         s.stream = Stream()
-        s.events = [Event() for _ in range(4)]
+        for _ in range(4):
+            s.events.append(Event())
         self._allocate(trt)
+
+    def _set_shape(self, name: str, shape: tuple[int, ...]) -> None:
+        s = self._s
+        assert s.context is not None
+        if not s.context.set_input_shape(name, self._trt.Dims(list(shape))):
+            raise InputError(f"input {name!r}: the plan {self.plan.name} refuses shape {shape} (outside its "
+                             f"optimization profile, batch 1..{self.max_batch}?); {self.rebuild_hint}")
+
+    def _output_shape(self, name: str) -> tuple[int, ...]:
+        s = self._s
+        assert s.context is not None
+        shape = dims_tuple(s.context.get_tensor_shape(name))
+        if any(d < 0 for d in shape):
+            raise ArtifactError(f"{self.plan}: output {name!r} has shape {shape} at known input shapes: it depends on "
+                                "the data (e.g. NonZero or non-maximum suppression in a detection head), and the "
+                                "harness's TensorRT runner supports outputs whose shape follows from the inputs' only; "
+                                "export the model without that step (return the fixed-size boxes and scores)")
+        return shape
 
     def _allocate(self, trt: Any) -> None:
         s = self._s
@@ -163,17 +204,33 @@ class TrtRunner(Runner):
             if max_shape[0] < self.max_batch:
                 raise ArtifactError(f"{self.plan}: built for batch <= {max_shape[0]}, not {self.max_batch}; "
                                     f"{self.rebuild_hint}")
-            s.context.set_input_shape(name, trt.Dims(list(max_shape)))
+            self._set_shape(name, max_shape)
+        self._context_shapes = None
         for name in names:
             is_input = name in inputs
-            shape = dims_tuple(s.context.get_tensor_shape(name))  # outputs: at the max input shapes
+            shape = self._output_shape(name)  # outputs: at the max input shapes
             dtype = np.dtype(trt.nptype(s.engine.get_tensor_dtype(name)))
             nbytes = int(np.prod(shape)) * dtype.itemsize
-            binding = _Binding(name, is_input, dtype, shape, PinnedBuffer(nbytes), DeviceBuffer(nbytes))
-            s.context.set_tensor_address(name, binding.device.ptr)
-            s.bindings.append(binding)
+            host = PinnedBuffer(nbytes)
+            s.allocations.append(host)
+            device = DeviceBuffer(nbytes)
+            s.allocations.append(device)
+            if not s.context.set_tensor_address(name, device.ptr):
+                raise HarnessError(f"{self.plan}: TensorRT refused the device address of tensor {name!r} "
+                                   "(misaligned or not device memory)")
+            s.bindings.append(_Binding(name, is_input, dtype, shape, host, device))
 
     # --- inference -------------------------------------------------------------------------
+
+    def _engine_array(self, b: _Binding, array: np.ndarray) -> np.ndarray:
+        """The feed in the plan's dtype: TensorRT copies raw bytes, so float64 into a float32
+        input would be read as garbage (and copy twice the bytes the buffer holds)."""
+        if array.dtype == b.dtype:
+            return array
+        if np.can_cast(array.dtype, b.dtype, casting="same_kind"):
+            return array.astype(b.dtype)
+        raise InputError(f"input {b.name!r}: {array.dtype} values cannot be fed to the plan's {b.dtype} input; "
+                         f"convert them to {b.dtype} first")
 
     def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s = self._s
@@ -182,26 +239,28 @@ class TrtRunner(Runner):
         if batch > self.max_batch:
             raise InputError(f"batch {batch} is larger than the plan's max batch {self.max_batch}; "
                              "rebuild with a larger --max-batch")
-        shapes = tuple(feed[b.name].shape for b in s.bindings if b.is_input)
+        arrays = {b.name: self._engine_array(b, feed[b.name]) for b in s.bindings if b.is_input}
+        shapes = tuple(arrays[b.name].shape for b in s.bindings if b.is_input)
         for b in s.bindings:
             if b.is_input:
-                array = feed[b.name]
-                b.host.array(b.dtype, array.shape)[...] = array
-                s.context.set_input_shape(b.name, self._trt.Dims(list(array.shape)))
-        out_shapes = {b.name: dims_tuple(s.context.get_tensor_shape(b.name)) for b in s.bindings if not b.is_input}
+                b.host.array(b.dtype, arrays[b.name].shape)[...] = arrays[b.name]
+                self._set_shape(b.name, arrays[b.name].shape)
+        if shapes != self._context_shapes:
+            self._context_shapes, self._enqueued = shapes, None
+        out_shapes = {b.name: self._output_shape(b.name) for b in s.bindings if not b.is_input}
 
         graph = s.graphs.get(shapes)
         if graph is not None:
             graph.launch(s.stream)
-        elif self.cuda_graph and shapes in self._warm:
-            # Second call with these shapes: TensorRT has done its lazy setup; capture it.
+        elif self._manual_graph and self._enqueued == shapes:
+            # The last call enqueued these very shapes: TensorRT's lazy setup is done; capture.
             with Graph.capture(s.stream) as captured:
-                self._enqueue(feed, out_shapes)
+                self._enqueue(arrays, out_shapes, captured=True)
             s.graphs[shapes] = captured
             captured.launch(s.stream)
         else:
-            self._enqueue(feed, out_shapes)
-            self._warm.add(shapes)
+            self._enqueue(arrays, out_shapes)
+            self._enqueued = shapes
         s.stream.synchronize()
         first, before, after, last = s.events
         self.timings = Timings(after.seconds_since(before), last.seconds_since(first), graph is not None)
@@ -209,22 +268,23 @@ class TrtRunner(Runner):
             b.name: b.host.array(b.dtype, out_shapes[b.name]).copy() for b in s.bindings if not b.is_input
         }
 
-    def _enqueue(self, feed: dict[str, np.ndarray], out_shapes: dict[str, tuple[int, ...]]) -> None:
+    def _enqueue(self, arrays: dict[str, np.ndarray], out_shapes: dict[str, tuple[int, ...]],
+                 captured: bool = False) -> None:
         s = self._s
         assert s.stream is not None and s.context is not None
         first, before, after, last = s.events
-        first.record(s.stream)
+        first.record(s.stream, captured)
         for b in s.bindings:
             if b.is_input:
-                s.stream.copy_to_device(b.device, b.host, feed[b.name].nbytes)
-        before.record(s.stream)
+                s.stream.copy_to_device(b.device, b.host, arrays[b.name].nbytes)  # in the plan's dtype
+        before.record(s.stream, captured)
         if not s.context.execute_async_v3(s.stream.ptr):
             raise HarnessError(f"{self.plan}: execute_async_v3 failed")
-        after.record(s.stream)
+        after.record(s.stream, captured)
         for b in s.bindings:
             if not b.is_input:
                 s.stream.copy_to_host(b.host, b.device, int(np.prod(out_shapes[b.name])) * b.dtype.itemsize)
-        last.record(s.stream)
+        last.record(s.stream, captured)
 
     # --- release ---------------------------------------------------------------------------
 
@@ -234,18 +294,27 @@ class TrtRunner(Runner):
             if s.runtime_cache is not None and self.runtime_cache_path is not None:
                 atomic_write_bytes(self.runtime_cache_path, bytes(memoryview(s.runtime_cache.serialize())))
         finally:
-            for graph in s.graphs.values():
-                graph.destroy()
-            for b in s.bindings:
-                b.host.free()
-                b.device.free()
-            for event in s.events:
-                event.destroy()
-            if s.stream is not None:
-                s.stream.destroy()
-            # The context before the engine: TensorRT requires that order.
-            s.context = None
-            s.runtime_cache = None
-            s.engine = None
-            self._s = _State()
-            self._warm = set()
+            self._release()
+
+    def _release(self) -> None:
+        """Free whatever exists, in reverse order of making; safe on a half-made state. Every
+        free is tried; the first failure is raised after the rest (when activation failed, the
+        activation's own error is what propagates)."""
+        s = self._s
+        self._s = _State()
+        self._enqueued = self._context_shapes = None
+        self._manual_graph = False
+        failures: list[BaseException] = []
+        frees = [g.destroy for g in s.graphs.values()] + [b.free for b in reversed(s.allocations)]
+        frees += [e.destroy for e in s.events] + ([s.stream.destroy] if s.stream is not None else [])
+        for free in frees:
+            try:
+                free()
+            except Exception as e:  # noqa: BLE001 - keep freeing; raised below
+                failures.append(e)
+        # The context before the engine: TensorRT requires that order.
+        s.context = None
+        s.runtime_cache = None
+        s.engine = None
+        if failures:
+            raise failures[0]

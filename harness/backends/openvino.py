@@ -1,0 +1,101 @@
+"""OpenVINO runner (CPU): the same ONNX files ONNX Runtime runs, compiled by OpenVINO's CPU
+plugin with the precision pinned.
+
+The pin matters: on a CPU with AVX512_BF16 or AMX, OpenVINO's default inference precision
+is bf16, so an "fp32" engine left on the default computes in bf16 (1.9x faster on an AMD
+EPYC, logits off by up to 1.17).  Every precision here sets INFERENCE_PRECISION_HINT itself:
+fp32, fp16 (the fp16 file's weights, computed in f32: the CPU plugin has no f16 arithmetic on
+x86) and int8 (the Q/DQ file; what is not quantized runs in f32) all pin f32; bf16 pins bf16
+and is refused on a CPU without bf16 units, naming the missing feature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.backends.base import Runner
+from harness.errors import ArtifactError, BackendUnavailable
+from harness.lazy import lazy_import
+from harness.spec import ModelSpec
+
+# precision -> the CPU plugin's INFERENCE_PRECISION_HINT, and the element type it reports back
+HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
+REPORTED = {"f32": "float32", "bf16": "bfloat16"}
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def import_openvino() -> Any:
+    return lazy_import("openvino")
+
+
+def cpu_has_bf16() -> tuple[bool, str]:
+    """Whether this CPU has bf16 arithmetic, and the flags looked for (for a skip reason)."""
+    from harness.machine import cpu_info
+
+    flags = set(cpu_info()["class_flags"])
+    return bool(flags & set(BF16_FLAGS)), " or ".join(BF16_FLAGS)
+
+
+class OpenVinoRunner(Runner):
+    backend = "openvino"
+
+    def __init__(self, onnx_path: Path, spec: ModelSpec, precision: str = "fp32", threads: int = 0,
+                 pin_precision: bool = True) -> None:
+        super().__init__(spec, precision)
+        if precision not in HINTS:
+            raise BackendUnavailable("openvino", f"no {precision} engine in OpenVINO; it runs {sorted(HINTS)}")
+        self.onnx_path = Path(onnx_path)
+        self.threads = threads
+        self.pin_precision = pin_precision  # False only to show what the default does (tests)
+        self._request: Any = None
+        self._compiled: Any = None
+
+    def recipe_args(self) -> dict[str, Any]:
+        return {"onnx_path": str(self.onnx_path), "precision": self.precision, "threads": self.threads,
+                "pin_precision": self.pin_precision}
+
+    def config(self) -> dict[str, Any]:
+        """The CPU plugin's properties this engine is compiled with."""
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if self.pin_precision:
+            config["INFERENCE_PRECISION_HINT"] = HINTS[self.precision]
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        return config
+
+    def _activate(self) -> None:
+        if self.precision == "bf16":
+            has, flags = cpu_has_bf16()
+            if not has:
+                raise BackendUnavailable("openvino", f"bf16 needs a CPU with {flags}; this one has neither")
+        if not self.onnx_path.is_file():
+            raise ArtifactError(f"{self.onnx_path}: no such file; build it again (harness export / harness compare)")
+        ov = import_openvino()
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.onnx_path))
+        except RuntimeError as e:
+            raise ArtifactError(f"{self.onnx_path}: OpenVINO cannot read it ({str(e).splitlines()[0]})") from e
+        names = {n for port in model.inputs for n in port.get_names()}
+        missing = sorted(set(self.spec.input_names) - names)
+        if missing:
+            raise ArtifactError(f"{self.onnx_path}: no input(s) {missing} (it has {sorted(names)}); "
+                                "re-export it with `harness export`")
+        self._compiled = core.compile_model(model, "CPU", self.config())
+        if self.pin_precision:  # the plugin says what it will compute in; believe it, not the request
+            actual = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+            if REPORTED[HINTS[self.precision]] not in actual.lower():
+                raise BackendUnavailable("openvino", f"asked for {HINTS[self.precision]}, the CPU plugin runs {actual}")
+        self._request = self._compiled.create_infer_request()
+        self._outputs = [self._compiled.output(name) for name in self.spec.output_names]
+
+    def _deactivate(self) -> None:
+        self._request = None
+        self._compiled = None
+
+    def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self._request.infer(feed)
+        # Copies: the request's output tensors are overwritten by its next call.
+        return {name: np.array(results[port]) for name, port in zip(self.spec.output_names, self._outputs, strict=True)}

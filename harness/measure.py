@@ -1,0 +1,150 @@
+"""How a speedup is measured so that a noisy shared machine cannot fake one.
+
+- **Rounds from a warmed-up estimate.** The first call of a runner includes one-off work
+  (TensorFlow traces and allocates, ONNX Runtime sizes its arenas); it used to set the round
+  count, so TensorFlow, the baseline every speedup divides by, got 5 rounds.  Now the first
+  call is discarded and the estimate is the median of the next few.
+- **A minimum number of rounds per percentile.** A percentile q is reported with confidence
+  when at least `TAIL_SAMPLES` samples lie beyond it: n >= 10 / (1 - q), so p50 needs 20,
+  p90 100 and p99 1000 (MLPerf LoadGen asks for thousands of queries before a p99; this
+  is the same idea at a size a CI run can afford).  Every row gets at least p50's 20
+  (`MIN_ROUNDS`); a p90/p99 from fewer samples than it needs is marked low-confidence.
+- **Interleaved.** An engine's rounds alternate in blocks with rounds of the TensorFlow
+  reference (`Interleaver`), so slow drift of the machine (another tenant, thermal limits)
+  lands on both sides of the ratio.  Blocks are about `BLOCK_SECONDS` long: short enough to
+  follow drift, long enough that the two models don't evict each other's caches on every call.
+- **The speedup of the undisturbed rounds.** Noise on a shared machine only ever adds time,
+  and it does not add it in proportion: on the 2-core CI machine TensorFlow's digits call
+  switched between two speeds (3.9 and 6.0 ms at batch 8) for seconds at a time while ONNX
+  Runtime's stayed put, so the ratio of medians swung between 57x and 83x within one run.
+  The ratio of the two sides' 10th percentiles (`SPEEDUP_QUANTILE`) stayed within 58-68x
+  across those stretches and 61-62x across processes: the speedup is that ratio.  Medians
+  and the tail are still reported per row.
+- **A confidence interval on every speedup**: a percentile bootstrap that resamples whole
+  blocks (a reference block with the engine block after it), keeping the pairing the
+  interleaving made (`paired_speedup`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TAIL_SAMPLES = 10
+PERCENTILES = (50, 90, 99)
+BLOCK_SECONDS = 0.05
+MAX_BLOCK = 64
+MAX_ROUNDS = 2000
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+SPEEDUP_QUANTILE = 10  # percent: each side's fast end, the least disturbed by other tenants
+
+
+def rounds_needed(percentile: float) -> int:
+    """Samples needed before `percentile` (e.g. 99) has TAIL_SAMPLES samples beyond it."""
+    return math.ceil(TAIL_SAMPLES / (1 - percentile / 100) - 1e-9)
+
+
+MIN_ROUNDS = rounds_needed(50)  # 20: the median every speedup is made of
+
+
+def low_confidence(rounds: int) -> list[str]:
+    """The reported percentiles that `rounds` samples are too few for, e.g. ["p99"]."""
+    return [f"p{q}" for q in PERCENTILES if rounds < rounds_needed(q)]
+
+
+def warm_estimate(call: Callable[[], object], calls: int = 3) -> float:
+    """Seconds per call after the first (discarded: tracing, allocation): the median of `calls`."""
+    call()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    rounds: int  # of the engine (and, interleaved, as many of the reference)
+    block: int  # consecutive rounds of one side before the other's turn
+
+    @classmethod
+    def of(cls, estimate: float, target_seconds: float, reference_estimate: float | None = None) -> RoundPlan:
+        """As many rounds as fit `target_seconds` (reference calls included when interleaved),
+        at least MIN_ROUNDS and at most MAX_ROUNDS, a whole number of blocks."""
+        per_round = estimate + (reference_estimate or 0.0)
+        rounds = int(np.clip(target_seconds / max(per_round, 1e-7), MIN_ROUNDS, MAX_ROUNDS))
+        if reference_estimate is None:
+            return cls(rounds, rounds)
+        block = int(np.clip(BLOCK_SECONDS / max(max(estimate, reference_estimate), 1e-7), 1, MAX_BLOCK))
+        block = min(block, rounds // 4 or 1)  # at least four blocks to resample
+        return cls(math.ceil(rounds / block) * block, block)
+
+
+@dataclass
+class Interleaver:
+    """Called before every engine round (pytest-benchmark's `setup`): at the start of each
+    block it times `block` calls of the reference, so reference and engine alternate."""
+
+    reference: Callable[[], object]
+    block: int
+    seconds: list[float] = field(default_factory=list)  # the reference's, in order
+    _rounds: int = 0
+
+    def before_round(self) -> None:
+        if self._rounds % self.block == 0:
+            for _ in range(self.block):
+                start = time.perf_counter()
+                self.reference()
+                self.seconds.append(time.perf_counter() - start)
+        self._rounds += 1
+
+
+@dataclass(frozen=True)
+class Speedup:
+    point: float  # reference's SPEEDUP_QUANTILE / engine's, interleaved rounds
+    low: float
+    high: float
+    confidence: float = CONFIDENCE
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return self.low, self.high
+
+    @property
+    def relative_halfwidth(self) -> float:
+        return (self.high - self.low) / (2 * self.point)
+
+    def __str__(self) -> str:
+        return f"{self.point:.2f}x [{self.low:.2f}, {self.high:.2f}]"
+
+    @classmethod
+    def exact(cls, point: float) -> Speedup:
+        """A speedup with no interval known (a baseline's recorded ratio, an older JSON)."""
+        return cls(point, point, point)
+
+
+def paired_speedup(reference: Sequence[float], engine: Sequence[float], block: int,
+                   resamples: int = RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0) -> Speedup:
+    """`reference`'s SPEEDUP_QUANTILE over `engine`'s, measured in alternating blocks of `block`
+    rounds, with a block-bootstrap percentile interval (blocks resampled as pairs)."""
+    ref, eng = np.asarray(reference, np.float64), np.asarray(engine, np.float64)
+    if ref.size != eng.size or ref.size == 0 or ref.size % block:
+        raise ValueError(f"paired samples: {ref.size} reference and {eng.size} engine rounds in blocks of {block}")
+    q = SPEEDUP_QUANTILE
+    point = float(np.percentile(ref, q) / np.percentile(eng, q))
+    blocks = ref.size // block
+    if blocks < 2:
+        return Speedup.exact(point)
+    ref_b, eng_b = ref.reshape(blocks, block), eng.reshape(blocks, block)
+    pick = np.random.default_rng(seed).integers(0, blocks, size=(resamples, blocks))
+    ratios = (np.percentile(ref_b[pick].reshape(resamples, -1), q, axis=1)
+              / np.percentile(eng_b[pick].reshape(resamples, -1), q, axis=1))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return Speedup(point, float(min(low, point)), float(max(high, point)), confidence)

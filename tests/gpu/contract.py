@@ -1,0 +1,334 @@
+"""A contract engine for the TensorRT runner: the subset of the `tensorrt` API that
+`harness.backends.trt.runner.TrtRunner` uses (Runtime, ICudaEngine, IExecutionContext, Dims,
+TensorIOMode, nptype), computing a known function, y = 2x + 1, on the device buffers it is
+given.  TensorRT itself cannot run on the lent GPUs (datacenter TensorRT is not installable;
+TensorRT for RTX refuses compute capability 9.0), so these are contract tests **of the
+runner** (chunking, dtype casts, shape and address checks, CUDA-graph capture and replay with
+timings, all-or-nothing activation, the serving worker), not of TensorRT.
+
+Two devices:
+- "gpu": real cuda-python buffers, stream, events and graphs; execute_async_v3 launches an
+  NVRTC kernel on the runner's stream (so a capture records it).
+- "cpu": the runner's CUDA layer swapped for host-memory stand-ins (`FakeCuda`), so the
+  runner's logic runs in CI; captures record the stream's operations and replay them, and a
+  plain event record inside a capture poisons its timing as CUDA does
+  (cudaEventElapsedTime -> cudaErrorInvalidValue).
+
+A plan file for the contract engine is JSON: {"max_batch", "width", "data_dependent"}.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Self
+
+import numpy as np
+
+from harness.backends.trt.cuda import CudaError
+from harness.spec import ModelSpec, TensorSpec
+
+WIDTH = 4
+SPEC = ModelSpec("contract", (TensorSpec("x", "float32", (None, WIDTH)),), (TensorSpec("y", "float32", (None, WIDTH)),))
+KERNEL = r"""
+extern "C" __global__ void affine(const float* x, float* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = 2.0f * x[i] + 1.0f;
+}
+"""
+
+
+def write_plan(path: Path, max_batch: int = 8, data_dependent: bool = False) -> Path:
+    path.write_text(json.dumps({"max_batch": max_batch, "width": WIDTH, "data_dependent": data_dependent}))
+    return path
+
+
+# --- the TensorRT API subset ---------------------------------------------------------------
+
+
+class Severity(enum.IntEnum):
+    INTERNAL_ERROR = 0
+    ERROR = 1
+    WARNING = 2
+    INFO = 3
+    VERBOSE = 4
+
+
+class ILogger:
+    Severity = Severity
+
+    def __init__(self) -> None:
+        pass
+
+
+class TensorIOMode(enum.Enum):
+    INPUT = 1
+    OUTPUT = 2
+
+
+class ContractEngine:
+    def __init__(self, plan: dict[str, Any], device: Any) -> None:
+        self.max_batch, self.width = int(plan["max_batch"]), int(plan["width"])
+        self.data_dependent = bool(plan.get("data_dependent", False))
+        self.device = device
+        self.num_io_tensors = 2
+
+    def get_tensor_name(self, i: int) -> str:
+        return ("x", "y")[i]
+
+    def get_tensor_mode(self, name: str) -> TensorIOMode:
+        return TensorIOMode.INPUT if name == "x" else TensorIOMode.OUTPUT
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return "float32"
+
+    def get_tensor_profile_shape(self, name: str, profile: int) -> tuple[tuple[int, ...], ...]:
+        return (1, self.width), (self.max_batch, self.width), (self.max_batch, self.width)
+
+    def create_execution_context(self) -> ContractContext:
+        return ContractContext(self)
+
+
+class ContractContext:
+    def __init__(self, engine: ContractEngine) -> None:
+        self.engine = engine
+        self.shape: tuple[int, ...] | None = None
+        self.addresses: dict[str, int] = {}
+        self.enqueues = 0
+        self.refuse_shapes = False  # a test makes set_input_shape fail, as TensorRT does outside the profile
+        self.refuse_addresses = False
+
+    def set_input_shape(self, name: str, dims: tuple[int, ...]) -> bool:
+        ok = (not self.refuse_shapes and name == "x" and len(dims) == 2
+              and 1 <= dims[0] <= self.engine.max_batch and dims[1] == self.engine.width)
+        if ok:
+            self.shape = tuple(int(d) for d in dims)
+        return ok
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        assert self.shape is not None, "get_tensor_shape before set_input_shape"
+        return (-1, self.engine.width) if name == "y" and self.engine.data_dependent else self.shape
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        if self.refuse_addresses or ptr % 256:  # TensorRT wants 256-byte aligned device memory
+            return False
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream: int) -> bool:
+        assert self.shape is not None and {"x", "y"} <= set(self.addresses), "enqueue before shapes and addresses"
+        self.enqueues += 1
+        self.engine.device.affine(self.addresses["x"], self.addresses["y"], int(np.prod(self.shape)), stream)
+        return True
+
+
+class Runtime:
+    device: Any = None  # set by `contract_trt`
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    def deserialize_cuda_engine(self, data: bytes) -> ContractEngine | None:
+        try:
+            return ContractEngine(json.loads(data), self.device)
+        except ValueError:
+            return None
+
+
+def contract_trt(device: Any) -> SimpleNamespace:
+    """A `tensorrt`-shaped module whose engines compute on `device` (GpuDevice or FakeCuda)."""
+    runtime = type("Runtime", (Runtime,), {"device": device})
+    return SimpleNamespace(
+        __name__="tensorrt", __version__="contract", ILogger=ILogger, Runtime=runtime, TensorIOMode=TensorIOMode,
+        Dims=lambda dims: tuple(int(d) for d in dims), nptype=np.dtype,
+    )
+
+
+# --- devices -----------------------------------------------------------------------------
+
+
+class GpuDevice:
+    """y = 2x + 1 by an NVRTC kernel launched on the runner's stream."""
+
+    def __init__(self) -> None:
+        from cuda.bindings import driver, nvrtc, runtime
+
+        def ok(result: Any, call: str) -> Any:
+            err, *rest = result if isinstance(result, tuple) else (result,)
+            if int(err) != 0:
+                raise RuntimeError(f"{call} failed: {err}")
+            return rest[0] if len(rest) == 1 else rest
+
+        ok(runtime.cudaFree(0), "cudaFree(0)")  # the primary context, current on this thread
+        attr = runtime.cudaDeviceAttr
+        major = ok(runtime.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, 0), "attr")
+        minor = ok(runtime.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, 0), "attr")
+        program = ok(nvrtc.nvrtcCreateProgram(KERNEL.encode(), b"affine.cu", 0, [], []), "nvrtcCreateProgram")
+        options = [f"--gpu-architecture=compute_{major}{minor}".encode()]
+        ok(nvrtc.nvrtcCompileProgram(program, len(options), options), "nvrtcCompileProgram")
+        ptx = b" " * ok(nvrtc.nvrtcGetPTXSize(program), "nvrtcGetPTXSize")
+        ok(nvrtc.nvrtcGetPTX(program, ptx), "nvrtcGetPTX")
+        module = ok(driver.cuModuleLoadData(ptx), "cuModuleLoadData")
+        self.kernel = ok(driver.cuModuleGetFunction(module, b"affine"), "cuModuleGetFunction")
+        self._ok, self._driver = ok, driver
+
+    def affine(self, x: int, y: int, n: int, stream: int) -> None:
+        args = ((x, y, n), (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int))
+        self._ok(self._driver.cuLaunchKernel(self.kernel, (n + 255) // 256, 1, 1, 256, 1, 1, 0,
+                                             self._driver.CUstream(stream), args, 0), "cuLaunchKernel")
+
+
+class FakeCuda:
+    """Host-memory stand-ins for harness.backends.trt.cuda, with CUDA's capture semantics
+    where the runner depends on them.  `live` holds what is made and not yet freed."""
+
+    def __init__(self) -> None:
+        self.live: set[int] = set()
+        self.streams: dict[int, Any] = {}
+        fake = self
+
+        class _Memory:
+            def __init__(self, nbytes: int) -> None:
+                self.nbytes = max(int(nbytes), 1)
+                self._raw = np.zeros(self.nbytes + 256, np.uint8)
+                base = self._raw.ctypes.data
+                self.ptr = base + (-base % 256)
+                fake.live.add(id(self))
+
+            def array(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+                count = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                if count > self.nbytes:
+                    raise CudaError(f"buffer of {self.nbytes} bytes cannot hold {shape} {np.dtype(dtype)}")
+                raw = (ctypes.c_byte * count).from_address(self.ptr)
+                return np.frombuffer(memoryview(raw), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+            def free(self) -> None:
+                fake.live.discard(id(self))
+
+        class PinnedBuffer(_Memory):
+            pass
+
+        class DeviceBuffer(_Memory):
+            pass
+
+        class Stream:
+            def __init__(self) -> None:
+                self.ptr = id(self)
+                self.capture: list[Callable[[], None]] | None = None  # operations recorded while capturing
+                fake.streams[self.ptr] = self
+                fake.live.add(self.ptr)
+
+            def run(self, op: Callable[[], None]) -> None:
+                if self.capture is not None:
+                    self.capture.append(op)
+                else:
+                    op()
+
+            def copy_to_device(self, dst: Any, src: Any, nbytes: int) -> None:
+                if nbytes > dst.nbytes:
+                    raise CudaError(f"cudaMemcpyAsync(host->device) failed: {nbytes} bytes into {dst.nbytes}")
+                self.run(lambda: ctypes.memmove(dst.ptr, src.ptr, nbytes))
+
+            def copy_to_host(self, dst: Any, src: Any, nbytes: int) -> None:
+                self.run(lambda: ctypes.memmove(dst.ptr, src.ptr, nbytes))
+
+            def synchronize(self) -> None:
+                pass
+
+            def destroy(self) -> None:
+                fake.live.discard(self.ptr)
+
+        class Event:
+            def __init__(self) -> None:
+                self.at: float | None = None
+                self.poisoned = False
+                fake.live.add(id(self))
+
+            def record(self, stream: Stream, captured: bool = False) -> None:
+                if stream.capture is not None and not captured:
+                    self.poisoned = True  # an internal node: no timing from it after the capture
+                    return
+
+                def now() -> None:
+                    self.at = time.perf_counter()
+
+                stream.run(now)
+
+            def seconds_since(self, start: Event) -> float:
+                if self.poisoned or start.poisoned or self.at is None or start.at is None:
+                    raise CudaError("cudaEventElapsedTime failed: cudaErrorInvalidValue: invalid argument")
+                return self.at - start.at
+
+            def destroy(self) -> None:
+                fake.live.discard(id(self))
+
+        class Graph:
+            def __init__(self, stream: Stream) -> None:
+                self.stream = stream
+                self.ops: list[Callable[[], None]] | None = None
+                fake.live.add(id(self))
+
+            @classmethod
+            def capture(cls, stream: Stream) -> Graph:
+                return cls(stream)
+
+            def __enter__(self) -> Self:
+                self.stream.capture = []
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self.ops, self.stream.capture = self.stream.capture, None
+
+            def launch(self, stream: Stream) -> None:
+                assert self.ops is not None, "graph was not captured"
+                for op in self.ops:
+                    op()
+
+            def destroy(self) -> None:
+                fake.live.discard(id(self))
+
+        self.PinnedBuffer, self.DeviceBuffer, self.Stream, self.Event, self.Graph = (
+            PinnedBuffer, DeviceBuffer, Stream, Event, Graph)
+
+    def affine(self, x: int, y: int, n: int, stream: int) -> None:
+        def compute() -> None:
+            src = np.frombuffer((ctypes.c_float * n).from_address(x), np.float32)
+            dst = np.frombuffer((ctypes.c_float * n).from_address(y), np.float32)
+            dst[...] = 2.0 * src + 1.0
+
+        self.streams[stream].run(compute)
+
+
+def install(monkeypatch: Any, device: str) -> tuple[Any, Any]:
+    """Point the TensorRT runner at the contract engine on `device` ("cpu" or "gpu"); returns
+    (the contract `tensorrt` module, the FakeCuda for "cpu" or None)."""
+    import harness.backends.trt.runner as runner_module
+    from harness.backends.trt.build import _Logger
+
+    monkeypatch.setattr(_Logger, "_instances", {})  # never leave a contract logger for the real tensorrt
+    fake = None
+    if device == "cpu":
+        fake = FakeCuda()
+        for name in ("PinnedBuffer", "DeviceBuffer", "Stream", "Event", "Graph"):
+            monkeypatch.setattr(runner_module, name, getattr(fake, name))
+        monkeypatch.setattr(runner_module, "device_count", lambda: 1)
+        monkeypatch.setattr(runner_module, "device_properties", lambda device=0: ("contract CPU", (0, 0)))
+        trt = contract_trt(fake)
+    else:
+        trt = contract_trt(GpuDevice())
+    monkeypatch.setattr(runner_module, "import_trt", lambda library: trt)
+    return trt, fake
+
+
+def make_gpu_runner(plan: str, max_batch: int, cuda_graph: bool) -> Any:
+    """The serving worker's factory (another process): a TrtRunner on the contract engine, GPU."""
+    import harness.backends.trt.runner as runner_module
+
+    trt = contract_trt(GpuDevice())
+    runner_module.import_trt = lambda library: trt  # type: ignore[assignment]  # this worker process only
+    return runner_module.TrtRunner(Path(plan), SPEC, "fp32", "tensorrt", max_batch, cuda_graph=cuda_graph)
