@@ -2,7 +2,8 @@
 (--harness-model, default inception_v3), per batch size (--harness-batch-sizes).
 
 Each engine's rounds alternate in blocks with rounds of TensorFlow on the same inputs, and
-its speedup (TensorFlow's 10th-percentile time over the engine's, with a 95% interval) comes from those
+its speedup (TensorFlow's 10th-percentile time over the engine's, the median's on rows with
+too few rounds for a 10th percentile; with a 95% interval) comes from those
 interleaved rounds (`harness.measure`), so drift of a shared machine hits both sides of the
 ratio.  TensorFlow's own row is timed alone, for its latency.  Round counts come from a
 warmed-up estimate (the first call, which traces and allocates, is discarded), at least 20.
@@ -19,6 +20,7 @@ import pytest
 
 from harness.backends.base import Runner
 from harness.measure import (
+    REWARM_BELOW,
     SPEEDUP_QUANTILE,
     Interleaver,
     RoundPlan,
@@ -49,8 +51,14 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
         def reference_call() -> None:
             ref.infer_checked(feed)
 
-        plan = RoundPlan.of(estimate, 2 * TARGET_SECONDS, warm_estimate(reference_call))
-        interleaver = Interleaver(reference_call, plan.block)
+        reference_estimate = warm_estimate(reference_call)
+        plan = RoundPlan.of(estimate, 2 * TARGET_SECONDS, reference_estimate)
+        short = max(estimate, reference_estimate) < REWARM_BELOW
+
+        def rewarm() -> None:
+            runner.infer_checked(feed)
+
+        interleaver = Interleaver(reference_call, plan.block, plan.rounds, rewarm if short else None)
     else:
         plan = RoundPlan.of(estimate, TARGET_SECONDS)
 
@@ -71,7 +79,7 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
     latency = Latency.of(seconds)
     speedup = None
     if interleaver is not None:
-        speedup = paired_speedup(interleaver.seconds, seconds, plan.block)
+        speedup = paired_speedup(interleaver.seconds[: len(seconds)], seconds, plan.block)
     elif runner.name == REFERENCE:
         speedup = Speedup.exact(1.0)
     why = "" if speedup is not None else str(reference or "TensorFlow did not run beside it")
@@ -99,8 +107,10 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
             speedup_confidence=speedup.confidence if speedup else None,
             tensorflow_interleaved_p50_ms=float(np.median(interleaver.seconds)) * 1e3,
             interleave_block=plan.block,
-            speedup_method=f"TensorFlow's {SPEEDUP_QUANTILE}th-percentile time over the engine's, timed in "
-                           f"alternating blocks of {plan.block} round(s); interval: percentile bootstrap over whole blocks",
+            speedup_percentile=speedup.percentile if speedup else None,
+            speedup_method=f"TensorFlow's time at the percentile above over the engine's ({SPEEDUP_QUANTILE}th where "
+                           "there are 100 rounds, up to the median at 20), timed in alternating blocks of "
+                           f"{plan.block} round(s); interval: percentile bootstrap over whole blocks",
         )
     elif why:
         benchmark.extra_info.update(no_speedup=why)

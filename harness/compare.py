@@ -60,12 +60,19 @@ class Tolerance:
 #   0.740, top-1 0.5 (inception_v3); cosine -0.17, top-1 0.22 (digits). Calibrated on data 10x
 #   too large: cosine 0.55 (inception_v3), 0.976 and top-1 0.98 (digits: a decisive classifier,
 #   so this repository's pyproject.toml tightens its policy).
+# bf16: OpenVINO's CPU plugin computing the fp32 file in bfloat16 (8-bit mantissa; I/O float32).
+#   Clean: max 0.43, worst cosine 0.98699, top-1 0.625 on near-tied logits (inception_v3, 8
+#   crops); max 0.11, cosine 0.9999923 (digits). Broken, first conv's weights x1.05: max 1.64
+#   (inception_v3), 1.88 (digits). The logits layer x1.05 gives 0.52 on inception_v3: inside
+#   bf16's own noise there, as a middle layer's 1% is for fp16. Measured on a 2-core Intel Xeon
+#   with AMX (OpenVINO 2026.4).
 INF = float("inf")
 SYNTHETIC_NOTE = "calibrated on synthetic data: int8 agreement is not evidence of accuracy"
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=5e-4, rtol=1e-4, min_cosine=0.99999),
     "fp16": Tolerance(atol=0.1, rtol=1e-3, min_cosine=0.998),
     "int8": Tolerance(atol=INF, rtol=0.0, min_cosine=0.9, min_top1=0.7),
+    "bf16": Tolerance(atol=1.0, rtol=1e-3, min_cosine=0.98),
 }
 
 

@@ -93,8 +93,9 @@ def summary_lines(rows: Sequence[Row], unmeasured: Sequence[Unmeasured] = ()) ->
         lines.append((f"{u.model:14s} {u.batch:5d} {u.engine:22s} {u.outcome.upper():>10s}  {u.reason}",
                       u.outcome != "skipped"))
     if any(r.engine != REFERENCE and r.speedup is not None for r in rows):
-        lines.append(((f"speedup = TensorFlow's {SPEEDUP_QUANTILE}th-percentile time / the engine's, both timed in "
-                      "alternating blocks in one stretch of time; [interval] = 95% block-bootstrap interval"), False))
+        lines.append(((f"speedup = TensorFlow's {SPEEDUP_QUANTILE}th-percentile time / the engine's (rows under 100 "
+                       "rounds: a higher percentile, up to the median), both timed in alternating blocks in one "
+                       "stretch of time; [interval] = 95% block-bootstrap interval"), False))
     return lines
 
 

@@ -42,7 +42,10 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
     rows = {(b["extra_info"]["backend"], b["extra_info"]["precision"], b["extra_info"]["batch"]): b["extra_info"]
             for b in data["benchmarks"] if "engine" in b["extra_info"]}
     assert all(info["engine"] == f"{e}-{p}" for (e, p, _), info in rows.items())  # engine = backend-precision
+    from harness.backends.openvino import cpu_has_bf16
+
     engines = [("tensorflow", "fp32")] + [(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")]
+    engines += [("openvino", "bf16")] if cpu_has_bf16()[0] else []  # elsewhere: skipped, naming the CPU flags
     assert set(rows) == {(e, p, b) for e, p in engines for b in (1, 4)}
     for (_, _, batch), info in rows.items():
         assert 0 < info["p50_ms"] <= info["p90_ms"] <= info["p99_ms"]

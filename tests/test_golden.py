@@ -33,8 +33,8 @@ def test_an_output_that_hardly_depends_on_the_input_is_reported() -> None:
     flat = np.stack([base + RNG.standard_normal(16).astype(np.float32) * 1e-3 for _ in range(6)])
     found = golden_warnings({"boxes": flat}, set(), _tolerances("boxes"))  # type: ignore[arg-type]
     assert any("hardly depends on the input" in w for w in found)
-    # ... and an engine that ignores its input would pass fp16's and int8's tolerances (not fp32's):
-    assert {p for p in DEFAULT_TOLERANCES if any(f"the {p} tolerance" in w for w in found)} == {"fp16", "int8"}
+    # ... and an engine that ignores its input would pass fp16's, bf16's and int8's tolerances (not fp32's):
+    assert {p for p in DEFAULT_TOLERANCES if any(f"the {p} tolerance" in w for w in found)} == {"fp16", "bf16", "int8"}
     assert any("1 sample only" in w for w in golden_warnings({"boxes": flat[:1]}, set()))
 
 

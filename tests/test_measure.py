@@ -16,14 +16,17 @@ from harness.measure import (
     low_confidence,
     paired_speedup,
     rounds_needed,
+    speedup_percentile,
 )
 from harness.timing import GateResult
 
 
 def test_each_percentile_gets_ten_samples_beyond_it() -> None:
-    # n >= 10 / (1 - q): the rule the module states, so p50 20, p90 100, p99 1000.
-    assert [rounds_needed(q) for q in (50, 90, 99)] == [20, 100, 1000]
+    # n >= 10 / share beyond q: the rule the module states, so p50 20, p90 100, p99 1000, p10 100.
+    assert [rounds_needed(q) for q in (50, 90, 99, 10)] == [20, 100, 1000, 100]
     assert MIN_ROUNDS == 20
+    # The speedup's percentile: the 10th from 100 rounds, the lowest supported below that.
+    assert [speedup_percentile(n) for n in (2000, 100, 50, 20, 5)] == [10, 10, 20, 50, 50]
     assert low_confidence(20) == ["p90", "p99"]
     assert low_confidence(999) == ["p99"] and low_confidence(1000) == []
 
@@ -40,12 +43,20 @@ def test_rounds_fit_the_time_and_the_bounds() -> None:
 
 def test_interleaver_alternates_blocks_of_reference_and_engine() -> None:
     log: list[str] = []
-    inter = Interleaver(lambda: log.append("R"), block=3)
+    inter = Interleaver(lambda: log.append("R"), block=3, rounds=9)
     for _ in range(9):  # what pytest-benchmark does: setup, then the timed engine call
         inter.before_round()
         log.append("E")
+    inter.before_round()  # --benchmark-cprofile calls setup once more: no block beyond the rounds
     assert "".join(log) == "RRREEE" * 3
     assert len(inter.seconds) == 9
+    # Short calls: each block starts with one untimed call of its side (R, then W for the engine).
+    log.clear()
+    warm = Interleaver(lambda: log.append("R"), block=2, rounds=4, rewarm=lambda: log.append("W"))
+    for _ in range(4):
+        warm.before_round()
+        log.append("E")
+    assert "".join(log) == "RRRWEE" * 2 and len(warm.seconds) == 4  # the untimed call is not a sample
 
 
 def _interleaved(true_ratio: float, blocks: int, block: int, drift: bool, rng: np.random.Generator) -> tuple[

@@ -151,6 +151,25 @@ def test_a_failed_build_says_what_the_builder_logged(tmp_path: Path) -> None:
         build_plan("tensorrt_rtx", path, spec, BuildOptions())
 
 
+def test_an_output_whose_shape_depends_on_the_data_is_refused_at_build_time(tmp_path: Path) -> None:
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("NonZero", ["x"], ["nz"], name="the_nms"), helper.make_node("Transpose", ["nz"], ["y"], perm=[1, 0])],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.INT64, None)])
+    path = tmp_path / "detector.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    from harness.backends.trt.build import BuildOptions, build_plan
+    from harness.spec import ModelSpec, TensorSpec
+
+    spec = ModelSpec("d", (TensorSpec("x", "float32", (None, 4)),), (TensorSpec("y", "int64", (None, 2)),))
+    with pytest.raises(ExportError, match=r"detector\.onnx: output 'y' has shape \[.*, 2\] at batch 1: it depends on "
+                                          r"the data \('the_nms' \(NonZero\)\)"):
+        build_plan("tensorrt_rtx", path, spec, BuildOptions())
+
+
 def test_equivalent_build_options_key_the_same_plan() -> None:
     from harness.backends.trt.build import BuildOptions
 

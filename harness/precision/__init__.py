@@ -8,4 +8,16 @@ golden-checked in CI, and the very file ONNX Runtime checks is the one TensorRT 
 
 from __future__ import annotations
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+# bf16 has no file of its own: an engine that computes in bf16 (OpenVINO on a CPU with bf16
+# units) compiles the fp32 file with its precision pinned to bf16.
+SAME_FILE_AS = {"bf16": "fp32"}
+# What each backend computes in; a combination missing here is not an engine (bf16 on ONNX
+# Runtime's CPU kernels or through a TensorRT plan: not made by this harness).
+BACKEND_PRECISIONS = {
+    "tensorflow": ("fp32",),
+    "onnxruntime": ("fp32", "fp16", "int8"),
+    "openvino": ("fp32", "fp16", "int8", "bf16"),
+    "tensorrt": ("fp32", "fp16", "int8"),
+    "tensorrt_rtx": ("fp32", "fp16", "int8"),
+}

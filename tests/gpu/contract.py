@@ -102,12 +102,16 @@ class ContractContext:
         self.enqueues = 0
         self.refuse_shapes = False  # a test makes set_input_shape fail, as TensorRT does outside the profile
         self.refuse_addresses = False
+        self.fail_in_capture = False  # a test makes the enqueue fail inside a capture
+        self.changed = True  # a shape changed since the last plain enqueue
 
     def set_input_shape(self, name: str, dims: tuple[int, ...]) -> bool:
         ok = (not self.refuse_shapes and name == "x" and len(dims) == 2
               and 1 <= dims[0] <= self.engine.max_batch and dims[1] == self.engine.width)
         if ok:
-            self.shape = tuple(int(d) for d in dims)
+            new = tuple(int(d) for d in dims)
+            self.changed |= new != self.shape
+            self.shape = new
         return ok
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
@@ -122,6 +126,12 @@ class ContractContext:
 
     def execute_async_v3(self, stream: int) -> bool:
         assert self.shape is not None and {"x", "y"} <= set(self.addresses), "enqueue before shapes and addresses"
+        capturing = self.engine.device.capturing(stream)
+        if capturing and self.changed:  # TensorRT: one enqueue after a shape change before a capture
+            raise AssertionError("contract broken: a CUDA-graph capture right after a shape change")
+        if capturing and self.fail_in_capture:
+            return False
+        self.changed &= capturing
         self.enqueues += 1
         self.engine.device.affine(self.addresses["x"], self.addresses["y"], int(np.prod(self.shape)), stream)
         return True
@@ -177,6 +187,12 @@ class GpuDevice:
         self.kernel = ok(driver.cuModuleGetFunction(module, b"affine"), "cuModuleGetFunction")
         self._ok, self._driver = ok, driver
 
+    def capturing(self, stream: int) -> bool:
+        from cuda.bindings import runtime
+
+        status = self._ok(runtime.cudaStreamIsCapturing(stream), "cudaStreamIsCapturing")
+        return bool(status != runtime.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone)
+
     def affine(self, x: int, y: int, n: int, stream: int) -> None:
         args = ((x, y, n), (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int))
         self._ok(self._driver.cuLaunchKernel(self.kernel, (n + 255) // 256, 1, 1, 256, 1, 1, 0,
@@ -209,6 +225,7 @@ class FakeCuda:
 
             def free(self) -> None:
                 fake.live.discard(id(self))
+                self.ptr = 0  # as the real buffers do
 
         class PinnedBuffer(_Memory):
             pass
@@ -294,6 +311,9 @@ class FakeCuda:
 
         self.PinnedBuffer, self.DeviceBuffer, self.Stream, self.Event, self.Graph = (
             PinnedBuffer, DeviceBuffer, Stream, Event, Graph)
+
+    def capturing(self, stream: int) -> bool:
+        return self.streams[stream].capture is not None
 
     def affine(self, x: int, y: int, n: int, stream: int) -> None:
         def compute() -> None:

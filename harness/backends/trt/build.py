@@ -156,11 +156,44 @@ def _parse(trt: Any, builder: trt_api.Builder, onnx_path: Path) -> tuple[trt_api
     return network, parser
 
 
+# Ops whose output shape depends on the values they are given.
+DATA_DEPENDENT_OPS = ("NonZero", "NonMaxSuppression", "Unique", "Compress")
+
+
+def refuse_data_dependent_outputs(onnx_path: Path) -> None:
+    """ExportError when an output's shape depends on the data (a detection head's NMS): the
+    runner sizes every output from the input shapes (no IOutputAllocator).  Shapes come from
+    ONNX shape inference with the batch fixed; an unknown output dimension is refused only
+    where the graph has an op that makes one, so a shape inference can't follow is no refusal."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    makers = [f"{n.name or n.output[0]!r} ({n.op_type})" for n in model.graph.node if n.op_type in DATA_DEPENDENT_OPS]
+    if not makers:
+        return
+    for graph_input in model.graph.input:
+        dims = graph_input.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_param")
+            dims[0].dim_value = 1
+    del model.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    for output in inferred.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in dims):
+            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+            raise ExportError(f"{onnx_path}: output {output.name!r} has shape {shape} at batch 1: it depends on the "
+                              f"data ({', '.join(makers)}), and the harness's TensorRT runner sizes every output from "
+                              "the input shapes; export the model without that step (return fixed-size boxes and "
+                              "scores, and run non-maximum suppression after it)")
+
+
 def build_plan(
     library: str, onnx_path: Path, spec: ModelSpec, options: BuildOptions, timing_cache: Path | None = None
 ) -> tuple[bytes, dict[str, Any]]:
     """Build a plan; returns its bytes and what went into it (for the sidecar)."""
     trt = import_trt(library)
+    refuse_data_dependent_outputs(onnx_path)
     device = target_device(trt, options)
     with collected_errors(trt) as errors:
         try:
@@ -183,14 +216,6 @@ def build_plan(
             profile.set_shape(tensor.name, trt.Dims([low, *dims[1:]]), trt.Dims([opt, *dims[1:]]),
                               trt.Dims([high, *dims[1:]]))
         config.add_optimization_profile(profile)
-        for i in range(network.num_outputs):  # every input but the batch is fixed (above)
-            output: trt_api.ITensor = network.get_output(i)
-            if any(d < 0 for d in dims_tuple(output.shape)[1:]):
-                raise ExportError(f"{onnx_path}: output {output.name!r} has shape {dims_tuple(output.shape)}, which "
-                                  "depends on the data (e.g. NonZero or non-maximum suppression in a detection head); "
-                                  "the harness's TensorRT runner supports outputs whose shape follows from the "
-                                  "inputs' only: export the model without that step")
-
         cache = None
         if is_rtx(trt):
             if "ahead_of_time" in device:

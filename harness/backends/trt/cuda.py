@@ -174,13 +174,20 @@ class Graph:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         cudart = import_cudart()
-        graph = check(cudart.cudaStreamEndCapture(self.stream.handle), "cudaStreamEndCapture")
-        if exc_type is not None:  # capture failed: end it (so the stream is usable) and drop the graph
-            if graph is not None:
+        if exc_type is not None:
+            # The capture failed: end it (so the stream is usable again) without letting the
+            # end's own error (capture invalidated) replace the cause, and drop the graph.
+            err, graph = cudart.cudaStreamEndCapture(self.stream.handle)
+            if graph is not None and err == cudart.cudaError_t.cudaSuccess:
                 cudart.cudaGraphDestroy(graph)
             return
+        graph = check(cudart.cudaStreamEndCapture(self.stream.handle), "cudaStreamEndCapture")
+        try:
+            self.exec = check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        except CudaError:
+            cudart.cudaGraphDestroy(graph)
+            raise
         self.graph = graph
-        self.exec = check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
 
     def launch(self, stream: Stream) -> None:
         if self.exec is None:

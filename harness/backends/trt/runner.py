@@ -50,7 +50,7 @@ class _Binding:
 class Timings:
     compute_s: float = 0.0  # execute_async_v3 alone, GPU time
     with_copies_s: float = 0.0  # host->device, execute, device->host, GPU time
-    graph: bool = False  # this call replayed a captured CUDA graph
+    graph: bool = False  # this call ran a captured CUDA graph (the one it captured, or a replay)
 
 
 @dataclass
@@ -91,10 +91,12 @@ class TrtRunner(Runner):
         self.rebuild_hint = rebuild_hint
         self.timings = Timings()
         self._s = _State()
-        # TensorRT wants one enqueue after every shape change before a capture: the input
-        # shapes of the context's last plain enqueue, None once its shapes changed since.
+        # TensorRT wants one enqueue after every shape change before a capture (and, to be safe,
+        # before a replay): the input shapes of the context's last plain enqueue, None once a
+        # shape changed since.
         self._enqueued: tuple[tuple[int, ...], ...] | None = None
-        self._context_shapes: tuple[tuple[int, ...], ...] | None = None
+        self._context_shapes: dict[str, tuple[int, ...]] = {}  # what the context was last given
+        self._uncapturable: set[tuple[tuple[int, ...], ...]] = set()  # shapes whose capture failed
         self._manual_graph = False  # capture ourselves (datacenter TensorRT); RTX captures in its runtime
         self._trt: Any = None
 
@@ -174,11 +176,18 @@ class TrtRunner(Runner):
         self._allocate(trt)
 
     def _set_shape(self, name: str, shape: tuple[int, ...]) -> None:
+        """Give the context an input shape, only where it changes (each change calls for an
+        enqueue before a graph is captured or replayed)."""
         s = self._s
         assert s.context is not None
+        if self._context_shapes.get(name) == shape:
+            return
+        self._enqueued = None
+        self._context_shapes.pop(name, None)  # unknown until TensorRT accepts it
         if not s.context.set_input_shape(name, self._trt.Dims(list(shape))):
             raise InputError(f"input {name!r}: the plan {self.plan.name} refuses shape {shape} (outside its "
                              f"optimization profile, batch 1..{self.max_batch}?); {self.rebuild_hint}")
+        self._context_shapes[name] = shape
 
     def _output_shape(self, name: str) -> tuple[int, ...]:
         s = self._s
@@ -205,7 +214,6 @@ class TrtRunner(Runner):
                 raise ArtifactError(f"{self.plan}: built for batch <= {max_shape[0]}, not {self.max_batch}; "
                                     f"{self.rebuild_hint}")
             self._set_shape(name, max_shape)
-        self._context_shapes = None
         for name in names:
             is_input = name in inputs
             shape = self._output_shape(name)  # outputs: at the max input shapes
@@ -228,6 +236,11 @@ class TrtRunner(Runner):
         if array.dtype == b.dtype:
             return array
         if np.can_cast(array.dtype, b.dtype, casting="same_kind"):
+            if b.dtype.kind in "iu" and array.size and not np.can_cast(array.dtype, b.dtype, casting="safe"):
+                info = np.iinfo(b.dtype)  # int64 ids into an int32 input: only if every value fits
+                if array.min() < info.min or array.max() > info.max:
+                    raise InputError(f"input {b.name!r}: {array.dtype} values outside {b.dtype}'s range "
+                                     f"[{info.min}, {info.max}] cannot be fed to the plan's {b.dtype} input")
             return array.astype(b.dtype)
         raise InputError(f"input {b.name!r}: {array.dtype} values cannot be fed to the plan's {b.dtype} input; "
                          f"convert them to {b.dtype} first")
@@ -245,19 +258,15 @@ class TrtRunner(Runner):
             if b.is_input:
                 b.host.array(b.dtype, arrays[b.name].shape)[...] = arrays[b.name]
                 self._set_shape(b.name, arrays[b.name].shape)
-        if shapes != self._context_shapes:
-            self._context_shapes, self._enqueued = shapes, None
         out_shapes = {b.name: self._output_shape(b.name) for b in s.bindings if not b.is_input}
 
-        graph = s.graphs.get(shapes)
+        ready = self._enqueued == shapes  # a plain enqueue of these shapes since the last change
+        graph = s.graphs.get(shapes) if ready else None
         if graph is not None:
             graph.launch(s.stream)
-        elif self._manual_graph and self._enqueued == shapes:
-            # The last call enqueued these very shapes: TensorRT's lazy setup is done; capture.
-            with Graph.capture(s.stream) as captured:
-                self._enqueue(arrays, out_shapes, captured=True)
-            s.graphs[shapes] = captured
-            captured.launch(s.stream)
+        elif self._manual_graph and ready and shapes not in self._uncapturable:
+            graph = self._capture(arrays, out_shapes, shapes)
+            graph.launch(s.stream)
         else:
             self._enqueue(arrays, out_shapes)
             self._enqueued = shapes
@@ -267,6 +276,21 @@ class TrtRunner(Runner):
         return {
             b.name: b.host.array(b.dtype, out_shapes[b.name]).copy() for b in s.bindings if not b.is_input
         }
+
+    def _capture(self, arrays: dict[str, np.ndarray], out_shapes: dict[str, tuple[int, ...]],
+                 shapes: tuple[tuple[int, ...], ...]) -> Graph:
+        s = self._s
+        assert s.stream is not None
+        try:
+            with Graph.capture(s.stream) as captured:
+                self._enqueue(arrays, out_shapes, captured=True)
+        except HarnessError as e:  # never tried again for these shapes: they run without a graph
+            self._uncapturable.add(shapes)
+            self._enqueued = None
+            raise HarnessError(f"{self.plan}: capturing a CUDA graph for input shapes {list(shapes)} failed ({e}); "
+                               "run it without --cuda-graph") from e
+        s.graphs[shapes] = captured
+        return captured
 
     def _enqueue(self, arrays: dict[str, np.ndarray], out_shapes: dict[str, tuple[int, ...]],
                  captured: bool = False) -> None:
@@ -297,12 +321,14 @@ class TrtRunner(Runner):
             self._release()
 
     def _release(self) -> None:
-        """Free whatever exists, in reverse order of making; safe on a half-made state. Every
-        free is tried; the first failure is raised after the rest (when activation failed, the
-        activation's own error is what propagates)."""
+        """Free whatever exists (graphs, then buffers newest first, events, the stream; then the
+        context before the engine); safe on a half-made state. Every free is tried; the first
+        failure is raised after the rest (when activation failed, its own error propagates)."""
         s = self._s
         self._s = _State()
-        self._enqueued = self._context_shapes = None
+        self._enqueued = None
+        self._context_shapes = {}
+        self._uncapturable = set()
         self._manual_graph = False
         failures: list[BaseException] = []
         frees = [g.destroy for g in s.graphs.values()] + [b.free for b in reversed(s.allocations)]
