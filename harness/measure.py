@@ -12,8 +12,9 @@
   A low percentile needs the same below it: the 10th needs 100.
 - **Interleaved.** An engine's rounds alternate in blocks with rounds of the TensorFlow
   reference (`Interleaver`), so slow drift of the machine (another tenant, thermal limits)
-  lands on both sides of the ratio.  Blocks are about `BLOCK_SECONDS` long: short enough to
-  follow drift, long enough that the two models don't evict each other's caches on every call.
+  lands on both sides of the ratio.  Blocks are about `BLOCK_SECONDS` long and at least
+  `MIN_BLOCK` calls: short enough to follow drift, long enough that the two models don't evict
+  each other's caches on every call.
 - **The speedup of the undisturbed rounds.** Noise on a shared machine only ever adds time,
   and it does not add it in proportion: on the 2-core CI machine TensorFlow's digits call
   switched between two speeds (3.9 and 6.0 ms at batch 8) for seconds at a time while ONNX
@@ -41,6 +42,10 @@ TAIL_SAMPLES = 10
 PERCENTILES = (50, 90, 99)
 BLOCK_SECONDS = 0.05
 MAX_BLOCK = 64
+# Calls per block at least: single alternating calls of InceptionV3 (batch 1) had OpenVINO int8
+# at 18 ms (3.8x TensorFlow) where back to back it runs 7.5 ms; each side's first calls after
+# the other's run on caches and cores the other just used (and its thread pools still spin).
+MIN_BLOCK = 5
 MAX_ROUNDS = 2000
 REWARM_BELOW = 0.1  # seconds per call: shorter calls get an untimed first call in each block
 CONFIDENCE = 0.95
@@ -94,7 +99,7 @@ class RoundPlan:
         rounds = int(np.clip(target_seconds / max(per_round, 1e-7), MIN_ROUNDS, MAX_ROUNDS))
         if reference_estimate is None:
             return cls(rounds, rounds)
-        block = int(np.clip(BLOCK_SECONDS / max(max(estimate, reference_estimate), 1e-7), 1, MAX_BLOCK))
+        block = int(np.clip(BLOCK_SECONDS / max(max(estimate, reference_estimate), 1e-7), MIN_BLOCK, MAX_BLOCK))
         block = min(block, rounds // 4 or 1)  # at least four blocks to resample
         return cls(math.ceil(rounds / block) * block, block)
 

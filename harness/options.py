@@ -180,6 +180,7 @@ def option_table() -> tuple[Option, ...]:
         Option("precisions", f"precisions, comma-separated, from {','.join(PRECISIONS)}", ("build", "compare", PYTEST),
                choices(list(PRECISIONS)), list(PRECISIONS), "P,P,...", aliases=("--precision",), per_place={
                    "compare": {"default": ["fp32"], "default_text": "fp32; tensorflow, the reference, is always fp32"},
+                   "build": {"default": ["fp32", "fp16", "int8"], "default_text": "fp32,fp16,int8 (TensorRT's)"},
                }),
         Option("backend", f"the engine's backend, from {','.join(BACKENDS)}", ("serve",), one_of(BACKENDS),
                "onnxruntime", "B"),

@@ -189,6 +189,9 @@ class Workspace:
         """The TensorRT plan of `precision` (built from TensorRT's int8 placement), cached under
         the engine dir."""
         memo = (request, library, precision, calibration)
+        if precision not in BACKEND_PRECISIONS.get(library, ()):
+            raise BackendUnavailable(library, f"no {precision} plan: {library} builds "
+                                     f"{', '.join(BACKEND_PRECISIONS.get(library, ()))}")
         if memo not in self._plans:
             from harness.backends.trt import import_trt
 

@@ -38,7 +38,7 @@ def test_rounds_fit_the_time_and_the_bounds() -> None:
     plan = RoundPlan.of(0.001, 4.0, reference_estimate=0.004)  # interleaved: reference time counts too
     assert plan.rounds % plan.block == 0 and plan.rounds >= 800 and plan.block == 12  # 50 ms / 4 ms
     slow = RoundPlan.of(0.5, 4.0, reference_estimate=0.9)
-    assert slow.block == 1 and slow.rounds == MIN_ROUNDS  # at least four blocks to resample
+    assert slow.block == 5 and slow.rounds == MIN_ROUNDS  # 5 calls a block, and still four blocks to resample
 
 
 def test_interleaver_alternates_blocks_of_reference_and_engine() -> None:
