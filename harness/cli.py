@@ -18,7 +18,7 @@ from harness import __version__
 from harness.artifacts import atomic_write_json
 from harness.backends.trt.build import BuildOptions
 from harness.compare import SYNTHETIC_NOTE
-from harness.errors import HarnessError
+from harness.errors import HarnessError, UsageError
 from harness.golden import GoldenWarning
 from harness.options import (
     MODEL_COMMANDS,
@@ -239,6 +239,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     request = _request(args)
     runner: Runner
     if args.backend == "tensorflow":
+        if args.precision != "fp32":  # the reference has one precision: never serve fp32 under another name
+            raise UsageError(f"tensorflow serves fp32 only, not {args.precision}")
         runner = ws.tf_runner(request)
     else:
         runner = ws.engine(request, args.backend, args.precision, _calibration(args)).runner

@@ -142,7 +142,7 @@ def option_table() -> tuple[Option, ...]:
     )
     from harness.export import DEFAULT_OPSET
     from harness.golden import GOLDEN_DIR_DEFAULT
-    from harness.precision import PRECISIONS
+    from harness.precision import BACKEND_PRECISIONS, PRECISIONS
     from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
     from harness.workspace import (
         BACKENDS,
@@ -180,7 +180,8 @@ def option_table() -> tuple[Option, ...]:
         Option("precisions", f"precisions, comma-separated, from {','.join(PRECISIONS)}", ("build", "compare", PYTEST),
                choices(list(PRECISIONS)), list(PRECISIONS), "P,P,...", aliases=("--precision",), per_place={
                    "compare": {"default": ["fp32"], "default_text": "fp32; tensorflow, the reference, is always fp32"},
-                   "build": {"default": ["fp32", "fp16", "int8"], "default_text": "fp32,fp16,int8 (TensorRT's)"},
+                   "build": {"type": choices(list(BACKEND_PRECISIONS["tensorrt"])), "default": ["fp32", "fp16", "int8"],
+                             "help": "precisions to build TensorRT plans of, comma-separated, from fp32,fp16,int8"},
                }),
         Option("backend", f"the engine's backend, from {','.join(BACKENDS)}", ("serve",), one_of(BACKENDS),
                "onnxruntime", "B"),

@@ -26,10 +26,13 @@ def _bf16_cpu() -> None:
         pytest.skip(f"this CPU has no bf16 units ({flags}): OpenVINO's default is f32 here, there is no trap")
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "bf16"])
 def test_each_precision_is_pinned_and_passes_its_golden(harness_workspace: Workspace, precision: str) -> None:
+    if precision == "bf16":
+        _bf16_cpu()
     engine = harness_workspace.engine(DIGITS, "openvino", precision)
-    assert engine.runner.config()["INFERENCE_PRECISION_HINT"] == "f32"  # never the plugin's choice
+    # never the plugin's choice
+    assert engine.runner.config()["INFERENCE_PRECISION_HINT"] == ("bf16" if precision == "bf16" else "f32")
     with engine.runner as runner:
         result = harness_workspace.golden(DIGITS).check(runner, TolerancePolicy())
     assert result.passed, str(result)

@@ -170,6 +170,24 @@ def test_an_output_whose_shape_depends_on_the_data_is_refused_at_build_time(tmp_
         build_plan("tensorrt_rtx", path, spec, BuildOptions())
 
 
+def test_a_data_dependent_op_with_a_fixed_size_output_is_not_refused(tmp_path: Path) -> None:
+    """NonZero inside, but the output's shape follows from the input's (a count of nonzeros per
+    row would not; here the mask is reduced to a fixed shape): no refusal."""
+    import onnx
+    from onnx import helper
+
+    from harness.backends.trt.build import refuse_data_dependent_outputs
+
+    graph = helper.make_graph(
+        [helper.make_node("NonZero", ["x"], ["nz"], name="inner_nonzero"),
+         helper.make_node("Relu", ["x"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])])
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    refuse_data_dependent_outputs(path)  # raises on a refusal
+
+
 def test_equivalent_build_options_key_the_same_plan() -> None:
     from harness.backends.trt.build import BuildOptions
 

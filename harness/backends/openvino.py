@@ -20,9 +20,8 @@ from harness.errors import ArtifactError, BackendUnavailable
 from harness.lazy import lazy_import
 from harness.spec import ModelSpec
 
-# precision -> the CPU plugin's INFERENCE_PRECISION_HINT, and the element type it reports back
+# precision -> the CPU plugin's INFERENCE_PRECISION_HINT (also the name of the ov.Type it reports back)
 HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
-REPORTED = {"f32": "float32", "bf16": "bfloat16"}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -83,19 +82,22 @@ class OpenVinoRunner(Runner):
         if missing:
             raise ArtifactError(f"{self.onnx_path}: no input(s) {missing} (it has {sorted(names)}); "
                                 "re-export it with `harness export`")
-        self._compiled = core.compile_model(model, "CPU", self.config())
+        try:
+            self._compiled = core.compile_model(model, "CPU", self.config())
+            self._outputs = [self._compiled.output(name) for name in self.spec.output_names]
+        except RuntimeError as e:
+            raise ArtifactError(f"{self.onnx_path}: OpenVINO cannot compile it for the CPU, or it lacks an output "
+                                f"of {self.spec.output_names} ({str(e).splitlines()[0]})") from e
         if self.pin_precision:  # the plugin says what it will compute in; believe it, not the request
-            actual = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
-            if REPORTED[HINTS[self.precision]] not in actual.lower():
+            actual = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+            if actual != getattr(ov.Type, HINTS[self.precision]):
                 raise BackendUnavailable("openvino", f"asked for {HINTS[self.precision]}, the CPU plugin runs {actual}")
         self._request = self._compiled.create_infer_request()
-        self._outputs = [self._compiled.output(name) for name in self.spec.output_names]
 
     def _deactivate(self) -> None:
         self._request = None
         self._compiled = None
 
     def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self._request.infer(feed)
-        # Copies: the request's output tensors are overwritten by its next call.
-        return {name: np.array(results[port]) for name, port in zip(self.spec.output_names, self._outputs, strict=True)}
+        results = self._request.infer(feed)  # copies already (share_outputs=False): safe past the next call
+        return {name: np.asarray(results[port]) for name, port in zip(self.spec.output_names, self._outputs, strict=True)}

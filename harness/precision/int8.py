@@ -21,7 +21,7 @@ from harness.backends.onnxrt import import_onnxruntime
 from harness.errors import ArtifactError, UsageError
 from harness.precision.calibration import METHODS, CalibrationData
 
-CALIBRATION_BATCH = 2  # activations of one batch are held at once: InceptionV3 at 8 peaked 1.3 GB above the rest
+CALIBRATION_BATCH = 2  # minmax holds one batch's activations at a time: InceptionV3 at 8 peaked 1.3 GB higher
 PERCENTILE = 99.999  # of |activation|, for the percentile method
 
 

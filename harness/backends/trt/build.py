@@ -168,7 +168,15 @@ def refuse_data_dependent_outputs(onnx_path: Path) -> None:
     import onnx
 
     model = onnx.load(str(onnx_path))
-    makers = [f"{n.name or n.output[0]!r} ({n.op_type})" for n in model.graph.node if n.op_type in DATA_DEPENDENT_OPS]
+
+    def nodes(graph: Any) -> Iterator[Any]:  # the graph's and its subgraphs' (Loop, If bodies)
+        for node in graph.node:
+            yield node
+            for attr in node.attribute:
+                for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    yield from nodes(sub)
+
+    makers = [f"{n.name or n.output[0]!r} ({n.op_type})" for n in nodes(model.graph) if n.op_type in DATA_DEPENDENT_OPS]
     if not makers:
         return
     for graph_input in model.graph.input:
