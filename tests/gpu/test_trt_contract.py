@@ -208,8 +208,7 @@ def test_serving_worker_runs_the_trt_runner_with_graphs_under_concurrent_request
             y = np.asarray(doc["outputs"][0]["data"], np.float32).reshape(x.shape) if response.status == 200 else None
             return y is not None and np.array_equal(y, 2 * x + 1)
 
-        # 4 clients: the server's listen backlog is still socketserver's 5 (issue 18's to raise).
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(16) as pool:  # more than socketserver's old listen backlog of 5
             answers = list(pool.map(one, range(400)))
         assert all(answers), f"{answers.count(False)} of {len(answers)} answers wrong or failed"
     finally:
