@@ -19,16 +19,7 @@ import numpy as np
 import pytest
 
 from harness.backends.base import Runner
-from harness.measure import (
-    REWARM_BELOW,
-    SPEEDUP_QUANTILE,
-    Interleaver,
-    RoundPlan,
-    Speedup,
-    paired_speedup,
-    rounds_needed,
-    warm_estimate,
-)
+from harness.measure import PERCENTILES, SPEEDUP_QUANTILE, RoundPlan, Speedup, rounds_needed, time_beside, warm_estimate
 from harness.timing import REFERENCE, Latency, Row
 
 TARGET_SECONDS = 2.0  # per row alone; an interleaved row gets twice this (half of it is TensorFlow)
@@ -43,43 +34,37 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
         pytest.skip(f"batch {batch} is over {runner.name}'s max batch {runner.max_batch}: one call cannot take it "
                     "(build with a larger --harness-max-batch)")
     feed = runner.spec.check_feed(runner.spec.random_feed(batch, seed=batch))
-    estimate = warm_estimate(lambda: runner.infer_checked(feed))
-    interleaver = None
-    if isinstance(reference, Runner):
-        ref = reference
 
-        def reference_call() -> None:
-            ref.infer_checked(feed)
-
-        reference_estimate = warm_estimate(reference_call)
-        plan = RoundPlan.of(estimate, 2 * TARGET_SECONDS, reference_estimate)
-        short = max(estimate, reference_estimate) < REWARM_BELOW
-
-        def rewarm() -> None:
-            runner.infer_checked(feed)
-
-        interleaver = Interleaver(reference_call, plan.block, plan.rounds, rewarm if short else None)
-    else:
-        plan = RoundPlan.of(estimate, TARGET_SECONDS)
+    def plain() -> None:
+        runner.infer_checked(feed)
 
     model = runner.spec.name
     benchmark.group = f"{model} batch {batch}"
     gpu: list[Any] = []  # TensorRT runners: CUDA-event times of each call
     if hasattr(runner, "timings"):
         def call() -> None:
-            runner.infer_checked(feed)
+            plain()
             gpu.append(runner.timings)
     else:
-        def call() -> None:
-            runner.infer_checked(feed)
-    benchmark.pedantic(call, rounds=plan.rounds, iterations=1, warmup_rounds=0,
-                       setup=interleaver.before_round if interleaver else None)
+        call = plain
+    beside = None
+    if isinstance(reference, Runner):
+        ref = reference
 
-    seconds = benchmark.stats.stats.data
+        def reference_call() -> None:
+            ref.infer_checked(feed)
+
+        beside = time_beside(benchmark, call, reference_call, 2 * TARGET_SECONDS, plain=plain, rewarm=True)
+        seconds, plan = beside.seconds, beside.plan
+    else:
+        plan = RoundPlan.of(warm_estimate(plain), TARGET_SECONDS)
+        benchmark.pedantic(call, rounds=plan.rounds, iterations=1, warmup_rounds=0)
+        seconds = benchmark.stats.stats.data
+
     latency = Latency.of(seconds)
     speedup = None
-    if interleaver is not None:
-        speedup = paired_speedup(interleaver.seconds[: len(seconds)], seconds, plan.block)
+    if beside is not None:
+        speedup = beside.speedup
     elif runner.name == REFERENCE:
         speedup = Speedup.exact(1.0)
     why = "" if speedup is not None else str(reference or "TensorFlow did not run beside it")
@@ -97,17 +82,17 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
         p99_ms=latency.p99 * 1e3,
         rounds=latency.rounds,
         low_confidence=latency.low_confidence,  # percentiles with fewer rounds than they need
-        rounds_needed={f"p{q}": rounds_needed(q) for q in (50, 90, 99)},
+        rounds_needed={f"p{q}": rounds_needed(q) for q in PERCENTILES},
         samples_per_s=batch / latency.p50,
         speedup_vs_tensorflow=None if speedup is None else speedup.point,
-        speedup_interval=None if speedup is None or interleaver is None else [speedup.low, speedup.high],
+        speedup_interval=None if speedup is None or beside is None else [speedup.low, speedup.high],
     )
-    if interleaver is not None:
+    if beside is not None:
         benchmark.extra_info.update(
-            speedup_confidence=speedup.confidence if speedup else None,
-            tensorflow_interleaved_p50_ms=float(np.median(interleaver.seconds)) * 1e3,
+            speedup_confidence=beside.speedup.confidence,
+            tensorflow_interleaved_p50_ms=float(np.median(beside.reference_seconds)) * 1e3,
             interleave_block=plan.block,
-            speedup_percentile=speedup.percentile if speedup else None,
+            speedup_percentile=beside.speedup.percentile,
             speedup_method=f"TensorFlow's time at the percentile above over the engine's ({SPEEDUP_QUANTILE}th where "
                            "there are 100 rounds, up to the median at 20), timed in alternating blocks of "
                            f"{plan.block} round(s); interval: percentile bootstrap over whole blocks",

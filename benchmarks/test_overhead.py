@@ -34,7 +34,7 @@ def test_overhead(benchmark: Any, backend: str, harness_workspace: Any, harness_
     """The runner's calls are pytest-benchmark's rounds; the bare calls are interleaved with
     them in blocks (harness.measure), so the ratio is of two things timed in one stretch."""
     from harness.errors import BackendUnavailable
-    from harness.measure import Interleaver, RoundPlan, paired_speedup, warm_estimate
+    from harness.measure import time_beside
 
     try:
         if backend == "tensorflow":
@@ -46,21 +46,17 @@ def test_overhead(benchmark: Any, backend: str, harness_workspace: Any, harness_
         pytest.skip(e.reason)
     try:
         feed = runner.spec.random_feed(1, seed=0)
-        bare = _bare(backend, runner, feed)
 
         def through_runner() -> None:
             runner.infer(feed)
 
-        plan = RoundPlan.of(warm_estimate(through_runner), 2 * TARGET_SECONDS, warm_estimate(bare))
-        interleaver = Interleaver(bare, plan.block, plan.rounds)
         benchmark.group = f"{runner.spec.name} harness overhead"
-        benchmark.pedantic(through_runner, rounds=plan.rounds, iterations=1, setup=interleaver.before_round)
+        beside = time_beside(benchmark, through_runner, _bare(backend, runner, feed), 2 * TARGET_SECONDS)
     finally:
         runner.deactivate()
-    seconds = benchmark.stats.stats.data
-    ratio = paired_speedup(interleaver.seconds[: len(seconds)], seconds, plan.block)  # bare time / runner time
+    ratio = beside.speedup  # bare time / runner time
     overhead = (1 / ratio.point, 1 / ratio.high, 1 / ratio.low)
     OVERHEAD[backend] = overhead
     benchmark.extra_info.update(backend=backend, overhead=overhead[0], overhead_interval=list(overhead[1:]),
-                                runner_p50_ms=float(np.median(seconds)) * 1e3,
-                                bare_p50_ms=float(np.median(interleaver.seconds)) * 1e3)
+                                runner_p50_ms=float(np.median(beside.seconds)) * 1e3,
+                                bare_p50_ms=float(np.median(beside.reference_seconds)) * 1e3)

@@ -35,6 +35,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -181,3 +182,31 @@ def paired_speedup(reference: Sequence[float], engine: Sequence[float], block: i
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
     return Speedup(point, float(min(low, point)), float(max(high, point)), confidence, q)
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    """What `time_beside` measured: the timed call's seconds and its ratio to the reference."""
+
+    seconds: list[float]
+    speedup: Speedup  # reference time / timed call's time
+    plan: RoundPlan
+    reference_seconds: list[float]
+
+
+def time_beside(benchmark: Any, call: Callable[[], object], reference: Callable[[], object],
+                target_seconds: float, plain: Callable[[], object] | None = None,
+                rewarm: bool = False) -> Interleaved:
+    """Time `call` as pytest-benchmark's rounds (`benchmark.pedantic`) with `reference` timed in
+    alternating blocks from its setup hook.  `plain`: the same work as `call` without what
+    `call` records (estimates and re-warm calls use it); `rewarm`: an untimed first call of each
+    side in each block where calls are shorter than REWARM_BELOW."""
+    plain = plain or call
+    estimate, reference_estimate = warm_estimate(plain), warm_estimate(reference)
+    plan = RoundPlan.of(estimate, target_seconds, reference_estimate)
+    short = rewarm and max(estimate, reference_estimate) < REWARM_BELOW
+    interleaver = Interleaver(reference, plan.block, plan.rounds, plain if short else None)
+    benchmark.pedantic(call, rounds=plan.rounds, iterations=1, warmup_rounds=0, setup=interleaver.before_round)
+    seconds = list(benchmark.stats.stats.data)
+    paired = interleaver.seconds[: len(seconds)]
+    return Interleaved(seconds, paired_speedup(paired, seconds, plan.block), plan, paired)

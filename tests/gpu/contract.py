@@ -30,7 +30,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from harness.backends.trt.cuda import CudaError
+from harness.backends.trt.cuda import CudaError, host_array
 from harness.spec import ModelSpec, TensorSpec
 
 WIDTH = 4
@@ -217,11 +217,7 @@ class FakeCuda:
                 fake.live.add(id(self))
 
             def array(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-                count = int(np.prod(shape)) * np.dtype(dtype).itemsize
-                if count > self.nbytes:
-                    raise CudaError(f"buffer of {self.nbytes} bytes cannot hold {shape} {np.dtype(dtype)}")
-                raw = (ctypes.c_byte * count).from_address(self.ptr)
-                return np.frombuffer(memoryview(raw), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+                return host_array(self.ptr, self.nbytes, dtype, shape)
 
             def free(self) -> None:
                 fake.live.discard(id(self))

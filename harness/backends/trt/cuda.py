@@ -59,6 +59,16 @@ def device_properties(device: int = 0) -> tuple[str, tuple[int, int]]:
     return name.rstrip("\0"), (int(props.major), int(props.minor))
 
 
+def host_array(ptr: int, nbytes: int, dtype: np.dtype[Any] | type, shape: tuple[int, ...],
+               what: str = "buffer") -> np.ndarray:
+    """The `nbytes` of host memory at `ptr` seen as an array of `shape`, or CudaError if it won't fit."""
+    count = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if count > nbytes:
+        raise CudaError(f"{what} of {nbytes} bytes cannot hold {shape} {np.dtype(dtype)}")
+    raw = (ctypes.c_byte * count).from_address(ptr)
+    return np.frombuffer(memoryview(raw), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+
 class PinnedBuffer:
     """Page-locked host memory seen as a numpy array: async copies need it to be truly async."""
 
@@ -68,11 +78,7 @@ class PinnedBuffer:
         self.ptr: int = int(check(cudart.cudaMallocHost(self.nbytes), "cudaMallocHost"))
 
     def array(self, dtype: np.dtype[Any] | type, shape: tuple[int, ...]) -> np.ndarray:
-        count = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if count > self.nbytes:
-            raise CudaError(f"pinned buffer of {self.nbytes} bytes cannot hold {shape} {np.dtype(dtype)}")
-        raw = (ctypes.c_byte * count).from_address(self.ptr)
-        return np.frombuffer(memoryview(raw), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        return host_array(self.ptr, self.nbytes, dtype, shape, "pinned buffer")
 
     def free(self) -> None:
         if self.ptr:
