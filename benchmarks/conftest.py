@@ -4,7 +4,7 @@ come from the harness plugin."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -13,8 +13,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "batch" in metafunc.fixturenames:
         metafunc.parametrize("batch", metafunc.config.getoption("harness_batch_sizes"), ids=lambda b: f"batch{b}")
 
-# Filled by the overhead benchmark: backend -> (runner time / bare time, interval low, high).
-OVERHEAD: dict[str, tuple[float, float, float]] = {}
+
+
+class Overhead(NamedTuple):
+    """The overhead benchmark's two measurements of one backend (see benchmarks/test_overhead.py)."""
+
+    direct: tuple[float, float, float]  # runner / bare, timed interleaved: point, low, high
+    by_added: tuple[float, float, float]  # 1 + added / bare
+    added: float  # seconds the runner adds per call, and its interval
+    added_low: float
+    added_high: float
+    bare: float  # the bare call's median seconds on the real engine
+
+
+# Filled by the overhead benchmark, per backend.
+OVERHEAD: dict[str, Overhead] = {}
 # Filled by the serving benchmark: one table per run of the load sweep.
 SERVING: list[str] = []
 
@@ -27,6 +40,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 terminalreporter.line(line)
     if OVERHEAD:
         terminalreporter.section("harness: runner overhead")
-        for backend, (ratio, low, high) in sorted(OVERHEAD.items()):
-            terminalreporter.line(f"{backend}: harness runner / bare loop of the library's own call: "
-                                  f"{ratio:.3f}x [{low:.3f}, {high:.3f}] (timed interleaved, batch 1)")
+        terminalreporter.line("harness runner over a bare loop of the library's own call, batch 1: the runner's own "
+                              "work per call (library call replayed on both paths) over the bare call's time; "
+                              "and the two timed directly, interleaved (95% intervals)")
+        for backend, o in sorted(OVERHEAD.items()):
+            terminalreporter.line(
+                f"{backend}: {o.by_added[0]:.4f}x [{o.by_added[1]:.4f}, {o.by_added[2]:.4f}] "
+                f"(adds {o.added * 1e6:.1f} us [{o.added_low * 1e6:.1f}, {o.added_high * 1e6:.1f}] "
+                f"to {o.bare * 1e3:.2f} ms); direct {o.direct[0]:.3f}x [{o.direct[1]:.3f}, {o.direct[2]:.3f}]")

@@ -76,14 +76,15 @@ def low_confidence(rounds: int) -> list[str]:
     return [f"p{q}" for q in PERCENTILES if rounds < rounds_needed(q)]
 
 
-def warm_estimate(call: Callable[[], object], calls: int = 3) -> float:
+def warm_estimate(call: Callable[[], object], calls: int = 3,
+                  clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds per call after the first (discarded: tracing, allocation): the median of `calls`."""
     call()
     times = []
     for _ in range(calls):
-        start = time.perf_counter()
+        start = clock()
         call()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return float(np.median(times))
 
 
@@ -210,3 +211,42 @@ def time_beside(benchmark: Any, call: Callable[[], object], reference: Callable[
     seconds = list(benchmark.stats.stats.data)
     paired = interleaver.seconds[: len(seconds)]
     return Interleaved(seconds, paired_speedup(paired, seconds, plan.block), plan, paired)
+
+
+@dataclass(frozen=True)
+class AddedCost:
+    """Seconds per call that one path adds over another (`added_cost`), with a 95% interval."""
+
+    point: float
+    low: float
+    high: float
+    calls: int  # calls per block, each side
+
+    def share_of(self, seconds: float) -> tuple[float, float, float]:
+        """The cost as a ratio over a call of `seconds`: 1 + cost / seconds (point, low, high)."""
+        return 1 + self.point / seconds, 1 + self.low / seconds, 1 + self.high / seconds
+
+
+def added_cost(through: Callable[[], object], bare: Callable[[], object], blocks: int = 40,
+               target_seconds: float = 2.0, resamples: int = RESAMPLES, seed: int = 0,
+               clock: Callable[[], float] = time.perf_counter) -> AddedCost:
+    """What `through` costs beyond `bare` per call, in seconds: alternating blocks of many calls
+    each, the median over block pairs of (through's mean - bare's mean), with a bootstrap 95%
+    interval over the pairs.  For microsecond differences a ratio of two noisy millisecond
+    timings cannot show (the harness's work around a library call), so `bare` should be cheap."""
+    per_call = max(warm_estimate(through, clock=clock), warm_estimate(bare, clock=clock), 1e-7)
+    calls = max(10, int(target_seconds / (2 * blocks * per_call)))
+    diffs = np.empty(blocks)
+    for b in range(blocks):
+        means = []
+        for fn in (bare, through) if b % 2 else (through, bare):  # alternate which goes first
+            start = clock()
+            for _ in range(calls):
+                fn()
+            means.append((clock() - start) / calls)
+        diffs[b] = means[1] - means[0] if b % 2 else means[0] - means[1]
+    point = float(np.median(diffs))
+    pick = np.random.default_rng(seed).integers(0, blocks, size=(resamples, blocks))
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(np.median(diffs[pick], axis=1), [tail, 100 - tail])
+    return AddedCost(point, float(min(low, point)), float(max(high, point)), calls)

@@ -13,6 +13,7 @@ from harness.measure import (
     Interleaver,
     RoundPlan,
     Speedup,
+    added_cost,
     low_confidence,
     paired_speedup,
     rounds_needed,
@@ -92,6 +93,45 @@ def test_the_interval_covers_the_true_ratio_about_as_often_as_it_says() -> None:
         # quantile is 2.0.
         covered += s.low <= 2.0 <= s.high
     assert covered >= 88  # nominal 95%; the bootstrap is a little liberal on 80 samples
+
+
+class _Clock:
+    """A fake clock that calls advance: the machine's noise is a drift (the machine slows by a
+    third and back every few seconds) plus jitter, both larger than what is measured."""
+
+    def __init__(self, seed: int) -> None:
+        self.now = 0.0
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def spend(self, seconds: float) -> None:
+        drift = 1 + 0.3 * np.sin(self.now)
+        self.now += seconds * drift + abs(self.rng.normal(0, 5e-6))
+
+
+@pytest.mark.parametrize("extra", [0.0, 1e-6, 8e-6])
+def test_added_cost_finds_microseconds_under_noise(extra: float) -> None:
+    clock = _Clock(seed=3)
+    bare = lambda: clock.spend(20e-6)  # a replayed library call
+    through = lambda: clock.spend(20e-6 + extra)
+    cost = added_cost(through, bare, blocks=40, target_seconds=2.0, clock=clock)
+    # The drift moves either side's time by up to 6 us, more than `extra`; alternating blocks
+    # (and which side goes first) cancel it to a fraction of a microsecond.  `extra` itself runs
+    # at the machine's speed of the moment (0.7x-1.3x), so that is what can be asked of the point.
+    assert 0.7 * extra - 0.3e-6 <= cost.point <= 1.3 * extra + 0.3e-6
+    assert cost.low <= cost.point <= cost.high and cost.high - cost.low < 1e-6
+    assert cost.share_of(1e-3)[0] == pytest.approx(1 + cost.point / 1e-3)
+
+
+def test_added_cost_of_one_block_order_would_be_biased_by_drift() -> None:
+    """Why blocks alternate which side goes first: on a clock that only ever slows, the side
+    timed second always looks slower; alternating cancels it."""
+    clock = _Clock(seed=4)
+    clock.spend = lambda seconds: setattr(clock, "now", clock.now + seconds * (1 + clock.now / 4))  # type: ignore[method-assign]
+    cost = added_cost(lambda: clock.spend(20e-6), lambda: clock.spend(20e-6), blocks=40, target_seconds=2.0, clock=clock)
+    assert abs(cost.point) < 0.1e-6
 
 
 def test_paired_speedup_refuses_unpaired_samples() -> None:
