@@ -35,6 +35,11 @@ class BackendUnavailable(HarnessError):
         self.reason = reason
 
 
+class UnsupportedModel(HarnessError):
+    """A backend or step cannot take this model (an op it cannot convert, an output whose size
+    depends on the data); the message names the op or tensor, the step and what to use instead."""
+
+
 class ArtifactError(HarnessError):
     """A cached or given artifact (ONNX file, plan) is corrupt or unreadable."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ExportError
+from harness.rewrite import rewrite_for_tf2onnx
 from harness.sources import Frozen
 from harness.tfimport import import_tensorflow, import_tf2onnx
 
@@ -63,7 +64,7 @@ def export_onnx(frozen: Frozen, out: Path, opset: int = DEFAULT_OPSET) -> dict[s
     import onnx
 
     spec = frozen.spec
-    graph_def = tf.compat.v1.GraphDef.FromString(frozen.graph_def)
+    graph_def, rewrites = rewrite_for_tf2onnx(tf.compat.v1.GraphDef.FromString(frozen.graph_def))
 
     def convert(catch_errors: bool) -> Any:
         # tf2onnx runs each of its graph optimizers on a deep copy of the graph by default, so a
@@ -127,6 +128,8 @@ def export_onnx(frozen: Frozen, out: Path, opset: int = DEFAULT_OPSET) -> dict[s
         raise ExportError(f"{spec.name}: the exported ONNX model is invalid: {_first_line(e)}") from e
     out.write_bytes(model.SerializeToString())
     record = {"opset": opset, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__, "tensorflow": tf.__version__}
+    if rewrites:
+        record["rewrites"] = rewrites
     if retried:  # said, not hidden: the lean first pass failed (memory goes back up), see why
         record["tf2onnx_retried_with_copies"] = retried
     return record

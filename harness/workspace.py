@@ -127,7 +127,7 @@ class Workspace:
 
     def frozen(self, request: ModelRequest) -> FrozenModel:
         if request not in self._frozen:
-            self._frozen[request] = stages.freeze.freeze(self.store, resolve(request), self._step)
+            self._frozen[request] = stages.freeze.freeze(self.store, resolve(request), self._step, request.inputs)
         return self._frozen[request]
 
     def onnx(self, request: ModelRequest) -> OnnxModel:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from harness.backends.base import Runner
-from harness.errors import ArtifactError, BackendUnavailable
+from harness.errors import ArtifactError, BackendUnavailable, UnsupportedModel
 from harness.lazy import lazy_import
 from harness.spec import ModelSpec
 
@@ -76,7 +76,11 @@ class OpenVinoRunner(Runner):
         try:
             model = core.read_model(str(self.onnx_path))
         except RuntimeError as e:
-            raise ArtifactError(f"{self.onnx_path}: OpenVINO cannot read it ({str(e).splitlines()[0]})") from e
+            failed = _unconverted(str(e))
+            if failed:
+                raise UnsupportedModel(f"{self.onnx_path}: OpenVINO {ov.__version__}'s ONNX frontend cannot convert "
+                                       f"{failed}; run this model with onnxruntime (or TensorRT)") from e
+            raise ArtifactError(f"{self.onnx_path}: OpenVINO cannot read it ({_gist(str(e))})") from e
         names = {n for port in model.inputs for n in port.get_names()}
         missing = sorted(set(self.spec.input_names) - names)
         if missing:
@@ -101,3 +105,21 @@ class OpenVinoRunner(Runner):
     def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self._request.infer(feed)  # copies already (share_outputs=False): safe past the next call
         return {name: np.asarray(results[port]) for name, port in zip(self.spec.output_names, self._outputs, strict=True)}
+
+
+def _unconverted(message: str) -> str:
+    """From OpenVINO's conversion report, the ops it could not convert and its reason for the first."""
+    import re
+
+    ops = re.findall(r"^-- (\S+) with a message:", message, re.MULTILINE)
+    if not ops:
+        return ""
+    reasons = [line.strip() for line in message.splitlines() if line.strip().startswith("The provided")
+               or line.strip().startswith("While validating")]
+    return f"{', '.join(ops)}" + (f" ({'; '.join(reasons[:2])[:300]})" if reasons else "")
+
+
+def _gist(message: str) -> str:
+    """OpenVINO's first line is where it failed ("Exception from src/..."); the reason follows."""
+    lines = [line.strip() for line in message.splitlines() if line.strip() and not line.startswith("Exception from")]
+    return " ".join(lines[:3])[:400] or message.splitlines()[0]

@@ -119,7 +119,7 @@ def quantize(fp32: Path, table: Path, method: str, dst: Path, target: str = "ten
         raise UsageError(f"int8 target {target!r}: choose from {list(TARGETS)}")
     check_table(table)
     symmetric = target == "tensorrt"
-
+    keep = integer_paths(fp32)
     with _quiet():
         quantize_static(
             str(fp32),
@@ -131,12 +131,107 @@ def quantize(fp32: Path, table: Path, method: str, dst: Path, target: str = "ten
             weight_type=QuantType.QInt8,
             calibrate_method=_method(method),
             calibration_cache_path=str(table),
+            nodes_to_exclude=keep,
             # TensorRT's Q/DQ types are int8/fp8/int4: a bias stays float (it fuses it itself).
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric},
         )
+    folded = fold_constant_dequantize(dst) if symmetric else []
     return {
         "target": target,
         "format": "QDQ",
         "activations": "int8 symmetric per-tensor" if symmetric else "uint8 asymmetric per-tensor",
         "weights": "int8 symmetric per-channel",
+        "left_unquantized": keep,
+        **({"constants_kept_float": folded} if folded else {}),
     }
+
+
+# Where TensorRT takes an int8 constant: a weighted layer's weights (through a DequantizeLinear).
+_WEIGHT_SLOTS = {"Conv": 1, "ConvTranspose": 1, "MatMul": 1, "Gemm": 1}
+
+
+def fold_constant_dequantize(path: Path) -> list[str]:
+    """Put back in float every quantized constant that is not a weighted layer's weights (a
+    GELU's 0.5 or sqrt(2/pi), a Rescaling layer's scale): TensorRT's builder refuses them
+    ("Quantized constant ... is only allowed before DQ"), ONNX Runtime's quantizer makes them
+    for every Mul/Add with a constant input. The float value is the dequantized one, so the
+    model computes the same; the file is rewritten only if there is one. Returns their names."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list[tuple[Any, int]]] = {}
+    for n in graph.node:
+        for index, i in enumerate(n.input):
+            consumers.setdefault(i, []).append((n, index))
+    folded: list[str] = []
+    for node in list(graph.node):
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        uses = consumers.get(node.output[0], [])
+        if uses and all(_WEIGHT_SLOTS.get(n.op_type) == index for n, index in uses):
+            continue
+        q = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        zero = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32) if len(node.input) > 2 else 0.0
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and q.ndim > 0:  # per channel: scales along `axis`
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
+        value = numpy_helper.from_array(((q - zero) * scale).astype(np.float32), node.output[0])
+        graph.initializer.append(value)
+        graph.node.remove(node)
+        folded.append(node.output[0])
+    if folded:
+        used = {i for n in graph.node for i in n.input}
+        for t in [t for t in graph.initializer if t.name not in used]:
+            graph.initializer.remove(t)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+    return folded
+
+
+def integer_paths(fp32: Path) -> list[str]:
+    """Nodes int8 must leave alone: embedding lookups (a Gather whose indices are integers:
+    quantizing the table or its rows buys nothing and costs every token's vector), whatever
+    computes on integer inputs before they meet the activations (a mask cast to float and
+    broadcast), the node where they meet, and a softmax fed from there: an attention mask's
+    fill value (-1e9 where masked) would set its input's int8 scale, rounding every real logit
+    to 0 (OpenVINO ran a tiny BERT's TensorRT-form int8 at cosine 0.66 against fp32 that way)."""
+    import onnx
+
+    graph = onnx.load(str(fp32), load_external_data=False).graph
+    constants = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    integer = {i.name for i in graph.input if i.type.tensor_type.elem_type not in _FLOATS}
+    derived = set(integer)  # tensors computed from integer inputs (and constants) only
+    met: set[str] = set()  # outputs of nodes where they meet the activations (masked tensors)
+    keep: list[str] = []
+    for node in graph.node:  # ONNX nodes are in topological order
+        inputs = [i for i in node.input if i]
+        if node.op_type == "Shape" or all(i in constants for i in inputs):
+            constants.update(node.output)  # static: made of constants and shapes, not of values
+            continue
+        if any(i in met for i in inputs) and node.op_type in _AFTER_MASK:
+            keep.append(node.name)
+            if node.op_type not in ("Softmax", "LogSoftmax"):
+                met.update(node.output)
+            continue
+        if not any(i in derived for i in inputs):
+            continue
+        keep.append(node.name)
+        if node.op_type == "Gather" and len(inputs) > 1 and inputs[1] in derived:
+            continue  # a lookup: its output is an activation, the integer path ends
+        if all(i in derived or i in constants for i in inputs):
+            derived.update(node.output)  # still mask/index arithmetic: follow it
+        else:
+            met.update(node.output)
+    return keep
+
+
+# Ops between an additive attention mask and the softmax it is for.
+_AFTER_MASK = {"Add", "Sub", "Mul", "Where", "Softmax", "LogSoftmax", "Reshape", "Transpose"}
+_FLOATS = {1, 10, 11, 16}  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16

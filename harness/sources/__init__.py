@@ -70,10 +70,10 @@ def resolve(request: ModelRequest) -> Source:
     if request.signature is not None and not saved_model.is_saved_model(path):
         raise UsageError(f"--signature is only for SavedModel directories; {model} is not one")
     if saved_model.is_saved_model(path):
-        _no_node_options(request, "a SavedModel (tensors come from its signature)")
+        _only_descriptions(request, "a SavedModel (tensors come from its signature)")
         return saved_model.SavedModelSource(path, request.signature or DEFAULT_SIGNATURE)
     if path.suffix in (".keras", ".h5"):
-        _no_node_options(request, "a Keras file (tensors come from the model)")
+        _only_descriptions(request, "a Keras file (tensors come from the model)")
         return keras_file.KerasSource(path)
     if path.suffix == ".pb" and path.is_file():
         return frozen_pb.FrozenGraphSource(path, *_node_options(request))
@@ -104,6 +104,17 @@ def _node_options(request: ModelRequest) -> tuple[tuple[InputArg, ...], tuple[st
 def _no_node_options(request: ModelRequest, what: str) -> None:
     if request.inputs or request.outputs:
         raise UsageError(f"{request.model}: --input/--output are not used for {what}")
+
+
+def _only_descriptions(request: ModelRequest, what: str) -> None:
+    """Tensors come from the model; `--input NAME:SHAPE` may still describe an input (ranges
+    of its dynamic dims, its values), not pick one, and --output has nothing to do."""
+    if request.outputs:
+        raise UsageError(f"{request.model}: --output is not used for {what}")
+    plain = [str(i) for i in request.inputs if not i.ranges and i.values is None]
+    if plain:
+        raise UsageError(f"{request.model}: --input {plain[0]} picks nothing for {what}; --input here only "
+                         "describes an input, e.g. tokens:?x1..128 (a dynamic dim's range) or ids[0,30522) (its values)")
 
 
 def _no_tensor_options(request: ModelRequest, what: str) -> None:

@@ -124,7 +124,11 @@ def freeze_concrete(fn: Any, name: str, input_names: Sequence[str], output_names
     tf = import_tensorflow()
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    frozen = convert_variables_to_constants_v2(fn)
+    # Loops (Keras LSTM/GRU) stay functional `While` ops: lowered to TF1 control flow
+    # (Enter/Exit/NextIteration) their TensorList ops are out of tf2onnx's reach
+    # ("cannot convert TensorListReserve"); as While it converts them to an ONNX Loop. Graphs
+    # without loops freeze to the same bytes either way (checked on digits and InceptionV3).
+    frozen = convert_variables_to_constants_v2(fn, lower_control_flow=False)
     graph_inputs = [t for t in frozen.inputs if t.dtype != tf.resource]
     if len(graph_inputs) != len(input_names) or len(frozen.outputs) != len(output_names):
         raise ModelSourceError(f"{name}: cannot match the frozen function's tensors to its signature")
@@ -167,3 +171,61 @@ def _keras_name(tensor: Any, default: str) -> str:
     history = getattr(tensor, "_keras_history", None)
     layer = getattr(history, "operation", None) or (history[0] if history else None)
     return str(getattr(layer, "name", None) or default)
+
+
+# Ops an index passes through unchanged on its way to a lookup (shape ops, casts, and Keras 3's
+# negative-index fix-up `where(i < 0, i + n, i)`, entered through its `else` branch).
+_INDEX_PASS = {"Identity", "Cast", "Reshape", "ExpandDims", "Squeeze", "StridedSlice", "Slice", "Transpose",
+               "SelectV2", "Select"}
+_GATHERS = {"GatherV2", "Gather", "ResourceGather"}
+
+
+def infer_value_ranges(graph_def: Any, spec: ModelSpec) -> ModelSpec:
+    """Integer inputs with no value range get one from the embedding table they index: [0, rows)
+    of the smallest table any of them reaches (the indices of a `GatherV2` on a constant, axis 0).
+    An integer input that reaches none (a mask) keeps none: generated inputs use 0/1."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    tf = import_tensorflow()
+    nodes = {n.name: n for n in graph_def.node}
+    consumers: dict[str, list[tuple[Any, int]]] = {}
+    for n in graph_def.node:
+        for index, i in enumerate(n.input):
+            consumers.setdefault(i.lstrip("^").split(":")[0], []).append((n, index))
+
+    def const_rows(name: str, axis_name: str | None) -> int | None:
+        node = nodes.get(name.split(":")[0])
+        while node is not None and node.op == "Identity":
+            node = nodes.get(node.input[0].split(":")[0])
+        if node is None or node.op != "Const":
+            return None
+        if axis_name is not None:
+            axis = nodes.get(axis_name.split(":")[0])
+            if axis is None or axis.op != "Const" or int(tf.make_ndarray(axis.attr["value"].tensor)) != 0:
+                return None
+        dims = node.attr["value"].tensor.tensor_shape.dim
+        return int(dims[0].size) if dims else None
+
+    inputs = []
+    for t in spec.inputs:
+        if t.values is not None or np.dtype(t.dtype).kind not in "iu":
+            inputs.append(t)
+            continue
+        rows: list[int] = []
+        seen, frontier = set(), [t.tensor.split(":")[0]]
+        while frontier:
+            name = frontier.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for node, index in consumers.get(name, []):
+                if node.op in _GATHERS and index == 1:
+                    found = const_rows(node.input[0], node.input[2] if node.op == "GatherV2" else None)
+                    if found:
+                        rows.append(found)
+                elif node.op in _INDEX_PASS and (node.op not in ("SelectV2", "Select") or index > 0):
+                    frontier.append(node.name)
+        inputs.append(replace(t, values=(0, min(rows)), values_from="embedding table") if rows else t)
+    return replace(spec, inputs=tuple(inputs))

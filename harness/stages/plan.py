@@ -38,7 +38,9 @@ def build(engine_dir: Path, model: OnnxModel, precision: str, library: str, opti
 
     trt = import_trt(library)
     device = target_device(trt, options)
-    key = digest_json(["plan", model.digest, library, str(trt.__version__), device, options.to_dict()])
+    ranges = {t.name: [list(r) if r else None for r in t.ranges] for t in model.spec.inputs if any(t.ranges)}
+    key = digest_json(["plan", model.digest, library, str(trt.__version__), device, options.to_dict(),
+                       *([ranges] if ranges else [])])  # the profile of dims besides the batch
     device_slug = digest_json(device)[:12]
     timing_cache = None if is_rtx(trt) else engine_dir / f"timing-{library}-{trt.__version__}-{device_slug}.cache"
     start = time.perf_counter()

@@ -15,6 +15,10 @@ from harness.stages import Step
 from harness.stages.calibrate import Calibration
 from harness.stages.export import OnnxModel
 
+# Changed when the conversion itself changes, so no file made the old way is reused.
+FP16_RECIPE = "casts-from-integers-kept"
+INT8_RECIPE = "integer-paths-unquantized"
+
 
 def variant(store: ArtifactStore, fp32: OnnxModel, precision: str, calibration: Calibration | None, target: str,
             step: Step) -> OnnxModel:
@@ -24,7 +28,8 @@ def variant(store: ArtifactStore, fp32: OnnxModel, precision: str, calibration: 
     if precision == "fp16":
         from harness.precision.fp16 import convert_fp16
 
-        key = digest_json(["fp16", fp32.digest, installed_version("onnxconverter-common"), installed_version("onnx")])
+        key = digest_json(["fp16", fp32.digest, installed_version("onnxconverter-common"), installed_version("onnx"),
+                           FP16_RECIPE])
 
         def build(tmp: Path) -> dict[str, Any]:
             with step(f"converting {fp32.name} to fp16"):
@@ -35,7 +40,8 @@ def variant(store: ArtifactStore, fp32: OnnxModel, precision: str, calibration: 
         if calibration is None:
             raise UsageError(f"{fp32.name}: int8 needs a calibration")
         cal = calibration
-        key = digest_json(["int8", fp32.digest, cal.digest, cal.method, target, installed_version("onnxruntime")])
+        key = digest_json(["int8", fp32.digest, cal.digest, cal.method, target, installed_version("onnxruntime"),
+                           INT8_RECIPE])
 
         def build(tmp: Path) -> dict[str, Any]:
             with step(f"quantizing {fp32.name} to int8 (Q/DQ for {target})"):

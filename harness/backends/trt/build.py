@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from harness.backends.trt import import_trt, is_rtx, rtx_runs_on
 from harness.backends.trt.cuda import device_count, device_properties
 from harness.errors import ArtifactError, BackendUnavailable, ExportError, UsageError
-from harness.spec import ModelSpec
+from harness.spec import ModelSpec, TensorSpec
 
 if TYPE_CHECKING:
     # tensorrt-stubs: the datacenter API, which tensorrt_rtx shares; mypy checks every call on
@@ -139,6 +139,27 @@ def dims_tuple(dims: trt_api.Dims) -> tuple[int, ...]:
     return tuple(int(dims[i]) for i in range(len(dims)))
 
 
+def profile_shapes(name: str, dims: tuple[int, ...], described: TensorSpec | None, batch: tuple[int, int, int],
+                   onnx_path: Path) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """An input's (min, opt, max) shapes for the optimization profile: the batch from the build
+    options, any other dynamic dim from the range `--input` gave it (`tokens:?x1..128`)."""
+    shapes: list[list[int]] = [[b] for b in batch]
+    for axis, d in enumerate(dims[1:], start=1):
+        if d >= 0:
+            for s in shapes:
+                s.append(d)
+            continue
+        r = described.range_of(axis) if described is not None else None
+        if r is None:
+            raise ExportError(f"{onnx_path}: input {name!r} has shape {dims}: dimension {axis} is dynamic and "
+                              f"TensorRT needs its range; give it, e.g. --input {name}:"
+                              + "x".join("?" if a == 0 else (str(x) if x >= 0 else "1..128") for a, x in enumerate(dims)))
+        for s, value in zip(shapes, r):
+            s.append(value)
+    low, opt, high = shapes
+    return tuple(low), tuple(opt), tuple(high)
+
+
 def _parse(trt: Any, builder: trt_api.Builder, onnx_path: Path) -> tuple[trt_api.INetworkDefinition, trt_api.OnnxParser]:
     flags = 0
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -215,14 +236,12 @@ def build_plan(
 
         profile: trt_api.IOptimizationProfile = builder.create_optimization_profile()
         low, opt, high = options.profile
+        by_name = {t.name: t for t in spec.inputs}
         for i in range(network.num_inputs):
             tensor: trt_api.ITensor = network.get_input(i)
-            dims = dims_tuple(tensor.shape)
-            if any(d < 0 for d in dims[1:]):
-                raise ExportError(f"{onnx_path}: input {tensor.name!r} has shape {dims}; TensorRT needs every "
-                                  "dimension but the batch fixed (give it with --input NAME:SHAPE)")
-            profile.set_shape(tensor.name, trt.Dims([low, *dims[1:]]), trt.Dims([opt, *dims[1:]]),
-                              trt.Dims([high, *dims[1:]]))
+            shapes = profile_shapes(tensor.name, dims_tuple(tensor.shape), by_name.get(tensor.name), (low, opt, high),
+                                    onnx_path)
+            profile.set_shape(tensor.name, *(trt.Dims(list(s)) for s in shapes))
         config.add_optimization_profile(profile)
         cache = None
         if is_rtx(trt):
@@ -255,5 +274,6 @@ def build_plan(
         "device": device,
         "options": options.to_dict(),
         "inputs": {t.name: list(t.shape) for t in spec.inputs},
+        "profile": {t.name: [list(r) if r else None for r in t.ranges] for t in spec.inputs if any(t.ranges)},
     }
     return plan, info

@@ -1,0 +1,109 @@
+"""Small instances of the architecture families people deploy, built by the tests themselves
+(seeded), each written in the form a user would hand over: transformer (BERT-style three integer
+inputs, dynamic sequence length, attention mask, exact and tanh GELU) as a TF2 SavedModel,
+an LSTM text classifier with two outputs, a bidirectional GRU, and a squeeze-excite/swish CNN as
+Keras files.  Each entry: how to write it and the `--input` descriptions it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.tfimport import import_tensorflow
+
+VOCAB = 50  # word-embedding rows: the inferred value range of token inputs
+
+
+def _keras() -> Any:
+    import_tensorflow()
+    import keras
+
+    return keras
+
+
+def bert_tiny() -> Any:
+    keras = _keras()
+    layers, ops = keras.layers, keras.ops
+    keras.utils.set_random_seed(11)
+    ids = keras.Input((None,), dtype="int32", name="input_ids")
+    mask = keras.Input((None,), dtype="int32", name="attention_mask")
+    types = keras.Input((None,), dtype="int32", name="token_type_ids")
+    x = layers.Embedding(VOCAB, 16, name="word_embeddings")(ids) + layers.Embedding(2, 16, name="type_embeddings")(types)
+    x = layers.LayerNormalization()(x)
+    attention = layers.MultiHeadAttention(2, 8)(x, x, attention_mask=ops.cast(mask[:, None, :], "bool"))
+    x = layers.LayerNormalization()(x + attention)
+    h = layers.Dense(32, activation="gelu")(x)  # exact GELU: erfc in the graph
+    h = layers.Dense(16)(h)
+    h = ops.gelu(h, approximate=True)  # tanh GELU
+    x = layers.LayerNormalization()(x + h)
+    pooled = ops.sum(x * ops.cast(mask, "float32")[:, :, None], axis=1) / (
+        ops.sum(ops.cast(mask, "float32"), axis=1, keepdims=True) + 1e-6)  # masked mean
+    return keras.Model([ids, mask, types], layers.Dense(3, name="logits")(pooled), name="bert_tiny")
+
+
+def lstm_text() -> Any:
+    keras = _keras()
+    layers = keras.layers
+    keras.utils.set_random_seed(12)
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    x = layers.LSTM(16)(layers.Embedding(VOCAB, 8)(tokens))
+    return keras.Model(tokens, [layers.Dense(3, name="label")(x), layers.Dense(1, name="score")(x)], name="lstm_text")
+
+
+def bigru_text() -> Any:
+    keras = _keras()
+    layers = keras.layers
+    keras.utils.set_random_seed(13)
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    x = layers.Bidirectional(layers.GRU(8))(layers.Embedding(VOCAB, 8)(tokens))
+    return keras.Model(tokens, layers.Dense(3, name="logits")(x), name="bigru_text")
+
+
+def se_swish() -> Any:
+    keras = _keras()
+    layers = keras.layers
+    keras.utils.set_random_seed(14)
+    image = keras.Input((16, 16, 3), name="image")
+    x = layers.Rescaling(1 / 127.5, offset=-1)(image)  # a quantized constant TensorRT refused once
+    x = layers.Conv2D(8, 3, padding="same", activation="swish")(x)
+    s = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    s = layers.Dense(8, activation="sigmoid")(layers.Dense(2, activation="relu")(s))
+    x = layers.Conv2D(8, 3, padding="same", activation="swish")(layers.Multiply()([x, s]))
+    return keras.Model(image, layers.Dense(4, name="logits")(layers.GlobalAveragePooling2D()(x)), name="se_swish")
+
+
+def _save_keras(model: Any, directory: Path) -> Path:
+    path = directory / f"{model.name}.keras"
+    model.save(path)
+    return path
+
+
+def _export_saved_model(model: Any, directory: Path) -> Path:
+    path = directory / model.name
+    model.export(path, verbose=False)  # TF2 SavedModel, serving_default signature
+    return path
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    build: Callable[[], Any]
+    write: Callable[[Any, Path], Path]
+    inputs: tuple[str, ...] = ()  # --input descriptions the model needs (dynamic dims' ranges)
+
+    def save(self, directory: Path) -> Path:
+        return self.write(self.build(), directory)
+
+
+FAMILIES = {
+    f.name: f
+    for f in (
+        Family("bert_tiny", bert_tiny, _export_saved_model,
+               ("input_ids:?x1/16/32", "attention_mask:?x1/16/32", "token_type_ids:?x1/16/32")),
+        Family("lstm_text", lstm_text, _save_keras),
+        Family("bigru_text", bigru_text, _save_keras),
+        Family("se_swish", se_swish, _save_keras),
+    )
+}
