@@ -28,6 +28,8 @@ class Overhead(NamedTuple):
 
 # Filled by the overhead benchmark, per backend.
 OVERHEAD: dict[str, Overhead] = {}
+# Filled by the model-zoo benchmark: (family, engine, speedup over TensorFlow).
+ZOO: list[tuple[str, str, Any]] = []
 # Filled by the serving benchmark: one table per run of the load sweep.
 SERVING: list[str] = []
 
@@ -38,6 +40,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         for table in SERVING:
             for line in table.splitlines():
                 terminalreporter.line(line)
+    if ZOO:
+        terminalreporter.section("harness: model zoo (ONNX Runtime over TensorFlow, batch 8, 95% interval)")
+        for family, engine, speedup in ZOO:
+            terminalreporter.line(f"{family:<12} {engine:<18} {speedup}")
     if OVERHEAD:
         terminalreporter.section("harness: runner overhead")
         terminalreporter.line("harness runner over a bare loop of the library's own call, batch 1: the runner's own "

@@ -38,7 +38,7 @@ SLOW_ENGINE, SLOWDOWN = "GATE_DETECTION_ENGINE", "GATE_DETECTION_SLOWDOWN"
 ENGINES = ("onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8")
 # .ci/run's gate command, without the gate (judged here, at several margins).
 CI_ARGS = ["benchmarks/", "--benchmark-only", "--harness-model", "digits", "--harness-batch-sizes", "1,8",
-           "--harness-backends", "onnxruntime", "-k", "not overhead and not serving", "-p", "no:cacheprovider", "-q"]
+           "--harness-backends", "onnxruntime", "-k", "not overhead and not serving and not zoo", "-p", "no:cacheprovider", "-q"]
 
 
 def pytest_configure(config: Any) -> None:

@@ -66,12 +66,12 @@ def se_swish() -> Any:
     layers = keras.layers
     keras.utils.set_random_seed(14)
     image = keras.Input((16, 16, 3), name="image")
-    x = layers.Rescaling(1 / 127.5, offset=-1)(image)  # a quantized constant TensorRT refused once
+    x = layers.Rescaling(0.5, offset=0.1)(image)  # constants ONNX Runtime quantizes and TensorRT refused
     x = layers.Conv2D(8, 3, padding="same", activation="swish")(x)
     s = layers.GlobalAveragePooling2D(keepdims=True)(x)
     s = layers.Dense(8, activation="sigmoid")(layers.Dense(2, activation="relu")(s))
     x = layers.Conv2D(8, 3, padding="same", activation="swish")(layers.Multiply()([x, s]))
-    return keras.Model(image, layers.Dense(4, name="logits")(layers.GlobalAveragePooling2D()(x)), name="se_swish")
+    return keras.Model(image, layers.Dense(4, name="logits")(layers.Flatten()(x)), name="se_swish")
 
 
 def _save_keras(model: Any, directory: Path) -> Path:
@@ -107,3 +107,47 @@ FAMILIES = {
         Family("se_swish", se_swish, _save_keras),
     )
 }
+
+
+def write_detector(directory: Path, combined: bool = True) -> Path:
+    """A detection head as a TF2 SavedModel: boxes and class scores from a tiny conv net, then
+    NMS.  `combined`: TensorFlow's batched, padded CombinedNonMaxSuppression (fixed-size
+    outputs, what TensorRT deployments use); else plain NonMaxSuppressionV3 on one image's boxes,
+    whose output length depends on the data."""
+    tf = import_tensorflow()
+    import numpy as np
+
+    rng = np.random.default_rng(15)
+
+    class Detector(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = tf.Variable(rng.standard_normal((3, 3, 3, 8)).astype(np.float32) * 0.3)
+            self.box = tf.Variable(rng.standard_normal((8, 4)).astype(np.float32))
+            self.cls = tf.Variable(rng.standard_normal((8, 3)).astype(np.float32))
+
+        def heads(self, image: Any) -> tuple[Any, Any]:
+            h = tf.nn.relu(tf.nn.conv2d(image, self.conv, 2, "SAME"))  # (N, 4, 4, 8): 16 anchors
+            h = tf.reshape(h, [-1, 16, 8])
+            centers = tf.sigmoid(tf.matmul(h, self.box))
+            boxes = tf.concat([centers[..., :2] - 0.2, centers[..., :2] + 0.2], axis=-1)
+            return boxes, tf.sigmoid(tf.matmul(h, self.cls))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32, name="image")])
+        def combined(self, image: Any) -> dict[str, Any]:
+            boxes, scores = self.heads(image)
+            out = tf.image.combined_non_max_suppression(boxes[:, :, None, :], scores, 5, 5, 0.5, 0.3,
+                                                        clip_boxes=False)
+            return {"boxes": out.nmsed_boxes, "scores": out.nmsed_scores, "classes": out.nmsed_classes,
+                    "detections": out.valid_detections}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32, name="image")])
+        def single(self, image: Any) -> dict[str, Any]:
+            boxes, scores = self.heads(image)
+            keep = tf.image.non_max_suppression(boxes[0], tf.reduce_max(scores[0], axis=-1), 10, 0.5, 0.3)
+            return {"kept": tf.gather(boxes[0], keep)[None]}
+
+    model = Detector()
+    path = directory / ("detector" if combined else "detector_single")
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.combined if combined else model.single})
+    return path

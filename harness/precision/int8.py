@@ -229,7 +229,25 @@ def integer_paths(fp32: Path) -> list[str]:
             derived.update(node.output)  # still mask/index arithmetic: follow it
         else:
             met.update(node.output)
-    return keep
+    return keep + [n for n in detection_head(graph) if n not in keep]
+
+
+def detection_head(graph: Any) -> list[str]:
+    """The nodes between the last weighted layers and a non-maximum suppression (box decoding,
+    score sigmoid), and the NMS's own: which boxes survive is a hard decision on small score
+    differences, so int8 there changes which detections come out, not just their digits (a
+    tiny detector's classes went to cosine 0 in OpenVINO's int8 with them quantized)."""
+    producers = {o: n for n in graph.node for o in n.output}
+    head: list[str] = []
+    frontier = [i for n in graph.node if n.op_type == "NonMaxSuppression" for i in n.input]
+    head += [n.name for n in graph.node if n.op_type == "NonMaxSuppression"]
+    while frontier:
+        node = producers.get(frontier.pop())
+        if node is None or node.name in head or node.op_type in _WEIGHT_SLOTS:
+            continue
+        head.append(node.name)
+        frontier.extend(node.input)
+    return head
 
 
 # Ops between an additive attention mask and the softmax it is for.
