@@ -53,4 +53,4 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.line(
                 f"{backend}: {o.by_added[0]:.4f}x [{o.by_added[1]:.4f}, {o.by_added[2]:.4f}] "
                 f"(adds {o.added * 1e6:.1f} us [{o.added_low * 1e6:.1f}, {o.added_high * 1e6:.1f}] "
-                f"to {o.bare * 1e3:.2f} ms); direct {o.direct[0]:.3f}x [{o.direct[1]:.3f}, {o.direct[2]:.3f}]")
+                f"to {o.bare * 1e3:.4g} ms); direct {o.direct[0]:.3f}x [{o.direct[1]:.3f}, {o.direct[2]:.3f}]")

@@ -6,6 +6,7 @@ A HarnessError is printed as one line, never as a traceback."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import warnings
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         "golden": "write golden inputs and TensorFlow reference outputs",
         "compare": "compare engines with the golden outputs",
         "serve": "serve one engine over HTTP (Open Inference Protocol) from a dedicated worker process",
+        "debug": "why a precision fails, tensor by tensor against fp32; --fix: the fewest nodes to keep in higher "
+                 "precision for the golden check to pass",
     }
     commands = {}
     for name in MODEL_COMMANDS:
@@ -71,7 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     golden.add_argument("--samples", type=positive_int, default=DEFAULT_GOLDEN_SAMPLES,
                         help=f"random samples for models without representative data (default: {DEFAULT_GOLDEN_SAMPLES})")
     golden.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of those samples (default: {DEFAULT_SEED})")
-    for name in ("golden", "compare"):
+    debug = commands["debug"]
+    debug.add_argument("--precision", required=True, choices=["fp16", "int8"], help="the precision to debug")
+    debug.add_argument("--fix", action="store_true",
+                       help="search the fewest nodes to keep in fp32 (fp16) or unquantized (int8) so the golden check "
+                       "passes, and write that model as the variant fp16-mixed / int8-mixed")
+    debug.add_argument("--fix-budget", type=positive_int, default=12, metavar="N",
+                       help="golden runs the --fix search may make (default: 12)")
+    debug.add_argument("--samples", type=positive_int, default=32, help="golden samples compared (default: 32)")
+    debug.add_argument("--top", type=positive_int, default=8, help="tensors listed (default: 8)")
+    debug.add_argument("--json", type=Path, default=None, metavar="PATH", help="every tensor's figures as JSON")
+    debug.add_argument("--plot", type=Path, default=None, metavar="PNG", help="error against depth, as a PNG")
+    for name in ("golden", "compare", "debug"):
         commands[name].add_argument(
             "--tolerances", type=Path, default=Path("pyproject.toml"), metavar="PYPROJECT",
             help="pyproject.toml whose [tool.harness] gives tolerances and class-score outputs "
@@ -227,6 +241,41 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK if comparison.passed else EXIT_FAILED
 
 
+def cmd_debug(args: argparse.Namespace) -> int:
+    from harness.policy import TolerancePolicy
+    from harness.workspace import Workspace
+
+    ws = Workspace(args.artifacts, args.golden_dir, args.opset, providers=args.providers,
+                   policy=TolerancePolicy.from_pyproject(args.tolerances), fix_budget=args.fix_budget)
+    request = _request(args)
+    report = ws.debug(request, args.precision, _calibration(args), samples=args.samples)
+    print(report.summary(args.top))
+    if args.json:
+        atomic_write_json(args.json, report.to_dict())
+        print(f"wrote {args.json}")
+    if args.plot:
+        from harness.report import plot_debug
+
+        plot_debug(report, args.plot)
+        print(f"wrote {args.plot}")
+    if not args.fix:
+        return EXIT_OK if report.passed else EXIT_FAILED
+    if report.passed:
+        print(f"{args.precision} already passes its golden check: nothing to keep out of it")
+        return EXIT_OK
+    mixed = f"{args.precision}-mixed"
+    model, _ = ws.variant(request, mixed, _calibration(args))
+    meta = json.loads((model.path.parent / "meta.json").read_text())
+    kept = meta.get("kept_in_fp32") or meta.get("kept_unquantized") or []
+    print(f"\n{mixed}: {len(kept)} node(s) kept out of {args.precision} after {meta.get('golden_runs')} golden runs; "
+          f"it passes the {args.precision} policy:")
+    for name in kept:
+        print(f"  {name}")
+    print(f"wrote {model.path} (sidecar {model.path.parent / 'meta.json'}); use it as any precision: "
+          f"harness compare {args.model} --precisions {args.precision},{mixed}")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -284,6 +333,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "info": cmd_info, "export": cmd_export, "build": cmd_build, "golden": cmd_golden, "compare": cmd_compare,
+    "debug": cmd_debug,
     "serve": cmd_serve, "loadtest": cmd_loadtest, "report": cmd_report,
 }
 

@@ -87,7 +87,7 @@ PYTEST = "pytest"
 DEFAULT_MODEL = "inception_v3"  # the benchmark suite's main job
 DEFAULT_BATCH_SIZES = "1,8,32"
 DEFAULT_MAX_SLOWDOWN = 0.15
-MODEL_COMMANDS = ("export", "build", "golden", "compare", "serve")
+MODEL_COMMANDS = ("export", "build", "golden", "compare", "serve", "debug")
 ENGINE_COMMANDS = ("build", "compare", "serve")
 
 
@@ -142,7 +142,7 @@ def option_table() -> tuple[Option, ...]:
     )
     from harness.export import DEFAULT_OPSET
     from harness.golden import GOLDEN_DIR_DEFAULT
-    from harness.precision import BACKEND_PRECISIONS, PRECISIONS
+    from harness.precision import ALL_PRECISIONS, BACKEND_PRECISIONS, PRECISIONS
     from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
     from harness.workspace import (
         BACKENDS,
@@ -154,7 +154,7 @@ def option_table() -> tuple[Option, ...]:
 
     models = MODEL_COMMANDS + (PYTEST,)
     engines = ENGINE_COMMANDS + (PYTEST,)
-    calibration = ("build", "compare", "serve", PYTEST)
+    calibration = ("build", "compare", "serve", "debug", PYTEST)
     return (
         Option("input", "input node of a checkpoint or .pb, with its shape if the graph lacks one (e.g. "
                "input:1x299x299x3); repeatable", models, input_arg, [], "NAME[:SHAPE]", "append", "none"),
@@ -177,15 +177,17 @@ def option_table() -> tuple[Option, ...]:
                             "default_text": "all; those unavailable here are skipped with the reason",
                             "help": f"engine backends the `engine` fixture covers, from {','.join(ENGINE_BACKENDS)}"},
                }),
-        Option("precisions", f"precisions, comma-separated, from {','.join(PRECISIONS)}", ("build", "compare", PYTEST),
-               choices(list(PRECISIONS)), list(PRECISIONS), "P,P,...", aliases=("--precision",), per_place={
+        Option("precisions", f"precisions, comma-separated, from {','.join(ALL_PRECISIONS)} (the -mixed ones "
+               "only when named: see harness debug --fix)", ("build", "compare", PYTEST),
+               choices(list(ALL_PRECISIONS)), list(PRECISIONS), "P,P,...", aliases=("--precision",), per_place={
                    "compare": {"default": ["fp32"], "default_text": "fp32; tensorflow, the reference, is always fp32"},
                    "build": {"type": choices(list(BACKEND_PRECISIONS["tensorrt"])), "default": ["fp32", "fp16", "int8"],
-                             "help": "precisions to build TensorRT plans of, comma-separated, from fp32,fp16,int8"},
+                             "help": "precisions to build TensorRT plans of, comma-separated, from "
+                                     + ",".join(BACKEND_PRECISIONS["tensorrt"])},
                }),
         Option("backend", f"the engine's backend, from {','.join(BACKENDS)}", ("serve",), one_of(BACKENDS),
                "onnxruntime", "B"),
-        Option("precision", f"the engine's precision, from {','.join(PRECISIONS)}", ("serve",), one_of(PRECISIONS),
+        Option("precision", f"the engine's precision, from {','.join(ALL_PRECISIONS)}", ("serve",), one_of(ALL_PRECISIONS),
                "fp32", "P"),
         Option("calibration", "int8 calibration data: a directory of images, a .npy or an .npz keyed by input name",
                calibration, Path, None, "PATH", default_text="a built-in model's calibration split; otherwise 32 "
@@ -217,6 +219,8 @@ def option_table() -> tuple[Option, ...]:
                action="store_true", default_text="off"),
         Option("verbose", "let TensorFlow's own C++ log lines through", (PYTEST,), None, False, action="store_true",
                default_text="dropped"),
+        Option("debug-on-fail", "when a test of an fp16 or int8 engine fails, run harness debug on that precision "
+               "and attach its summary to the failure", (PYTEST,), None, False, action="store_true", default_text="off"),
         # The benchmark suite and its gate (pytest only).
         Option("batch-sizes", "batch sizes the benchmarks run", (PYTEST,), batch_sizes, batch_sizes(DEFAULT_BATCH_SIZES),
                "N,N,..."),

@@ -68,6 +68,9 @@ class TolerancePolicy:
         return replace(self, class_outputs={**self.class_outputs, model: self.classes(model) | set(outputs)})
 
     def tolerance(self, precision: str, model: str = "", output: str = "") -> Tolerance:
+        from harness.precision import base_precision
+
+        precision = base_precision(precision)  # a mixed variant passes by its base precision's policy
         if precision not in self.defaults:
             raise UsageError(f"no tolerance for precision {precision!r}; known: {sorted(self.defaults)}")
         values: dict[str, Any] = {}

@@ -207,6 +207,27 @@ def golden(harness_workspace: Workspace, harness_request: ModelRequest) -> Golde
     return _call(harness_workspace.golden, harness_request)
 
 
+def _attach_debug(item: pytest.Item, report: pytest.TestReport) -> None:
+    """--harness-debug-on-fail: a failed test of an fp16/int8 engine gets `harness debug`'s
+    summary (tensor by tensor, where it overflows or saturates) as a section of its report."""
+    funcargs = getattr(item, "funcargs", {})
+    if not (report.when == "call" and report.failed and "engine" in funcargs
+            and item.config.getoption("harness_debug_on_fail")):
+        return
+    from harness.debug import DEBUG_PRECISIONS
+
+    engine = funcargs["engine"]
+    if engine.precision not in DEBUG_PRECISIONS:
+        return
+    fixtures = item._request  # type: ignore[attr-defined]
+    try:
+        summary = fixtures.getfixturevalue("harness_workspace").debug(
+            fixtures.getfixturevalue("harness_request"), engine.precision).summary()
+    except HarnessError as e:
+        summary = f"harness debug could not run: {e}"
+    report.sections.append((f"harness debug {engine.precision}", summary))
+
+
 # --- benchmark results, speedup table and regression gate --------------------------------
 
 
@@ -250,6 +271,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # A benchmark row that produced no time (its engine skipped, its fixture failed) is listed
     # at the end of the run with the reason, and the gate knows why a row is missing.
     report = yield
+    _attach_debug(item, report)
     params = getattr(getattr(item, "callspec", None), "params", {})
     if (report.outcome != "passed" and report.when in ("setup", "call")  # a teardown error follows a timed row
             and "benchmark" in getattr(item, "fixturenames", ()) and "batch" in params):

@@ -486,3 +486,26 @@ def write_report(
     report_html = out / "report.html"
     atomic_write_bytes(report_html, "\n".join(page).encode())
     return Written(markdown, report_html, tuple(plots), tuple(inputs.warnings))
+
+
+def plot_debug(report: Any, path: Path) -> Path:
+    """`harness debug`'s relative error of every tensor against its depth in the graph, overflowing
+    (fp16) or saturating (int8) tensors marked, the first error jump annotated."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    rows = report.rows
+    ax.plot([r.depth for r in rows], [max(r.relative, 1e-9) for r in rows], ".", color="C0", label="relative error")
+    flagged = [r for r in rows if r.overflow or r.saturated > 0.01]
+    if flagged:
+        ax.plot([r.depth for r in flagged], [max(r.relative, 1e-9) for r in flagged], "x", color="C3", markersize=8,
+                label="fp16 overflow" if report.precision == "fp16" else "int8 saturation > 1%")
+    jump = report.first_jump()
+    if jump is not None:
+        ax.annotate(f"first jump: {jump.op}", (jump.depth, max(jump.relative, 1e-9)), textcoords="offset points",
+                    xytext=(10, 10), arrowprops={"arrowstyle": "->"})
+    ax.set_yscale("log")
+    ax.set_xlabel("depth (node index in the fp32 graph)")
+    ax.set_ylabel("max |error| / max |fp32 value|")
+    ax.set_title(f"{report.model}: {report.precision} against fp32, tensor by tensor")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

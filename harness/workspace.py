@@ -20,7 +20,8 @@ from harness.backends.onnxrt import OrtRunner
 from harness.backends.tf import TFRunner
 from harness.backends.trt.build import BuildOptions
 from harness.compare import Comparison, OutputComparison
-from harness.errors import BackendUnavailable, GoldenMissing, UsageError
+from harness.debug import DebugReport
+from harness.errors import BackendUnavailable, GoldenMissing, HarnessError, UsageError
 from harness.export import DEFAULT_OPSET
 from harness.golden import (
     BUILTIN_GOLDEN_DIR,
@@ -33,7 +34,7 @@ from harness.golden import (
 )
 from harness.machine import installed_version as _version
 from harness.policy import TolerancePolicy
-from harness.precision import BACKEND_PRECISIONS, PRECISIONS, SAME_FILE_AS
+from harness.precision import ALL_PRECISIONS, BACKEND_PRECISIONS, MIXED, PRECISIONS, SAME_FILE_AS
 from harness.precision.calibration import CalibrationData, load_calibration
 from harness.progress import Stream, step
 from harness.sources import DEFAULT_SIGNATURE, ModelRequest, resolve
@@ -94,8 +95,12 @@ class Workspace:
         build_options: BuildOptions | None = None,
         rebuild: bool = False,
         cuda_graph: bool = False,
+        policy: TolerancePolicy | None = None,
+        fix_budget: int = 12,
     ) -> None:
         self.store = ArtifactStore(Path(artifacts))
+        self.policy = policy or TolerancePolicy()  # what a mixed-precision search must pass
+        self.fix_budget = fix_budget  # golden runs a mixed-precision search may make
         self.engine_dir = Path(engine_dir) if engine_dir is not None else Path(artifacts) / "engines"
         self.build_options = build_options or BuildOptions()
         self.rebuild = rebuild  # rebuild plans once in this workspace's life, then reuse them
@@ -112,6 +117,11 @@ class Workspace:
         self._plans: dict[tuple[ModelRequest, str, str, CalibrationOptions], Plan] = {}
         self._calibrations: dict[tuple[ModelRequest, CalibrationOptions], Calibration] = {}
         self._variants: dict[tuple[ModelRequest, str, CalibrationOptions, str], tuple[OnnxModel, Calibration | None]] = {}
+
+    def _say(self, what: str) -> None:
+        """One progress line (where `_step`'s go)."""
+        if not self.quiet:
+            print(f"[harness]   {what}", file=self.progress or sys.stderr, flush=True)
 
     def _step(self, what: str) -> contextlib.AbstractContextManager[None]:
         return step(what, io.StringIO() if self.quiet else self.progress)
@@ -170,8 +180,10 @@ class Workspace:
         """The ONNX file of `precision` (fp32 is the export itself), and its calibration (int8).
         `target` picks the int8 placement (harness.precision.int8.TARGETS); both come from the
         same calibration table."""
+        if precision in MIXED:
+            return self._mixed(request, precision, calibration, target)
         if precision not in PRECISIONS:
-            raise UsageError(f"unknown precision {precision!r}; choose from {list(PRECISIONS)}")
+            raise UsageError(f"unknown precision {precision!r}; choose from {list(ALL_PRECISIONS)}")
         target = target if precision == "int8" else "any"
         memo = (request, precision, calibration, target)
         if memo not in self._variants:
@@ -181,6 +193,83 @@ class Workspace:
             else:
                 cal = self.calibration(request, calibration) if precision == "int8" else None
                 self._variants[memo] = (stages.variant.variant(self.store, fp32, precision, cal, target, self._step), cal)
+        return self._variants[memo]
+
+    def debug(self, request: ModelRequest, precision: str, calibration: CalibrationOptions = DEFAULT_CALIBRATION,
+              target: str = "tensorrt", samples: int = 32) -> DebugReport:
+        """Every tensor of `precision`'s ONNX file against fp32's on (up to `samples` of) the golden
+        inputs, and the golden check of that file (ONNX Runtime, CPU). int8: TensorRT's placement
+        by default, the file TensorRT builds."""
+        from harness.debug import DEBUG_PRECISIONS, debug_precision
+
+        if precision not in DEBUG_PRECISIONS:
+            raise UsageError(f"harness debug --precision {precision}: choose from {list(DEBUG_PRECISIONS)}")
+        golden = self.reference(request)
+        fp32 = self.onnx(request)
+        model, cal = self.variant(request, precision, calibration, target)
+        feed = {k: v[:samples] for k, v in golden.inputs.items()}
+        with self._step(f"comparing every tensor of {fp32.name} {precision} with fp32 "
+                        f"({len(next(iter(feed.values())))} samples)"):
+            report = debug_precision(fp32.path, model.path, precision, feed, fp32.name,
+                                     cal.table if cal is not None else None, symmetric=target == "tensorrt")
+        with OrtRunner(model.path, model.spec, precision) as runner:
+            comparison = golden.check(runner, self.policy)
+        report.passed = comparison.passed
+        failed = [f"{r.output}: {'; '.join(r.failures)}" for r in comparison.results if r.failures]
+        report.golden_summary = "passes" if comparison.passed else "FAILS (" + " | ".join(failed)[:400] + ")"
+        return report
+
+    def _mixed(self, request: ModelRequest, precision: str, calibration: CalibrationOptions,
+               target: str) -> tuple[OnnxModel, Calibration | None]:
+        """The mixed variant: the fewest nodes, ranked by `debug`, kept in fp32 (unquantized) for
+        the golden check to pass under the policy; searched once, then cached like any variant."""
+        from harness.artifacts import digest_bytes
+        from harness.debug import find_mixed, write_mixed
+
+        base = MIXED[precision]
+        target = "tensorrt" if base == "int8" else "any"  # one file, TensorRT's placement, for every backend
+        memo = (request, precision, calibration, target)
+        if memo in self._variants:
+            return self._variants[memo]
+        fp32 = self.onnx(request)
+        plain, cal = self.variant(request, base, calibration, "tensorrt")
+        golden = self.reference(request)
+        tolerances = self.policy.for_outputs(base, golden.model, list(golden.outputs))
+        outputs = digest_bytes(b"".join(v.tobytes() for v in golden.outputs.values()))
+        key = digest_json(["mixed", precision, plain.digest, fp32.digest, outputs, target, self.fix_budget,
+                           {o: repr(t) for o, t in tolerances.items()}])
+
+        def build(tmp: Path) -> dict[str, Any]:
+            import tempfile
+
+            report = self.debug(request, base, calibration)
+            if report.passed:
+                self.warn(f"{fp32.name}: plain {base} already passes its golden check; {precision} keeps nothing")
+            table = cal.table if cal is not None else None
+            method = cal.method if cal is not None else "minmax"
+            with tempfile.TemporaryDirectory(prefix="harness-mixed.") as trials:
+                count = iter(range(10**6))
+
+                def passes(kept: Sequence[str]) -> bool:
+                    path = Path(trials) / f"trial-{next(count)}.onnx"
+                    write_mixed(fp32.path, base, kept, path, table, method, "tensorrt")
+                    with OrtRunner(path, fp32.spec, precision) as runner:
+                        return golden.check(runner, self.policy).passed
+
+                with self._step(f"searching the fewest nodes of {fp32.name} to keep out of {base} "
+                                f"(at most {self.fix_budget} golden runs)"):
+                    kept, runs = find_mixed(report.ranking(), passes, self.fix_budget, self._say)
+            if kept is None:
+                raise HarnessError(
+                    f"{fp32.name}: no {precision} model passed the golden check within {runs} runs (the ranking has "
+                    f"{len(report.ranking())} nodes); raise the budget (--fix-budget) or loosen the {base} tolerance")
+            info = write_mixed(fp32.path, base, kept, tmp / "model.onnx", table, method, "tensorrt")
+            return {**info, "base": base, "golden_runs": runs, "debug": report.summary()}
+
+        entry = self.store.get_or_build(precision, f"{fp32.name}-{target}", key, build)
+        model = OnnxModel(fp32.name, fp32.spec, entry.file("model.onnx"), fp32.opset, entry.reused, 0.0,
+                          entry.meta["files"]["model.onnx"])
+        self._variants[memo] = (model, cal)
         return self._variants[memo]
 
     def plan(

@@ -151,3 +151,38 @@ def write_detector(directory: Path, combined: bool = True) -> Path:
     path = directory / ("detector" if combined else "detector_single")
     tf.saved_model.save(model, str(path), signatures={"serving_default": model.combined if combined else model.single})
     return path
+
+
+def overflowing_mlp(scale: float = 1e5) -> Any:
+    """A dense layer whose outputs reach ~3e5, past float16's 65504, scaled back by the next
+    layer: fp32 is fine, fp16 overflows in `wide` (`scale=1`: the same model, healthy)."""
+    keras = _keras()
+    layers = keras.layers
+    keras.utils.set_random_seed(21)
+    x = keras.Input((8,), name="x")
+    h = layers.Dense(16, name="wide")(x)
+    h = layers.Rescaling(1 / scale, name="shrink")(h)
+    h = layers.Dense(16, activation="tanh", name="mid")(h)
+    model = keras.Model(x, layers.Dense(3, name="logits")(h), name="overflowing_mlp" if scale > 1 else "healthy_mlp")
+    wide = model.get_layer("wide")
+    kernel, bias = wide.get_weights()
+    wide.set_weights([kernel * scale, bias])
+    return model
+
+
+def branchy_mlp() -> Any:
+    """Feature 0 feeds its own branch (`branch`), which dominates the logits; calibrated on data
+    whose feature 0 is 100 times smaller than what it later sees, that branch's int8 ranges are
+    wrong and everything else's right."""
+    keras = _keras()
+    layers = keras.layers
+    keras.utils.set_random_seed(22)
+    x = keras.Input((8,), name="x")
+    branch = layers.Dense(8, activation="relu", name="branch")(layers.Cropping1D((0, 7))(layers.Reshape((8, 1))(x)))
+    main = layers.Dense(8, activation="relu", name="main")(x)
+    h = layers.Concatenate()([layers.Flatten()(branch), main])
+    model = keras.Model(x, layers.Dense(3, name="logits")(h), name="branchy_mlp")
+    layer = model.get_layer("branch")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * 5, bias])
+    return model

@@ -21,7 +21,7 @@ from harness.lazy import lazy_import
 from harness.spec import ModelSpec
 
 # precision -> the CPU plugin's INFERENCE_PRECISION_HINT (also the name of the ov.Type it reports back)
-HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
+HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16", "fp16-mixed": "f32", "int8-mixed": "f32"}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

@@ -4,6 +4,7 @@ unless asked otherwise, so callers feed and read the same arrays in every precis
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ from harness.errors import ExportError
 from harness.lazy import lazy_import
 
 
-def convert_fp16(src: Path, dst: Path, keep_io_types: bool = True) -> dict[str, object]:
+def convert_fp16(src: Path, dst: Path, keep_io_types: bool = True, keep_nodes: Sequence[str] = ()) -> dict[str, object]:
+    """`keep_nodes`: nodes left in float32 (a mixed-precision model, harness debug --fix)."""
     import onnx
 
     float16 = lazy_import("onnxconverter_common.float16", "onnxconverter-common")
@@ -23,7 +25,7 @@ def convert_fp16(src: Path, dst: Path, keep_io_types: bool = True) -> dict[str, 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             converted = float16.convert_float_to_float16(model, keep_io_types=keep_io_types,
-                                                         node_block_list=_casts_from_integers(model))
+                                                         node_block_list=[*_casts_from_integers(model), *keep_nodes])
     except Exception as e:  # the converter raises bare exceptions on graphs it cannot handle
         raise ExportError(f"{src}: float16 conversion failed ({type(e).__name__}: {e})") from e
     try:

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,9 @@ def check_table(table: Path) -> dict[str, Any]:
 TARGETS = ("tensorrt", "onnxruntime")
 
 
-def quantize(fp32: Path, table: Path, method: str, dst: Path, target: str = "tensorrt") -> dict[str, Any]:
+def quantize(fp32: Path, table: Path, method: str, dst: Path, target: str = "tensorrt",
+             keep_nodes: Sequence[str] = ()) -> dict[str, Any]:
+    """`keep_nodes`: nodes left unquantized besides the integer paths (harness debug --fix)."""
     import_onnxruntime()
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -120,6 +122,7 @@ def quantize(fp32: Path, table: Path, method: str, dst: Path, target: str = "ten
     check_table(table)
     symmetric = target == "tensorrt"
     keep = integer_paths(fp32)
+    keep += [n for n in keep_nodes if n not in keep]
     with _quiet():
         quantize_static(
             str(fp32),
