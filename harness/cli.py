@@ -113,10 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--batch", type=positive_int, default=1, help="samples per request (default: 1)")
 
     report = sub.add_parser("report", help="tables and plots from benchmark JSON files and compare records")
-    report.add_argument("benchmarks", nargs="+", type=Path, metavar="BENCH.json|DIR",
+    report.add_argument("benchmarks", nargs="*", type=Path, metavar="BENCH.json|DIR",
                         help="pytest-benchmark JSON files (--benchmark-json) or directories of saved runs (.benchmarks/)")
     report.add_argument("--compare", action="append", type=Path, default=[], metavar="RESULTS.json",
                         help="`harness compare --json` records: golden status, accuracy and error plots; repeatable")
+    report.add_argument("--debug", action="append", type=Path, default=[], metavar="DEBUG.json",
+                        help="`harness debug --json` files: their summary and error-against-depth plot; repeatable")
     report.add_argument("--baseline", type=Path, default=None, metavar="BASELINE.json",
                         help="the gate's baseline, marked on the speedup plot")
     report.add_argument("--trend", choices=["speedup", "p50", "p99", "throughput"], default="speedup",
@@ -324,7 +326,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import write_report
 
-    written = write_report(args.out, args.benchmarks, args.compare, args.baseline, args.trend)
+    written = write_report(args.out, args.benchmarks, args.compare, args.baseline, args.trend, args.debug)
     for warning in written.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {written.markdown}, {written.html} and {len(written.plots)} plots in {args.out}")

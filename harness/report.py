@@ -129,7 +129,7 @@ def load_compare(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def load_inputs(benchmarks: Sequence[Path], compare: Sequence[Path] = ()) -> Inputs:
+def load_inputs(benchmarks: Sequence[Path], compare: Sequence[Path] = (), allow_empty: bool = False) -> Inputs:
     inputs = Inputs()
     for path in _json_files(benchmarks):
         try:
@@ -142,7 +142,7 @@ def load_inputs(benchmarks: Sequence[Path], compare: Sequence[Path] = ()) -> Inp
         except InputError as e:
             inputs.warnings.append(f"left out: {e}")
     inputs.runs.sort(key=lambda r: r.when)
-    if not inputs.runs and not inputs.compare:
+    if not inputs.runs and not inputs.compare and not allow_empty:
         raise InputError("nothing to report: " + "; ".join(inputs.warnings or ["no input files"]))
     machines = {r.machine_summary for r in inputs.runs}
     if len(machines) > 1:
@@ -390,10 +390,11 @@ def write_report(
     compare: Sequence[Path] = (),
     baseline: Path | None = None,
     trend: str = "speedup",
+    debug: Sequence[Path] = (),
 ) -> Written:
     if trend not in TREND_METRICS:
         raise InputError(f"trend metric {trend!r}: choose from {sorted(TREND_METRICS)}")
-    inputs = load_inputs(benchmarks, compare)
+    inputs = load_inputs(benchmarks, compare, allow_empty=bool(debug))
     gate = None
     if baseline is not None:
         from harness.errors import HarnessError
@@ -447,6 +448,17 @@ def write_report(
         if len(with_model) >= 2:
             plots.append(plot_trend(with_model, model, trend, out / f"trend-{model}.png"))
             body.append(("img", plots[-1]))
+
+    for path in debug:  # `harness debug --json` files: the summary and error against depth
+        try:
+            report = debug_from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            body.append(("warn", f"left out {path}: not a `harness debug --json` file ({type(e).__name__}: {e})"))
+            continue
+        body.append(("h2", f"{report.model}: {report.precision} tensor by tensor (harness debug)"))
+        body.append(("p", report.summary().replace("\n", "  \n")))
+        plots.append(plot_debug(report, out / f"debug-{report.model}-{report.precision}.png"))
+        body.append(("img", plots[-1]))
 
     for kind, content in body:
         if kind == "h2":
@@ -509,3 +521,12 @@ def plot_debug(report: Any, path: Path) -> Path:
     ax.set_title(f"{report.model}: {report.precision} against fp32, tensor by tensor")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def debug_from_dict(data: Mapping[str, Any]) -> Any:
+    """A DebugReport from `harness debug --json`'s file."""
+    from harness.debug import DebugReport, TensorReport
+
+    rows = [TensorReport(**{**r, "consumers": tuple(r.get("consumers", ()))}) for r in data["rows"]]
+    return DebugReport(data["model"], data["precision"], int(data["samples"]), rows, data.get("passed"),
+                       notes=list(data.get("notes", [])))

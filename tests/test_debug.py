@@ -109,3 +109,15 @@ def test_golden(engine, golden, harness_tolerances):
         "--harness-golden-dir", str(workspace.golden_dir), "--harness-debug-on-fail", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*harness debug fp16*", "*first fp16 overflow*wide*"])
+
+
+def test_the_report_shows_a_debug_run(models: dict[str, Any], tmp_path: Path) -> None:
+    from harness.artifacts import atomic_write_json
+    from harness.report import write_report
+
+    report = models["workspace"].debug(models["requests"]["overflowing_mlp"], "fp16")
+    atomic_write_json(tmp_path / "debug.json", report.to_dict())
+    written = write_report(tmp_path / "report", [], debug=[tmp_path / "debug.json"])
+    assert [p.name for p in written.plots] == ["debug-overflowing_mlp-fp16.png"]
+    text = written.markdown.read_text()
+    assert "first fp16 overflow" in text and "wide" in text
