@@ -253,8 +253,12 @@ def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def add_pytest_options(group: Any) -> None:
-    group.addoption("--harness-model", default=DEFAULT_MODEL, metavar="NAME|PATH",
-                    help=f"model under test: built-in name or path (default: {DEFAULT_MODEL})")
+    group.addoption("--harness-model", default=DEFAULT_MODEL, metavar="NAME|PATH[,...]",
+                    help=f"models under test, comma-separated: built-in names, paths, or names that "
+                    f"[tool.harness.model.NAME] in pyproject.toml describes (default: {DEFAULT_MODEL})")
+    group.addoption("--harness-shard", default=None, metavar="K/N",
+                    help="take the K-th of N deterministic shares of the models (one CI job per share; "
+                    "default: all)")
     for option in option_table():
         if PYTEST in option.where:
             o = option.at(PYTEST)

@@ -106,9 +106,12 @@ class TolerancePolicy:
         outputs: dict[tuple[str, str], Overrides] = {}
         classes: dict[str, frozenset[str]] = {}
         for model, body in table.get("model", {}).items():
-            bad = sorted(set(body) - {"tolerance", "output"})
+            from harness.models import DESCRIBES
+
+            bad = sorted(set(body) - {"tolerance", "output"} - DESCRIBES)
             if bad:
-                raise UsageError(f"{where}.model.{model}: unknown key(s) {bad}; expected 'tolerance' and 'output'")
+                raise UsageError(f"{where}.model.{model}: unknown key(s) {bad}; expected 'tolerance', 'output' "
+                                 f"and what describes the model: {', '.join(sorted(DESCRIBES))}")
             models[model] = _check(body.get("tolerance", {}), f"{where}.model.{model}.tolerance")
             for output, obody in body.get("output", {}).items():
                 bad = sorted(set(obody) - {"tolerance", "classes"})

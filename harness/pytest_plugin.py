@@ -15,7 +15,7 @@ import pytest
 
 from harness.backends.trt.build import BuildOptions
 from harness.errors import BackendUnavailable, HarnessError
-from harness.options import add_pytest_options, build_options, calibration_options, model_request
+from harness.options import add_pytest_options, build_options, calibration_options
 from harness.policy import TolerancePolicy
 from harness.sources import ModelRequest
 from harness.workspace import CalibrationOptions
@@ -24,9 +24,11 @@ if TYPE_CHECKING:  # the fixtures' types, without importing what they import at 
     from harness.backends.onnxrt import OrtRunner
     from harness.backends.tf import TFRunner
     from harness.golden import Golden
+    from harness.models import ModelEntry
     from harness.spec import ModelSpec
     from harness.workspace import Engine, FrozenModel, OnnxModel, Workspace
 
+MODELS = pytest.StashKey[list["ModelEntry"]]()  # the run's models
 ROWS = pytest.StashKey[list[Any]]()  # harness.timing.Row, appended by benchmarks
 UNMEASURED = pytest.StashKey[list[Any]]()  # harness.timing.Unmeasured: benchmark rows skipped or errored
 GATE = pytest.StashKey[Any]()  # harness.timing.GateReport
@@ -39,7 +41,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return (f"harness: model {config.getoption('harness_model')}, artifacts {config.getoption('harness_artifacts')}, "
+    shard = config.getoption("harness_shard")
+    return (f"harness: model {config.getoption('harness_model')}"
+            + (f" (shard {shard}: {', '.join(e.name for e in _entries(config)) or 'none'})" if shard else "")
+            + f", artifacts {config.getoption('harness_artifacts')}, "
             f"golden {config.getoption('harness_golden_dir') or 'default'}")
 
 
@@ -113,16 +118,46 @@ def _build_options(config: pytest.Config) -> BuildOptions:
 
 
 @pytest.fixture(scope="session")
-def harness_request(pytestconfig: pytest.Config) -> ModelRequest:
-    """The model under test, as the --harness-* options give it."""
+def harness_request(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> ModelRequest:
+    """The model under test, as the --harness-* options give it; with several models
+    (`--harness-model a,b,c`), one per parameter, the model's name in the test id."""
+    if hasattr(request, "param"):
+        return request.param.request  # type: ignore[no-any-return]
     return _request_of(pytestconfig)
 
 
+def _entries(config: pytest.Config) -> list[ModelEntry]:
+    """The run's models (after --harness-shard), worked out once."""
+    if MODELS not in config.stash:
+        from harness.models import model_entries, parse_shard
+
+        shard = config.getoption("harness_shard")
+        try:
+            config.stash[MODELS] = model_entries(config.getoption("harness_model"), _get(config),
+                                                 config.rootpath / "pyproject.toml", parse_shard(shard) if shard else None)
+        except HarnessError as e:
+            raise pytest.UsageError(str(e)) from e
+    return config.stash[MODELS]
+
+
 def _request_of(config: pytest.Config) -> ModelRequest:
-    return model_request(config.getoption("harness_model"), _get(config))  # type: ignore[no-any-return]
+    entries = _entries(config)
+    if len(entries) == 1 and "," not in config.getoption("harness_model"):
+        return entries[0].request
+    if not entries:
+        pytest.skip(f"--harness-shard {config.getoption('harness_shard')}: no model of "
+                    f"{config.getoption('harness_model')} falls in this shard")
+    raise pytest.UsageError(f"--harness-model {config.getoption('harness_model')}: several models, and this test "
+                            "does not take the `harness_request` fixture that is parametrized by them")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    entries = _entries(metafunc.config)
+    several = "," in metafunc.config.getoption("harness_model")  # asked for several (a shard may keep one)
+    if ("harness_request" in metafunc.fixturenames and several and entries
+            and not _parametrized_by_test(metafunc, "harness_request")):
+        metafunc.parametrize("harness_request", entries, indirect=True, scope="session",
+                             ids=[Path(e.name).name for e in entries])  # a path's file name: ids stay short
     # Every (backend, precision) asked for; one the host cannot build or run is skipped by
     # the fixture with the reason, so the report shows what was not covered.
     if "engine" in metafunc.fixturenames and not _parametrized_by_test(metafunc, "engine"):
@@ -144,12 +179,27 @@ def harness_tolerances(pytestconfig: pytest.Config) -> TolerancePolicy:
     """Tolerance policy: per-precision defaults, then `[tool.harness]` of the project's
     pyproject.toml. Override this fixture in a conftest.py to change it in code, e.g.
     `return TolerancePolicy.from_pyproject(...).override("int8", model="mine", min_top1=0.99)`."""
-    return _call(TolerancePolicy.from_pyproject, pytestconfig.rootpath / "pyproject.toml")  # type: ignore[no-any-return]
+    policy: TolerancePolicy = _call(TolerancePolicy.from_pyproject, pytestconfig.rootpath / "pyproject.toml")
+    from dataclasses import replace
+
+    from harness.sources import resolve
+
+    for entry in _entries(pytestconfig):  # a table's NAME for a model whose own name (file stem) differs
+        own = _call(lambda e=entry: resolve(e.request).name)
+        if own != entry.name and entry.name in policy.models and own not in policy.models:
+            policy = replace(policy, models={**policy.models, own: policy.models[entry.name]},
+                             class_outputs={**policy.class_outputs, own: policy.classes(entry.name)})
+    return policy
 
 
 @pytest.fixture(scope="session")
-def harness_calibration(pytestconfig: pytest.Config) -> CalibrationOptions:
-    return calibration_options(_get(pytestconfig))  # type: ignore[no-any-return]
+def harness_calibration(pytestconfig: pytest.Config, harness_request: ModelRequest) -> CalibrationOptions:
+    """--harness-calibration's data, or the model's own from its pyproject table."""
+    from dataclasses import replace
+
+    options = calibration_options(_get(pytestconfig))
+    own = next((e.calibration for e in _entries(pytestconfig) if e.request == harness_request), None)
+    return replace(options, source=own) if own is not None and options.source is None else options  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
@@ -282,15 +332,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if "tf_runner" in getattr(item, "fixturenames", ()) or isinstance(engine, tuple):
             outcome = "skipped" if report.skipped else "error" if report.when != "call" else "failed"
             item.config.stash[UNMEASURED].append(
-                Unmeasured(_model_name(item.config), engine_id, int(params["batch"]), outcome, _reason(report)))
+                Unmeasured(_model_name(item.config, params.get("harness_request")), engine_id, int(params["batch"]),
+                           outcome, _reason(report)))
     return report
 
 
-def _model_name(config: pytest.Config) -> str:
+def _model_name(config: pytest.Config, entry: ModelEntry | None = None) -> str:
     """The name the benchmark rows of the model under test carry (resolving is cheap: no TensorFlow)."""
     from harness.sources import resolve
 
-    request = _request_of(config)
+    request = entry.request if entry is not None else _request_of(config)
     try:
         return resolve(request).name
     except HarnessError:
