@@ -70,8 +70,11 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
     why = "" if speedup is not None else str(reference or "TensorFlow did not run beside it")
     rows.append(Row(model, runner.name, batch, latency.p50, benchmark.extra_info, speedup, latency.rounds, why))
     scenario = "SingleStream" if batch == 1 else "Offline" if batch == largest else "batch"
+    from harness.machine import visible_device
+
     benchmark.extra_info.update(
         model=model,
+        device=visible_device(),  # where it ran: a GPU's index, name, driver, compute capability; or the CPU
         backend=runner.backend,
         engine=runner.name,  # backend-precision: what "engine" means everywhere
         precision=runner.precision,

@@ -134,13 +134,17 @@ def _get(args: argparse.Namespace) -> Get:
 def _workspace(args: argparse.Namespace, options: BuildOptions | None = None) -> Workspace:
     """The workspace of a command; commands with TensorRT options pass them on (`options`
     where the command derives them itself)."""
+    from harness.policy import TolerancePolicy
     from harness.workspace import Workspace
 
     kwargs: dict[str, Any] = {}
     if hasattr(args, "engine_dir"):
         kwargs = {"engine_dir": args.engine_dir, "rebuild": args.rebuild,
                   "build_options": options or build_options(_get(args)), "cuda_graph": getattr(args, "cuda_graph", False)}
-    return Workspace(args.artifacts, args.golden_dir, args.opset, providers=args.providers, **kwargs)
+    # Every command judges by the same policy (a mixed variant's search and its cache key use it).
+    policy = TolerancePolicy.from_pyproject(getattr(args, "tolerances", Path("pyproject.toml")))
+    return Workspace(args.artifacts, args.golden_dir, args.opset, providers=args.providers, policy=policy,
+                     fix_budget=getattr(args, "fix_budget", 12), **kwargs)
 
 
 def _calibration(args: argparse.Namespace) -> CalibrationOptions:
@@ -244,11 +248,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
-    from harness.policy import TolerancePolicy
-    from harness.workspace import Workspace
 
-    ws = Workspace(args.artifacts, args.golden_dir, args.opset, providers=args.providers,
-                   policy=TolerancePolicy.from_pyproject(args.tolerances), fix_budget=args.fix_budget)
+    ws = _workspace(args)
     request = _request(args)
     report = ws.debug(request, args.precision, _calibration(args), samples=args.samples)
     print(report.summary(args.top))

@@ -127,7 +127,7 @@ class DebugReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "precision": self.precision, "samples": self.samples, "passed": self.passed,
-                "rows": [asdict(r) for r in self.rows], "notes": self.notes}
+                "golden_summary": self.golden_summary, "rows": [asdict(r) for r in self.rows], "notes": self.notes}
 
 
 def _exposed(path: Path, names: Sequence[str]) -> bytes:
@@ -140,6 +140,12 @@ def _exposed(path: Path, names: Sequence[str]) -> bytes:
         if name not in have:
             model.graph.output.append(onnx.ValueInfoProto(name=name))
     return bytes(model.SerializeToString())
+
+
+def _produced(path: Path) -> set[str]:
+    import onnx
+
+    return {o for n in onnx.load(str(path), load_external_data=False).graph.node for o in n.output}
 
 
 def _session(data: bytes) -> Any:
@@ -231,9 +237,10 @@ def debug_precision(fp32: Path, variant: Path, precision: str, feed: Mapping[str
     tensors = float_tensors(fp32)
     ranges = calibrated_ranges(table, symmetric) if precision == "int8" else {}
     names = [t for t, _ in tensors]
-    ref_session, got_session = _session(_exposed(fp32, names)), _session(_exposed(variant, names))
-    got_outputs = {o.name for o in got_session.get_outputs()}
-    stats = {t: _Stats() for t in names if t in got_outputs}
+    produced = _produced(variant)
+    shared = [t for t in names if t in produced]  # a tensor the variant renamed or fused away is not compared
+    ref_session, got_session = _session(_exposed(fp32, names)), _session(_exposed(variant, shared))
+    stats = {t: _Stats() for t in shared}
     samples = len(next(iter(feed.values())))
     for i in range(samples):
         one = {k: v[i:i + 1] for k, v in feed.items()}

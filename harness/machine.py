@@ -3,6 +3,7 @@ the versions of the libraries whose speed is measured.  Read without importing t
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -109,3 +110,16 @@ def class_id(machine: Mapping[str, Any]) -> str:
     vendor = f"{machine['vendor']} " if machine.get("vendor") else ""
     env = "".join(f"; {k}={v}" for k, v in sorted(machine.get("env", {}).items()))
     return f"{vendor}{machine['cpu']}, {machine.get('cores')} cores, {isa}; {gpus}{env}"
+
+
+@functools.lru_cache(maxsize=1)
+def visible_device() -> dict[str, Any]:
+    """The device this process runs engines on: the first GPU `CUDA_VISIBLE_DEVICES` leaves it
+    (with --harness-devices, an xdist worker's own), as its index on the host, name, driver and
+    compute capability; or the CPU where there is no GPU."""
+    gpus = gpu_info()
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    index = int(first) if first.isdigit() else 0
+    if gpus and index < len(gpus):
+        return {"kind": "gpu", "index": index, **gpus[index]}
+    return {"kind": "cpu", "name": str(cpu_info().get("model", "?"))}

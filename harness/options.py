@@ -157,7 +157,9 @@ def option_table() -> tuple[Option, ...]:
     calibration = ("build", "compare", "serve", "debug", PYTEST)
     return (
         Option("input", "input node of a checkpoint or .pb, with its shape if the graph lacks one (e.g. "
-               "input:1x299x299x3); repeatable", models, input_arg, [], "NAME[:SHAPE]", "append", "none"),
+               "input:1x299x299x3); for any user's model, a dynamic dim's range (tokens:?x1..128 or ?x1/64/128) "
+               "and an integer input's values (ids[0,30522)); repeatable", models, input_arg, [],
+               "NAME[:SHAPE][[LO,HI)]", "append", "none"),
         Option("output", "output node of a checkpoint or .pb; repeatable", models, None, [], "NAME", "append", "none"),
         Option("signature", "SavedModel signature", models, None, None, "NAME", default_text="serving_default"),
         Option("artifacts", "cache of frozen graphs, ONNX files, calibrations and plans", models, Path,
@@ -219,6 +221,8 @@ def option_table() -> tuple[Option, ...]:
                action="store_true", default_text="off"),
         Option("verbose", "let TensorFlow's own C++ log lines through", (PYTEST,), None, False, action="store_true",
                default_text="dropped"),
+        Option("devices", "GPUs to spread xdist workers over, one each (CUDA_VISIBLE_DEVICES set in each worker "
+               "before CUDA starts)", (PYTEST,), device_list, None, "I,I,...", default_text="all, shared"),
         Option("debug-on-fail", "when a test of an fp16 or int8 engine fails, run harness debug on that precision "
                "and attach its summary to the failure", (PYTEST,), None, False, action="store_true", default_text="off"),
         # The benchmark suite and its gate (pytest only).
@@ -263,6 +267,13 @@ def add_pytest_options(group: Any) -> None:
         if PYTEST in option.where:
             o = option.at(PYTEST)
             group.addoption(f"--harness-{o.name}", dest=f"harness_{o.dest}", **o.kwargs())
+
+
+def device_list(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() for p in parts) or len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: GPU indices, comma-separated, each once, e.g. 0,1")
+    return [int(p) for p in parts]
 
 
 def optimization_level(text: str) -> int:

@@ -104,6 +104,7 @@ def harness_workspace(pytestconfig: pytest.Config) -> Workspace:
         build_options=_build_options(pytestconfig),
         rebuild=pytestconfig.getoption("harness_rebuild"),
         cuda_graph=pytestconfig.getoption("harness_cuda_graph"),
+        policy=_call(TolerancePolicy.from_pyproject, pytestconfig.rootpath / "pyproject.toml"),
     )
 
 
@@ -269,19 +270,35 @@ def _attach_debug(item: pytest.Item, report: pytest.TestReport) -> None:
     engine = funcargs["engine"]
     if engine.precision not in DEBUG_PRECISIONS:
         return
+    from harness.workspace import INT8_FORM
+
     fixtures = item._request  # type: ignore[attr-defined]
-    try:
+    try:  # the engine's own file: its calibration and its int8 placement
         summary = fixtures.getfixturevalue("harness_workspace").debug(
-            fixtures.getfixturevalue("harness_request"), engine.precision).summary()
-    except HarnessError as e:
-        summary = f"harness debug could not run: {e}"
+            fixtures.getfixturevalue("harness_request"), engine.precision,
+            fixtures.getfixturevalue("harness_calibration"), INT8_FORM.get(engine.backend, "tensorrt")).summary()
+    except Exception as e:  # noqa: BLE001 - a report hook must not crash the run; say why instead
+        summary = f"harness debug could not run: {type(e).__name__}: {e}"
     report.sections.append((f"harness debug {engine.precision}", summary))
 
 
 # --- benchmark results, speedup table and regression gate --------------------------------
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    devices = config.getoption("harness_devices", None)
+    if devices:  # before anything in this process starts CUDA
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        mine = [devices[int(worker[2:]) % len(devices)]] if worker.startswith("gw") else devices
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, mine))
+    if config.getoption("dist", "no") != "no" and config.getoption("benchmark_only", False):
+        # pytest-benchmark turns itself off under xdist (and refuses --benchmark-only with a
+        # message about --benchmark-disable): say what to do instead.
+        raise pytest.UsageError(
+            "the benchmark suite times one benchmark at a time and pytest-benchmark does not run under "
+            "pytest-xdist: run it without -n; to spread models over machines, run one shard per machine "
+            "(--harness-shard K/N) and merge their --benchmark-json files with `harness report a.json b.json`")
     config.stash[ROWS] = []
     config.stash[UNMEASURED] = []
     if config.getoption("harness_verbose", False):

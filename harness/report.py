@@ -151,8 +151,8 @@ def load_inputs(benchmarks: Sequence[Path], compare: Sequence[Path] = (), allow_
     inputs.models = sorted({row.model for r in inputs.runs for row in r.rows}
                            | {str(c["model"]) for c in inputs.compare if "model" in c})
     if len(inputs.models) > 1:
-        inputs.warnings.append(f"the inputs cover several models ({', '.join(inputs.models)}): "
-                               "each is reported on its own")
+        inputs.warnings.append(f"the inputs cover several models ({', '.join(inputs.models)}): each is reported "
+                               "on its own, from the latest run that measured it, with that run's machine")
     return inputs
 
 
@@ -406,7 +406,6 @@ def write_report(
             inputs.warnings.append(f"left out the gate baseline: {e}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    latest = inputs.runs[-1] if inputs.runs else None
     md: list[str] = ["# Inference benchmark report", ""]
     body: list[tuple[str, Any]] = []  # ("h2"|"p"|"table"|"img"|"warn", content), rendered twice
     for w in inputs.warnings:
@@ -417,10 +416,14 @@ def write_report(
     plots: list[Path] = []
     for model in inputs.models:
         body.append(("h2", model))
+        # The latest run that measured this model: shards of one model list, run as N CI jobs on N
+        # machines, merge into one report this way, each model from the job that ran it.
+        latest = next((r for r in reversed(inputs.runs) if any(row.model == model for row in r.rows)), None)
         rows = [r for r in latest.rows if r.model == model] if latest else []
         if rows and latest is not None:
-            body.append(("p", (f"Latest run: {latest.name}. Speedups are against TensorFlow at the same batch "
-                               "size, measured in the same run.")))
+            body.append(("p", (f"Latest run: {latest.name}, on {latest.machine_summary} (machine class "
+                               f"{latest.machine.get('harness', {}).get('class', '?')}). Speedups are against "
+                               "TensorFlow at the same batch size, measured in the same run.")))
             body.append(("table", [_cells(r) for r in summary_rows(latest, model, inputs.compare)]))
             machine = str(latest.machine.get("harness", {}).get("class", ""))
             marks = baseline_for(gate, machine) if gate is not None else None
@@ -529,4 +532,4 @@ def debug_from_dict(data: Mapping[str, Any]) -> Any:
 
     rows = [TensorReport(**{**r, "consumers": tuple(r.get("consumers", ()))}) for r in data["rows"]]
     return DebugReport(data["model"], data["precision"], int(data["samples"]), rows, data.get("passed"),
-                       notes=list(data.get("notes", [])))
+                       str(data.get("golden_summary", "")), list(data.get("notes", [])))

@@ -21,7 +21,7 @@ from harness.backends.tf import TFRunner
 from harness.backends.trt.build import BuildOptions
 from harness.compare import Comparison, OutputComparison
 from harness.debug import DebugReport
-from harness.errors import BackendUnavailable, GoldenMissing, HarnessError, UsageError
+from harness.errors import BackendUnavailable, GoldenMissing, HarnessError, UnsupportedModel, UsageError
 from harness.export import DEFAULT_OPSET
 from harness.golden import (
     BUILTIN_GOLDEN_DIR,
@@ -34,7 +34,7 @@ from harness.golden import (
 )
 from harness.machine import installed_version as _version
 from harness.policy import TolerancePolicy
-from harness.precision import ALL_PRECISIONS, BACKEND_PRECISIONS, MIXED, PRECISIONS, SAME_FILE_AS
+from harness.precision import ALL_PRECISIONS, BACKEND_PRECISIONS, MIXED, PRECISIONS, SAME_FILE_AS, base_precision
 from harness.precision.calibration import CalibrationData, load_calibration
 from harness.progress import Stream, step
 from harness.sources import DEFAULT_SIGNATURE, ModelRequest, resolve
@@ -117,6 +117,7 @@ class Workspace:
         self._plans: dict[tuple[ModelRequest, str, str, CalibrationOptions], Plan] = {}
         self._calibrations: dict[tuple[ModelRequest, CalibrationOptions], Calibration] = {}
         self._variants: dict[tuple[ModelRequest, str, CalibrationOptions, str], tuple[OnnxModel, Calibration | None]] = {}
+        self._debugged: dict[tuple[ModelRequest, str, CalibrationOptions, str, int], DebugReport] = {}
 
     def _say(self, what: str) -> None:
         """One progress line (where `_step`'s go)."""
@@ -204,6 +205,9 @@ class Workspace:
 
         if precision not in DEBUG_PRECISIONS:
             raise UsageError(f"harness debug --precision {precision}: choose from {list(DEBUG_PRECISIONS)}")
+        memo = (request, precision, calibration, target, samples)
+        if memo in self._debugged:
+            return self._debugged[memo]
         golden = self.reference(request)
         fp32 = self.onnx(request)
         model, cal = self.variant(request, precision, calibration, target)
@@ -217,6 +221,7 @@ class Workspace:
         report.passed = comparison.passed
         failed = [f"{r.output}: {'; '.join(r.failures)}" for r in comparison.results if r.failures]
         report.golden_summary = "passes" if comparison.passed else "FAILS (" + " | ".join(failed)[:400] + ")"
+        self._debugged[memo] = report
         return report
 
     def _mixed(self, request: ModelRequest, precision: str, calibration: CalibrationOptions,
@@ -236,7 +241,8 @@ class Workspace:
         golden = self.reference(request)
         tolerances = self.policy.for_outputs(base, golden.model, list(golden.outputs))
         outputs = digest_bytes(b"".join(v.tobytes() for v in golden.outputs.values()))
-        key = digest_json(["mixed", precision, plain.digest, fp32.digest, outputs, target, self.fix_budget,
+        # Not the budget: only a failed search depends on it, and a failure is not cached.
+        key = digest_json(["mixed", precision, plain.digest, fp32.digest, outputs, target,
                            {o: repr(t) for o, t in tolerances.items()}])
 
         def build(tmp: Path) -> dict[str, Any]:
@@ -307,7 +313,8 @@ class Workspace:
             hint = f"rebuild it with: harness build {request.model} --backends {backend} --precisions {precision} --rebuild"
             trt_runner = TrtRunner(plan.path, spec, precision, backend, self.build_options.max_batch, cache,
                                    self.cuda_graph, hint)
-            cal = self.calibration(request, calibration) if precision == "int8" else None  # cached: what the plan used
+            cal = (self.calibration(request, calibration) if base_precision(precision) == "int8"
+                   else None)  # cached: what the plan used
             return Engine(spec.name, backend, precision, plan.path, spec, trt_runner, plan.reused, cal)
         model, cal = self.variant(request, precision, calibration, target=INT8_FORM[backend])
         runner: Runner
@@ -458,4 +465,6 @@ class Workspace:
                 except BackendUnavailable as e:
                     # Built (where it can be) but not runnable here: reported, not fatal.
                     skipped.append((backend, precision, e.reason))
+                except UnsupportedModel as e:  # this backend can't take the model; the others still can
+                    skipped.append((backend, precision, str(e)))
         return Comparison(tuple(results), tuple(skipped), tuple(warnings), golden.reference)

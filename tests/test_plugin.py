@@ -134,4 +134,4 @@ def test_options_are_validated_when_parsed(pytester: pytest.Pytester) -> None:
 
 def test_help_states_defaults(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess("--help")
-    result.stdout.fnmatch_lines(["*--harness-model*", "*(default:*", "*inception_v3)*", "*--harness-artifacts*"])
+    result.stdout.fnmatch_lines(["*--harness-model*", "*(default: inception_v3)*", "*--harness-artifacts*"])

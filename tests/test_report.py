@@ -179,3 +179,19 @@ def test_speedup_intervals_and_thin_percentiles_are_shown(tmp_path: Path) -> Non
     assert speedup == f"{marked['speedup_vs_tensorflow']:.2f}x [{low:.2f}, {high:.2f}]"
     assert p99 == f"~{marked['p99_ms']:.2f}" and not p90.startswith("~") and not p50.startswith("~")
     assert "[" not in rows[("onnxruntime", "int8", "1")][7]  # no interval recorded: none shown
+
+
+def test_shards_from_two_machines_merge_into_one_report(tmp_path: Path) -> None:
+    """Two CI jobs, one model each, on two kinds of machine: each model's table comes from the
+    run that measured it (not the newest run overall), with that run's machine class."""
+    a = bench_json(tmp_path / "a.json", model="alpha", cpu="CPU A", when="2026-11-27T01:00:00")
+    b = bench_json(tmp_path / "b.json", model="beta", cpu="CPU B", when="2026-11-27T02:00:00", scale=2.0)
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "out")]) == 0
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    alpha = markdown.split("## alpha\n", 1)[1].split("\n## ", 1)[0]
+    beta = markdown.split("## beta\n", 1)[1].split("\n## ", 1)[0]
+    assert "machine class CPU A, 2 cores; no GPU" in alpha and "CPU B" not in alpha
+    assert "machine class CPU B, 2 cores; no GPU" in beta
+    assert len(table(markdown, "alpha")) == 6 and len(table(markdown, "beta")) == 6  # 3 engines x 2 batches each
+    # beta's TensorFlow at batch 1 is its own run's (scale 2: 20 ms), alpha's its own (10 ms)
+    assert table(markdown, "alpha")[0][3] == "10.00" and table(markdown, "beta")[0][3] == "20.00"

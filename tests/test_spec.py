@@ -65,3 +65,23 @@ def test_random_feed_is_seeded_and_valid() -> None:
     SPEC.check_feed(a)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["a"], SPEC.random_feed(3, seed=8)["a"])
+
+
+def test_ranges_and_values_parse_and_several_inputs_of_one_name_add_up() -> None:
+    from harness.stages.freeze import describe
+
+    arg = InputArg.parse("ids:?x1..128[0,30522)")
+    assert (arg.shape, arg.ranges, arg.values) == ((None, None), (None, (1, 128, 128)), (0, 30522))
+    assert InputArg.parse("ids:?x1/64/128").ranges == (None, (1, 64, 128))
+    for bad in ("ids:?x0..4", "ids:?x8..4", "ids:?x1/9/4", "ids[5,5)", "ids:1..4x3"):
+        with pytest.raises(UsageError, match="--input"):
+            InputArg.parse(bad)
+    spec = ModelSpec("m", (TensorSpec("ids", "int32", (None, None), "ids:0"),), (TensorSpec("y", "float32", (None, 2)),))
+    both = describe(spec, [InputArg.parse("ids:?x1..128"), InputArg.parse("ids[0,100)")]).inputs[0]
+    assert both.ranges == (None, (1, 128, 128)) and both.values == (0, 100) and both.values_from == "given"
+    feed = ModelSpec("m", (both,), spec.outputs).random_feed(4, seed=0)["ids"]
+    assert feed.shape == (4, 128) and 0 <= feed.min() and feed.max() < 100
+    with pytest.raises(InputError, match="outside the range 1..128"):
+        both.check(np.zeros((1, 129), np.int32))
+    with pytest.raises(UsageError, match="no input 'nope'"):
+        describe(spec, [InputArg.parse("nope[0,2)")])

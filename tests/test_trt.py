@@ -389,3 +389,28 @@ def test_mypy_passes_on_the_tensorrt_code_against_tensorrt_stubs(tmp_path: Path)
         "config.builder_optimization_level", "config.builder_optimisation_level"))
     result = _mypy(tmp_path, [bad])
     assert result.returncode == 1 and '"IBuilderConfig" has no attribute "builder_optimisation_level"' in result.stdout
+
+
+def test_an_output_sized_by_nms_in_dimension_0_is_refused_too(tmp_path: Path) -> None:
+    """The exporter names dimension 0 of every output `batch`; NMS-selected boxes [N, 4] carry
+    that name too, and must still be found out."""
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["selected"], name="the_nms"),
+         helper.make_node("Constant", [], ["two"], value=helper.make_tensor("two", onnx.TensorProto.INT64, [1], [2])),
+         helper.make_node("Gather", ["selected", "two"], ["index"], axis=1),
+         helper.make_node("Squeeze", ["index"], ["flat"]),
+         helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("zero", onnx.TensorProto.INT64, [1], [0])),
+         helper.make_node("Squeeze", ["boxes", "zero"], ["all_boxes"]),
+         helper.make_node("Gather", ["all_boxes", "flat"], ["kept"], axis=0)],
+        "g", [helper.make_tensor_value_info("boxes", onnx.TensorProto.FLOAT, [1, 16, 4]),
+              helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [1, 1, 16])],
+        [helper.make_tensor_value_info("kept", onnx.TensorProto.FLOAT, ["batch", 4])])
+    path = tmp_path / "nms0.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    from harness.backends.trt.build import refuse_data_dependent_outputs
+
+    with pytest.raises(ExportError, match=r"output 'kept' .* depends on the data .*the_nms"):
+        refuse_data_dependent_outputs(path)

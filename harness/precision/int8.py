@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.onnxrt import import_onnxruntime
-from harness.errors import ArtifactError, UsageError
+from harness.errors import ArtifactError, ExportError, UsageError
 from harness.precision.calibration import METHODS, CalibrationData
 
 CALIBRATION_BATCH = 2  # minmax holds one batch's activations at a time: InceptionV3 at 8 peaked 1.3 GB higher
@@ -190,10 +190,22 @@ def fold_constant_dequantize(path: Path) -> list[str]:
         graph.node.remove(node)
         folded.append(node.output[0])
     if folded:
-        used = {i for n in graph.node for i in n.input}
+        used: set[str] = set()
+
+        def reads(g: Any) -> None:  # loop and branch bodies read outer initializers too
+            for n in g.node:
+                used.update(n.input)
+                for a in n.attribute:
+                    for sub in ([a.g] if a.HasField("g") else list(a.graphs)):
+                        reads(sub)
+
+        reads(graph)
         for t in [t for t in graph.initializer if t.name not in used]:
             graph.initializer.remove(t)
-        onnx.checker.check_model(model)
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as e:
+            raise ExportError(f"{path}: folding int8 constants made an invalid model ({str(e).splitlines()[0]})") from e
         onnx.save(model, str(path))
     return folded
 

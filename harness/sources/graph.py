@@ -124,10 +124,11 @@ def freeze_concrete(fn: Any, name: str, input_names: Sequence[str], output_names
     tf = import_tensorflow()
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    # Loops (Keras LSTM/GRU) stay functional `While` ops: lowered to TF1 control flow
-    # (Enter/Exit/NextIteration) their TensorList ops are out of tf2onnx's reach
-    # ("cannot convert TensorListReserve"); as While it converts them to an ONNX Loop. Graphs
-    # without loops freeze to the same bytes either way (checked on digits and InceptionV3).
+    # Control flow stays functional (`While`, `If`): lowered to TF1 control flow
+    # (Enter/Exit/NextIteration, Switch/Merge) a Keras LSTM/GRU's TensorList ops are out of
+    # tf2onnx's reach ("cannot convert TensorListReserve"); as While it converts them to an ONNX
+    # Loop (or LSTM). Graphs with no control flow freeze to the same bytes either way (checked on
+    # digits and InceptionV3); a graph with a tf.cond now freezes to an `If`.
     frozen = convert_variables_to_constants_v2(fn, lower_control_flow=False)
     graph_inputs = [t for t in frozen.inputs if t.dtype != tf.resource]
     if len(graph_inputs) != len(input_names) or len(frozen.outputs) != len(output_names):

@@ -30,7 +30,7 @@ def describe(spec: ModelSpec, inputs: Sequence[InputArg]) -> ModelSpec:
         name = arg.name if arg.name in by_name else by_tensor.get(arg.name)
         if name is None:
             raise UsageError(f"--input {arg}: {spec.name!r} has no input {arg.name!r}; its inputs are {spec.input_names}")
-        described[name] = by_name[name].described(arg)
+        described[name] = described[name].described(arg)  # several --input of one input add up
     return replace(spec, inputs=tuple(described[t.name] for t in spec.inputs))
 
 
@@ -48,7 +48,7 @@ def freeze(store: ArtifactStore, source: Source, step: Step, inputs: Sequence[In
     integer value ranges) whatever picked the tensors."""
     described = [str(i) for i in inputs if i.ranges or i.values is not None]
     key = digest_json(["frozen", source.key(), installed_version("tensorflow"), installed_version("keras"),
-                       *([described] if described else []), *([VALUE_RANGES] if VALUE_RANGES else [])])
+                       *([described] if described else []), VALUE_RANGES])
 
     def build(tmp: Path) -> dict[str, Any]:
         from harness.sources.graph import infer_value_ranges

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from harness.backends.trt import import_trt, is_rtx, rtx_runs_on
 from harness.backends.trt.cuda import device_count, device_properties
 from harness.errors import ArtifactError, BackendUnavailable, ExportError, UsageError
-from harness.export import BATCH_DIM
 from harness.spec import ModelSpec, TensorSpec
 
 if TYPE_CHECKING:
@@ -207,12 +206,12 @@ def refuse_data_dependent_outputs(onnx_path: Path) -> None:
             dims[0].ClearField("dim_param")
             dims[0].dim_value = 1
     del model.graph.value_info[:]
+    for output in model.graph.output:  # what inference finds, not what the exporter declared (it
+        output.type.tensor_type.ClearField("shape")  # names dimension 0 `batch` whatever it is)
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     for output in inferred.graph.output:
         dims = output.type.tensor_type.shape.dim
-        # The exporter's own `batch` (TensorFlow knew the dim follows the batch) is not unknown:
-        # a padded NMS (CombinedNonMaxSuppression: [batch, 5, 4]) has fixed-size outputs.
-        if any(not d.HasField("dim_value") and d.dim_param != BATCH_DIM for d in dims):
+        if not output.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims):
             shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
             raise ExportError(f"{onnx_path}: output {output.name!r} has shape {shape} at batch 1: it depends on the "
                               f"data ({', '.join(makers)}), and the harness's TensorRT runner sizes every output from "
