@@ -17,10 +17,11 @@ import pytest
 from benchmarks.conftest import SERVING
 from harness.errors import BackendUnavailable, HarnessError
 from harness.serving.engines import recipe_for
-from harness.serving.loadtest import format_table, infer_body, sweep
+from harness.serving.loadtest import format_table, infer_body, run_load, sweep
 from harness.serving.server import InferenceServer
 
 BATCHING = {"off": (1, 0.0), "on": (8, 5.0)}  # (max batch, max delay ms)
+BURST = 512
 
 
 @pytest.mark.parametrize("batching", list(BATCHING))
@@ -67,6 +68,9 @@ def test_serving(benchmark: Any, batching: str, pytestconfig: pytest.Config, har
         conn.close()
         results = sweep(server.url, spec.name, pytestconfig.getoption("harness_serve_concurrency"),
                         pytestconfig.getoption("harness_serve_seconds"), max_requests=2000)
+        # A burst: BURST clients connecting at the same moment (the backlog of 5 once refused them).
+        results.append(run_load(server.url, spec.name, BURST, pytestconfig.getoption("harness_serve_seconds"),
+                                max_requests=100_000))
     serving_p50 = float(np.median(benchmark.stats.stats.data)) * 1e3
     title = (f"{spec.name} {engine.id} served, dynamic batching {batching}"
              + (f" (up to {max_batch}, {delay:g} ms)" if batching == "on" else "")
@@ -77,6 +81,7 @@ def test_serving(benchmark: Any, batching: str, pytestconfig: pytest.Config, har
         model=spec.name, served_engine=engine.id, batching=batching, engine_p50_ms=engine_p50,
         serving_p50_ms=serving_p50, serving_overhead_ms=serving_p50 - engine_p50,
         sweep=[{"concurrency": r.concurrency, "p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms,
-                "requests_per_s": r.requests_per_s, "errors": r.errors} for r in results],
+                "requests_per_s": r.requests_per_s, "errors": r.errors, "resets": r.resets, "capped": r.capped}
+               for r in results],
     )
     assert all(r.errors == 0 for r in results), [r for r in results if r.errors]

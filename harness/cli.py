@@ -98,8 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dynamic-batch", type=positive_int, default=1, metavar="N",
                        help="dynamic batching: requests' samples gathered into one engine batch (default: 1, off)")
     serve.add_argument("--max-delay-ms", type=float, default=0.0,
-                       help="dynamic batching: how long a request may wait for others (default: 0: only "
-                       "requests already queued are batched)")
+                       help="dynamic batching: how long a request may wait for others when others are queued "
+                       "or the engine is busy (default: 0: only requests already queued are batched)")
+    serve.add_argument("--hold-lone-requests", action="store_true",
+                       help="dynamic batching: make even a lone request, with the engine idle, wait --max-delay-ms "
+                       "for company (default: it runs at once)")
     serve.add_argument("--max-body-mib", type=positive_int, default=64, help="largest request body (default: 64)")
 
     load = sub.add_parser("loadtest", help="closed-loop load test of a serving endpoint at several concurrencies")
@@ -298,7 +301,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runner = ws.engine(request, args.backend, args.precision, _calibration(args)).runner
     spec = runner.spec
     server = InferenceServer(recipe_for(runner), spec, spec.name, f"harness-{args.backend}-{runner.precision}",
-                             args.host, args.port, args.dynamic_batch, args.max_delay_ms, args.max_body_mib << 20)
+                             args.host, args.port, args.dynamic_batch, args.max_delay_ms, args.max_body_mib << 20,
+                             hold_lone_requests=args.hold_lone_requests)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -120,3 +120,40 @@ def test_xdist_runs_the_models_on_two_workers_and_builds_each_artifact_once(
         for p in (artifacts / kind).iterdir():
             if p.is_dir():
                 assert json.loads((p / "meta.json").read_text())  # complete, not half-written
+
+
+CRASHING = """
+import os, signal, time
+from pathlib import Path
+from harness.artifacts import ArtifactStore
+
+STORE = ArtifactStore(Path({root!r}))
+
+
+def test_killed_while_building():
+    def build(tmp):
+        (tmp / "model.onnx").write_bytes(b"half")  # a half-written artifact, then the worker dies
+        os.kill(os.getpid(), signal.SIGKILL)
+    STORE.get_or_build("onnx", "m", "k" * 32, build)
+
+
+def test_a_neighbour_finishes():
+    time.sleep(0.5)
+    assert STORE.get_or_build("onnx", "other", "o" * 32, lambda tmp: (tmp / "x").write_bytes(b"ok") and {{}}).meta
+"""
+
+
+def test_a_worker_killed_mid_build_fails_its_test_and_leaves_nothing_half_built(
+        pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytest.importorskip("xdist", reason="pytest-xdist not importable")
+    from harness.artifacts import ArtifactStore
+
+    root = tmp_path / "artifacts"
+    pytester.makepyfile(test_crash=CRASHING.format(root=str(root)))
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*worker*crashed while running*test_killed_while_building*"])
+    built = []
+    entry = ArtifactStore(root).get_or_build(
+        "onnx", "m", "k" * 32, lambda tmp: built.append((tmp / "model.onnx").write_bytes(b"whole")) or {})
+    assert built and not entry.reused and (entry.path / "model.onnx").read_bytes() == b"whole"

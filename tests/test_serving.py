@@ -263,3 +263,53 @@ def test_every_runner_says_how_it_is_remade_in_another_process(tmp_path: Path) -
         remade = pickle.loads(pickle.dumps(runner.recipe())).build()
         assert type(remade) is type(runner) and remade.spec == runner.spec and not remade.is_active
         assert remade.recipe() == runner.recipe() and remade.precision == runner.precision
+
+
+def test_a_burst_of_512_clients_gets_no_reset_and_one_exact_answer(digits: tuple[Any, Any]) -> None:
+    """512 clients connect at the same moment and each sends requests for 2 s (the burst the
+    listen backlog of 5 refused); every answer is the same bytes, the runner's own output."""
+    from harness.serving.loadtest import _get_json, infer_body, run_load
+    from harness.serving.protocol import DATATYPES
+
+    engine, _ = digits
+    with InferenceServer(recipe_for(engine.runner), engine.spec, "digits", "harness-onnxruntime-fp32") as s:
+        result = run_load(s.url, "digits", 512, seconds=2.0, max_requests=20_000)
+        print(f"\n512 clients, 2 s: {result.requests} requests, {result.errors} errors, {result.resets} resets, "
+              f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {result.answers} distinct answer(s)")
+        assert result.errors == 0 and result.resets == 0 and not result.capped
+        assert result.requests >= 512 and result.answers == 1
+        body, headers = infer_body(_get_json(s.url, "/v2/models/digits"), 1)
+        status, response_headers, raw = call(s.url, "POST", "/v2/models/digits/infer", body, headers)
+    assert status == 200
+    head_length = int(response_headers[HEADER_LENGTH])
+    head = json.loads(raw[:head_length])
+    (output,) = head["outputs"]
+    got = np.frombuffer(raw[head_length:], DATATYPES[output["datatype"]]).reshape(output["shape"])
+    meta = json.loads(body[: int(headers[HEADER_LENGTH])])
+    image = np.frombuffer(body[int(headers[HEADER_LENGTH]):], np.float32).reshape(meta["inputs"][0]["shape"])
+    with engine.runner as runner:
+        np.testing.assert_array_equal(got, runner.infer({"image": image})[output["name"]])
+
+
+def test_the_load_test_says_when_it_stopped_at_its_cap(server: InferenceServer) -> None:
+    from harness.serving.loadtest import format_table, run_load
+
+    result = run_load(server.url, "digits", 4, seconds=30.0, max_requests=50)
+    assert result.capped and result.requests == 50 and result.seconds < 30
+    assert "concurrency 4 stopped at its request cap (50)" in format_table([result])
+    uncapped = run_load(server.url, "digits", 2, seconds=0.5, max_requests=100_000)
+    assert not uncapped.capped and "request cap" not in format_table([uncapped])
+
+
+def test_a_lone_request_is_not_held_for_the_batching_delay(digits: tuple[Any, Any]) -> None:
+    """Batching on with a 200 ms delay: one client alone gets answers in far less than 200 ms;
+    with --hold-lone-requests it waits the delay every time."""
+    from harness.serving.loadtest import run_load
+
+    engine, _ = digits
+    p50 = {}
+    for hold in (False, True):
+        with InferenceServer(recipe_for(engine.runner), engine.spec, "digits", "t", max_batch=8, max_delay_ms=200.0,
+                             hold_lone_requests=hold) as s:
+            p50[hold] = run_load(s.url, "digits", 1, seconds=1.5, max_requests=2000).p50_ms
+    assert p50[False] < 50 and p50[True] >= 200, p50

@@ -30,6 +30,11 @@ class LoadResult:
     p90_ms: float
     p99_ms: float
     batch: int  # samples per request
+    capped: bool = False  # stopped at the request cap before its duration was up
+    max_requests: int = 0
+    duration: float = 0.0  # seconds asked for
+    resets: int = 0  # requests that lost their connection (refused, reset): part of `errors`
+    answers: int = 0  # distinct response bodies among the successes (one request body is sent: 1 expected)
 
     @property
     def requests_per_s(self) -> float:
@@ -69,7 +74,8 @@ def infer_body(metadata: dict[str, Any], batch: int, seed: int = 0) -> tuple[byt
     for t in metadata["inputs"]:
         shape = [batch if d == -1 else d for d in t["shape"]]
         dtype = DATATYPES[t["datatype"]]
-        array = (rng.standard_normal(shape) if dtype.kind == "f" else rng.integers(0, 10, shape)).astype(dtype)
+        # Integers 0/1: valid ids of any lookup table, and any mask (the metadata has no value range).
+        array = (rng.standard_normal(shape) if dtype.kind == "f" else rng.integers(0, 2, shape)).astype(dtype)
         raw = array.tobytes()
         inputs.append({"name": t["name"], "shape": shape, "datatype": t["datatype"],
                        "parameters": {"binary_data_size": len(raw)}})
@@ -79,56 +85,83 @@ def infer_body(metadata: dict[str, Any], batch: int, seed: int = 0) -> tuple[byt
 
 
 def run_load(url: str, model: str, concurrency: int, seconds: float, max_requests: int, batch: int = 1) -> LoadResult:
+    """`concurrency` clients that connect at the same moment (a burst: every connection opened
+    together, then each sends as soon as its previous answer is in) for `seconds` or until
+    `max_requests` requests in all, whichever comes first."""
     if concurrency < 1 or seconds <= 0 or max_requests < 1 or batch < 1:
         raise UsageError("concurrency, duration, request cap and batch must be positive")
     metadata = _get_json(url, f"/v2/models/{model}")
     body, headers = infer_body(metadata, batch)
     path = f"/v2/models/{model}/infer"
     latencies: list[float] = []
-    errors = [0]
+    errors, resets = [0], [0]
+    answers: set[int] = set()
     lock = threading.Lock()
     issued = [0]
-    stop_at = time.perf_counter() + seconds
+    timing: dict[str, float] = {}
+
+    def go() -> None:  # run once, when every client has connected, before any is let go
+        timing["started"] = time.perf_counter()
+        timing["stop_at"] = timing["started"] + seconds
+
+    ready = threading.Barrier(concurrency + 1, action=go)
 
     def client() -> None:
         conn = _connection(url)
         try:
-            while time.perf_counter() < stop_at:
+            conn.connect()
+        except OSError:
+            with lock:
+                errors[0] += 1
+                resets[0] += 1
+        try:
+            ready.wait()
+        except threading.BrokenBarrierError:
+            return
+        try:
+            while time.perf_counter() < timing["stop_at"]:
                 with lock:
                     if issued[0] >= max_requests:
+                        timing.setdefault("capped_at", time.perf_counter())
                         return
                     issued[0] += 1
                 start = time.perf_counter()
+                reset = False
                 try:
                     conn.request("POST", path, body=body, headers=headers)
                     response = conn.getresponse()
-                    response.read()
+                    answer = response.read()
                     ok = response.status == 200
-                except (OSError, http.client.HTTPException):
-                    ok = False
+                except (OSError, http.client.HTTPException) as e:
+                    ok, answer = False, b""
+                    reset = isinstance(e, (ConnectionError, http.client.RemoteDisconnected))
                     conn.close()
                     conn = _connection(url)
                 elapsed = time.perf_counter() - start
                 with lock:
                     if ok:
                         latencies.append(elapsed)
+                        answers.add(hash(answer))
                     else:
                         errors[0] += 1
+                        resets[0] += reset
         finally:
             conn.close()
 
     threads = [threading.Thread(target=client, name=f"loadtest-{i}") for i in range(concurrency)]
-    started = time.perf_counter()
     for t in threads:
         t.start()
+    ready.wait()  # every client connected: go, all at once
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - timing["started"]
     if not latencies:
         raise HarnessError(f"{url}: no request succeeded at concurrency {concurrency} ({errors[0]} errors)")
     ms = np.asarray(latencies) * 1e3
     return LoadResult(concurrency, len(latencies), errors[0], elapsed, float(np.percentile(ms, 50)),
-                      float(np.percentile(ms, 90)), float(np.percentile(ms, 99)), batch)
+                      float(np.percentile(ms, 90)), float(np.percentile(ms, 99)), batch,
+                      capped="capped_at" in timing, max_requests=max_requests, duration=seconds, resets=resets[0],
+                      answers=len(answers))
 
 
 def sweep(url: str, model: str, concurrencies: Sequence[int], seconds: float, max_requests: int,
@@ -138,9 +171,13 @@ def sweep(url: str, model: str, concurrencies: Sequence[int], seconds: float, ma
 
 def format_table(results: Sequence[LoadResult], title: str = "") -> str:
     lines = [title] if title else []
-    lines.append(f"{'concurrency':>11s} {'requests':>8s} {'errors':>6s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} "
-                 f"{'req/s':>8s} {'samples/s':>9s}")
+    lines.append(f"{'concurrency':>11s} {'requests':>8s} {'errors':>6s} {'resets':>6s} {'p50 ms':>8s} {'p90 ms':>8s} "
+                 f"{'p99 ms':>8s} {'req/s':>8s} {'samples/s':>9s}")
     for r in results:
-        lines.append(f"{r.concurrency:11d} {r.requests:8d} {r.errors:6d} {r.p50_ms:8.2f} {r.p90_ms:8.2f} "
+        lines.append(f"{r.concurrency:11d} {r.requests:8d} {r.errors:6d} {r.resets:6d} {r.p50_ms:8.2f} {r.p90_ms:8.2f} "
                      f"{r.p99_ms:8.2f} {r.requests_per_s:8.1f} {r.samples_per_s:9.1f}")
+    for r in results:
+        if r.capped:
+            lines.append(f"concurrency {r.concurrency} stopped at its request cap ({r.max_requests}) after "
+                         f"{r.seconds:.1f} s of {r.duration:g} s: raise --max-requests to load it for the whole time")
     return "\n".join(lines)

@@ -68,6 +68,7 @@ class InferenceServer:
         max_body: int = DEFAULT_MAX_BODY,
         request_timeout: float = DEFAULT_TIMEOUT,
         start_timeout: float = 300.0,
+        hold_lone_requests: bool = False,
     ) -> None:
         if max_batch < 1 or max_delay_ms < 0:
             raise HarnessError(f"max batch {max_batch} must be >= 1 and max delay {max_delay_ms} ms >= 0")
@@ -76,6 +77,10 @@ class InferenceServer:
         self.metadata = model_metadata(spec, model_name, platform)
         self.max_batch = max_batch
         self.max_delay = max_delay_ms / 1e3
+        # False (the default): a request that finds nothing else queued, with the engine idle,
+        # runs at once instead of waiting --max-delay-ms for company; requests that arrive while
+        # the engine is busy queue up and are batched.  True: always wait (the old behaviour).
+        self.hold_lone_requests = hold_lone_requests
         self.max_body = max_body
         self.request_timeout = request_timeout
         self.metrics = Metrics()
@@ -162,7 +167,10 @@ class InferenceServer:
             if first is None:
                 return
             batch, samples = [first], first.request.batch
-            deadline = time.monotonic() + self.max_delay
+            # The engine is idle here (this thread is the only one that runs it): with nothing
+            # else queued, waiting would only add the delay to a lone request's latency.
+            alone = self._carry is None and self._queue.empty() and not self.hold_lone_requests
+            deadline = time.monotonic() + (0.0 if alone else self.max_delay)
             stopping = False
             while samples < self.max_batch:
                 try:
