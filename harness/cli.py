@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-delay-ms", type=float, default=0.0,
                        help="dynamic batching: how long a request may wait for others when others are queued "
                        "or the engine is busy (default: 0: only requests already queued are batched)")
+    serve.add_argument("--grpc-port", type=int, default=None, metavar="PORT",
+                       help="also serve the Open Inference Protocol over gRPC on this port, as Triton does on 8001 "
+                       "(tritonclient.grpc works unchanged; needs tritonclient[grpc]; default: off)")
     serve.add_argument("--hold-lone-requests", action="store_true",
                        help="dynamic batching: make even a lone request, with the engine idle, wait --max-delay-ms "
                        "for company (default: it runs at once)")
@@ -302,7 +305,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     spec = runner.spec
     server = InferenceServer(recipe_for(runner), spec, spec.name, f"harness-{args.backend}-{runner.precision}",
                              args.host, args.port, args.dynamic_batch, args.max_delay_ms, args.max_body_mib << 20,
-                             hold_lone_requests=args.hold_lone_requests)
+                             hold_lone_requests=args.hold_lone_requests, grpc_port=args.grpc_port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -310,8 +313,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.start()
     batching = (f"dynamic batching up to {args.dynamic_batch} ({args.max_delay_ms:g} ms)" if args.dynamic_batch > 1
                 else "no batching")
-    print(f"serving {spec.name} at {server.url}/v2/models/{spec.name} ({batching}); metrics at {server.url}/metrics; "
-          "Ctrl-C stops", flush=True)
+    grpc = f"; gRPC at {args.host}:{server.grpc_port}" if server.grpc_port is not None else ""
+    print(f"serving {spec.name} at {server.url}/v2/models/{spec.name} ({batching}){grpc}; metrics at "
+          f"{server.url}/metrics; Ctrl-C stops", flush=True)
     stop.wait()
     print("stopping: finishing requests in flight ...", flush=True)
     server.stop()

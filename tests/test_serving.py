@@ -313,3 +313,33 @@ def test_a_lone_request_is_not_held_for_the_batching_delay(digits: tuple[Any, An
                              hold_lone_requests=hold) as s:
             p50[hold] = run_load(s.url, "digits", 1, seconds=1.5, max_requests=2000).p50_ms
     assert p50[False] < 50 and p50[True] >= 200, p50
+
+
+def test_tritonclient_grpc_works_unchanged(digits: tuple[Any, Any]) -> None:
+    """The same engine over the Open Inference Protocol's gRPC service: metadata, readiness,
+    answers equal to the runner's, and a bad input refused with INVALID_ARGUMENT naming it."""
+    grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] not importable")
+    from tritonclient.utils import InferenceServerException
+
+    engine, golden = digits
+    with InferenceServer(recipe_for(engine.runner), engine.spec, "digits", "harness-onnxruntime-fp32",
+                         max_batch=8, max_delay_ms=2.0, grpc_port=0) as s:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{s.grpc_port}")
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("digits")
+        meta = client.get_model_metadata("digits", as_json=True)
+        assert meta["inputs"][0]["name"] == "image" and meta["inputs"][0]["datatype"] == "FP32"
+        images = golden.inputs["image"][:5]
+        tensor = grpcclient.InferInput("image", list(images.shape), "FP32")
+        tensor.set_data_from_numpy(images)
+        result = client.infer("digits", [tensor])
+        (name,) = engine.spec.output_names
+        with engine.runner as runner:
+            np.testing.assert_array_equal(result.as_numpy(name), runner.infer({"image": images})[name])
+        bad = grpcclient.InferInput("image", [2, 3], "FP32")
+        bad.set_data_from_numpy(np.zeros((2, 3), np.float32))
+        with pytest.raises(InferenceServerException, match=r"image.*shape \(2, 3\)") as refused:
+            client.infer("digits", [bad])
+        assert "INVALID_ARGUMENT" in str(refused.value.status())
+        with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
+            client.get_model_metadata("nope")
+        client.close()

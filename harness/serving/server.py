@@ -69,6 +69,7 @@ class InferenceServer:
         request_timeout: float = DEFAULT_TIMEOUT,
         start_timeout: float = 300.0,
         hold_lone_requests: bool = False,
+        grpc_port: int | None = None,
     ) -> None:
         if max_batch < 1 or max_delay_ms < 0:
             raise HarnessError(f"max batch {max_batch} must be >= 1 and max delay {max_delay_ms} ms >= 0")
@@ -92,6 +93,9 @@ class InferenceServer:
         self._idle = threading.Condition()
         self._http = _HTTPServer((host, port), _Handler, self)
         self._threads: list[threading.Thread] = []
+        self._grpc_address = (host, grpc_port) if grpc_port is not None else None
+        self._grpc: Any = None
+        self.grpc_port: int | None = None  # bound once started
 
     @property
     def url(self) -> str:
@@ -107,6 +111,10 @@ class InferenceServer:
             threading.Thread(target=self._http.serve_forever, name="harness-http", daemon=True),
             threading.Thread(target=self._batch_loop, name="harness-batcher", daemon=True),
         ]
+        if self._grpc_address is not None:
+            from harness.serving.grpc_service import start_grpc
+
+            self._grpc, self.grpc_port = start_grpc(self, *self._grpc_address)
         for t in [*self._threads, loader]:
             t.start()
         if wait_ready:
@@ -131,6 +139,8 @@ class InferenceServer:
     def stop(self) -> None:
         """Graceful: stop accepting, let queued and in-flight requests finish, stop the worker."""
         self._accepting = False
+        if self._grpc is not None:
+            self._grpc.stop(grace=self.request_timeout).wait()  # no new calls; calls in flight finish
         self._http.shutdown()  # no new connections
         with self._idle:  # requests in flight get their answers
             self._idle.wait_for(lambda: self._inflight == 0, timeout=self.request_timeout + 5)
@@ -149,6 +159,25 @@ class InferenceServer:
         self.stop()
 
     # --- batching --------------------------------------------------------------------------
+
+    def answer(self, request: Request) -> tuple[int, dict[str, np.ndarray] | None, str]:
+        """Queue a decoded request and wait for it: (status, outputs or None, error)."""
+        if not self._accepting:
+            return 503, None, "server is shutting down"
+        with self._idle:
+            self._inflight += 1
+        start = time.perf_counter()
+        status, outputs, error = 503, None, f"no answer within {self.request_timeout:.0f} s"
+        try:
+            pending = self.submit(request)
+            if pending.done.wait(self.request_timeout + 5):
+                status, outputs, error = pending.status, pending.outputs, pending.error
+            return status, outputs, error
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+            self.metrics.request(status, time.perf_counter() - start if outputs is not None else None)
 
     def submit(self, request: Request) -> _Pending:
         pending = _Pending(request)
