@@ -34,3 +34,29 @@ class SlowDouble(Runner):
 
 def slow_double(delay: float = 0.3) -> Runner:
     return SlowDouble(delay)
+
+
+IMAGE_SPEC = ModelSpec("null", (TensorSpec("image", "float32", (None, 299, 299, 3)),),
+                       (TensorSpec("logits", "float32", (None, 1000)),))
+
+
+class NullLogits(Runner):
+    """InceptionV3's inputs and outputs, no model: what serving costs beyond the engine."""
+
+    backend = "test"
+
+    def __init__(self) -> None:
+        super().__init__(IMAGE_SPEC)
+
+    def _activate(self) -> None:
+        pass
+
+    def _deactivate(self) -> None:
+        pass
+
+    def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"logits": np.zeros((len(feed["image"]), 1000), np.float32)}
+
+
+def null_logits() -> Runner:
+    return NullLogits()
