@@ -14,7 +14,8 @@ from harness.backends.trt.cuda import device_count, import_cudart
 
 
 @pytest.mark.skipif(device_count() == 0, reason="no CUDA device (or no cuda-python)")
-def test_this_process_sees_the_gpu_its_worker_was_given(pytestconfig: pytest.Config) -> None:
+@pytest.mark.parametrize("copy", range(4))  # several, so that every xdist worker runs one
+def test_this_process_sees_the_gpu_its_worker_was_given(pytestconfig: pytest.Config, copy: int) -> None:
     devices = pytestconfig.getoption("harness_devices", None)
     if not devices:
         pytest.skip("no --harness-devices given: nothing pins this process to a GPU")
