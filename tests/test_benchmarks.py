@@ -289,9 +289,14 @@ def test_unmeasured_rows_are_filed_under_the_model_the_rows_carry(tmp_path: Path
     for suffix in (".meta", ".index", ".data-00000-of-00001"):
         (tmp_path / f"model.ckpt{suffix}").write_bytes(b"")
     options = {"harness_model": str(tmp_path / "model.ckpt"), "harness_input": [InputArg("input")],
-               "harness_output": ["logits"], "harness_signature": None}
+               "harness_output": ["logits"], "harness_signature": None, "harness_shard": None}
 
     class Config:
+        rootpath = tmp_path
+
+        def __init__(self) -> None:
+            self.stash: dict[object, object] = {}
+
         def getoption(self, name: str) -> object:
             return options[name]
 
