@@ -39,6 +39,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="xdist-speedup.") as tmp:
         work = Path(tmp)
         models = [FAMILIES[name].save(work) for name in ("lstm_text", "se_swish", "bert_tiny")]
+        os.chdir(work)  # a user's golden is keyed by the model's path relative to where pytest runs
         workspace = Workspace(work / "artifacts", work / "golden", quiet=True)
         requests = [ModelRequest.of(str(m), FAMILIES[name].inputs)
                     for m, name in zip(models, ("lstm_text", "se_swish", "bert_tiny"))]
@@ -59,7 +60,7 @@ def main() -> int:
                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
             seconds = time.perf_counter() - start
             if done.returncode != 0:
-                sys.exit(f"pytest -n {workers} failed:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}")
+                sys.exit(f"pytest -n {workers} failed:\n{done.stdout[-6000:]}\n{done.stderr[-2000:]}")
             return seconds
 
         run(0)  # builds every artifact once; the timed runs only check
