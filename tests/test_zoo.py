@@ -124,3 +124,19 @@ def test_model_paths_are_the_users_files(zoo: dict[str, Any]) -> None:
     paths = [Path(r.model) for r in zoo["requests"].values()]
     assert {p.suffix for p in paths} == {".keras", ""}  # Keras files and a SavedModel directory
     assert all(p.exists() for p in paths)
+
+
+@pytest.mark.parametrize("name", [n for n, f in FAMILIES.items() if f.write.__name__ == "_save_keras"])
+def test_the_keras_families_also_export_as_tf2_savedmodels(name: str, zoo: dict[str, Any]) -> None:
+    """The same model handed over as a TF2 SavedModel (`model.export`) instead of a .keras
+    file: its own signature names, the same path through export, golden and every precision."""
+    from tests.zoo import _export_saved_model
+
+    family = FAMILIES[name]
+    path = _export_saved_model(family.build(), zoo["root"] / "saved")
+    request = ModelRequest.of(str(path), family.inputs)
+    workspace: Workspace = zoo["workspace"]
+    workspace.write_golden(request)
+    comparison = workspace.compare(request, ["onnxruntime"], PRECISIONS)
+    assert comparison.passed, str(comparison)
+    assert {r.precision for r in comparison.results} == set(PRECISIONS)
