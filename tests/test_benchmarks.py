@@ -76,7 +76,9 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
     serving = {b["extra_info"]["batching"]: b["extra_info"] for b in data["benchmarks"] if "batching" in b["extra_info"]}
     assert set(serving) == {"off", "on"}
     for info in serving.values():
-        assert [s["concurrency"] for s in info["sweep"]] == [1, 2] and all(s["errors"] == 0 for s in info["sweep"])
+        # the sweep asked for, then the burst of 512 clients connecting at once: no error, no reset
+        assert [s["concurrency"] for s in info["sweep"]] == [1, 2, 512]
+        assert all(s["errors"] == 0 and s["resets"] == 0 for s in info["sweep"]), info["sweep"]
         assert info["serving_p50_ms"] > info["engine_p50_ms"] > 0
     # The report shows every engine x precision x batch measured, one table row each.
     report = (tmp_path / "report" / "report.md").read_text()
