@@ -32,25 +32,51 @@ OVERHEAD: dict[str, Overhead] = {}
 ZOO: list[tuple[str, str, Any]] = []
 # Filled by the serving benchmark: one table per run of the load sweep.
 SERVING: list[str] = []
+# xdist, in the controller: the sections the workers printed nothing of.
+WORKER_SECTIONS: list[tuple[str, list[str]]] = []
+
+
+OVERHEAD_TITLE = "harness: runner overhead"
+
+
+def _sections() -> list[tuple[str, list[str]]]:
+    """This process's end-of-run sections: (title, lines)."""
+    sections = []
+    if SERVING:
+        sections.append(("harness: serving load test (closed loop on loopback)",
+                         [line for table in SERVING for line in table.splitlines()]))
+    if ZOO:
+        sections.append(("harness: model zoo (ONNX Runtime over TensorFlow, batch 8, 95% interval)",
+                         [f"{family:<12} {engine:<18} {speedup}" for family, engine, speedup in ZOO]))
+    if OVERHEAD:
+        lines = [f"{backend}: {o.by_added[0]:.4f}x [{o.by_added[1]:.4f}, {o.by_added[2]:.4f}] "
+                  f"(adds {o.added * 1e6:.1f} us [{o.added_low * 1e6:.1f}, {o.added_high * 1e6:.1f}] "
+                  f"to {o.bare * 1e3:.4g} ms); direct {o.direct[0]:.3f}x [{o.direct[1]:.3f}, {o.direct[2]:.3f}]"
+                  for backend, o in sorted(OVERHEAD.items())]
+        sections.append((OVERHEAD_TITLE, lines))
+    return sections
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: the controller prints them
+        session.config.workeroutput["harness_sections"] = _sections()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    WORKER_SECTIONS.extend((title, list(lines)) for title, lines in
+                           (getattr(node, "workeroutput", {}) or {}).get("harness_sections", []))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if SERVING:
-        terminalreporter.section("harness: serving load test (closed loop on loopback)")
-        for table in SERVING:
-            for line in table.splitlines():
-                terminalreporter.line(line)
-    if ZOO:
-        terminalreporter.section("harness: model zoo (ONNX Runtime over TensorFlow, batch 8, 95% interval)")
-        for family, engine, speedup in ZOO:
-            terminalreporter.line(f"{family:<12} {engine:<18} {speedup}")
-    if OVERHEAD:
-        terminalreporter.section("harness: runner overhead")
-        terminalreporter.line("harness runner over a bare loop of the library's own call, batch 1: the runner's own "
-                              "work per call (library call replayed on both paths) over the bare call's time; "
-                              "and the two timed directly, interleaved (95% intervals)")
-        for backend, o in sorted(OVERHEAD.items()):
-            terminalreporter.line(
-                f"{backend}: {o.by_added[0]:.4f}x [{o.by_added[1]:.4f}, {o.by_added[2]:.4f}] "
-                f"(adds {o.added * 1e6:.1f} us [{o.added_low * 1e6:.1f}, {o.added_high * 1e6:.1f}] "
-                f"to {o.bare * 1e3:.4g} ms); direct {o.direct[0]:.3f}x [{o.direct[1]:.3f}, {o.direct[2]:.3f}]")
+    merged: dict[str, list[str]] = {}
+    for title, lines in [*_sections(), *WORKER_SECTIONS]:
+        merged.setdefault(title, []).extend(lines)
+    for title, lines in merged.items():
+        terminalreporter.section(title)
+        if title == OVERHEAD_TITLE:
+            terminalreporter.line("harness runner over a bare loop of the library's own call, batch 1: the runner's "
+                                  "own work per call (library call replayed on both paths) over the bare call's "
+                                  "time; and the two timed directly, interleaved (95% intervals)")
+        for line in lines:
+            terminalreporter.line(line)

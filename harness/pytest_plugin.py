@@ -5,6 +5,7 @@ Every option starts with --harness-, is validated when parsed and states its def
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ ROWS = pytest.StashKey[list[Any]]()  # harness.timing.Row, appended by benchmark
 UNMEASURED = pytest.StashKey[list[Any]]()  # harness.timing.Unmeasured: benchmark rows skipped or errored
 GATE = pytest.StashKey[Any]()  # harness.timing.GateReport
 BASELINE_WRITTEN = pytest.StashKey[bool]()
+BENCH_JSON = pytest.StashKey[list[str]]()  # xdist: each worker's pytest-benchmark JSON
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -292,13 +294,19 @@ def pytest_configure(config: pytest.Config) -> None:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
         mine = [devices[int(worker[2:]) % len(devices)]] if worker.startswith("gw") else devices
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, mine))
-    if config.getoption("dist", "no") != "no" and config.getoption("benchmark_only", False):
-        # pytest-benchmark turns itself off under xdist (and refuses --benchmark-only with a
-        # message about --benchmark-disable): say what to do instead.
-        raise pytest.UsageError(
-            "the benchmark suite times one benchmark at a time and pytest-benchmark does not run under "
-            "pytest-xdist: run it without -n; to spread models over machines, run one shard per machine "
-            "(--harness-shard K/N) and merge their --benchmark-json files with `harness report a.json b.json`")
+    xdist = config.getoption("dist", "no") != "no" or bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    if xdist and config.getoption("benchmark_only", False):
+        # pytest-benchmark refuses --benchmark-only under xdist (it turns itself off there);
+        # the workers get it as the harness's own flag and time one benchmark at a time per
+        # device (harness.parallel).
+        from harness.parallel import ONLY
+
+        config.option.benchmark_only = False
+        setattr(config.option, ONLY, True)
+        import warnings
+
+        # Its "disabled because xdist is active" is true only of the controller, which times nothing.
+        warnings.filterwarnings("ignore", message="Benchmarks are automatically disabled because xdist")
     config.stash[ROWS] = []
     config.stash[UNMEASURED] = []
     if config.getoption("harness_verbose", False):
@@ -317,6 +325,54 @@ def pytest_configure(config: pytest.Config) -> None:
             load_baseline(target)  # an old-format one is replaced; a broken one is not overwritten
     except HarnessError as e:
         raise pytest.UsageError(str(e)) from e
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from harness.parallel import worker_id
+
+    bench = getattr(session.config, "_benchmarksession", None)
+    if worker_id() and bench is not None and _only_benchmarks(session.config):
+        bench.disabled = False  # back on in this worker: harness.parallel serialises the timing
+        bench.json = None  # the controller writes the one JSON, from every worker's
+
+
+def _only_benchmarks(config: pytest.Config) -> bool:
+    from harness.parallel import ONLY
+
+    return bool(getattr(config.option, ONLY, False))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _only_benchmarks(config):  # what --benchmark-only does, in an xdist worker
+        skip = pytest.mark.skip(reason="not a benchmark (--benchmark-only)")
+        for item in items:
+            if "benchmark" not in getattr(item, "fixturenames", ()):
+                item.add_marker(skip)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    from harness.parallel import timing_slot, worker_id
+
+    if not (worker_id() and "benchmark" in getattr(item, "fixturenames", ())):
+        return (yield)
+    benchmark = getattr(item, "funcargs", {}).get("benchmark")
+    with timing_slot(item.config.getoption("harness_artifacts"), getattr(benchmark, "extra_info", None)):
+        return (yield)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist, in the controller: a worker's rows, unmeasured rows and benchmark JSON."""
+    from harness.parallel import rows_in
+
+    output = getattr(node, "workeroutput", {}) or {}
+    if "harness" in output:
+        config = node.config
+        rows, unmeasured = rows_in(output["harness"])
+        config.stash[ROWS].extend(rows)
+        config.stash[UNMEASURED].extend(unmeasured)
+        config.stash.setdefault(BENCH_JSON, []).append(output["harness"].get("benchmark_json", ""))
 
 
 @pytest.fixture(scope="session")
@@ -378,9 +434,28 @@ def _reason(report: pytest.TestReport) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     from harness.machine import machine_class, machine_info
+    from harness.parallel import merge_benchmark_json, rows_out, worker_id
     from harness.timing import check_gate, load_baseline, speedups, update_baseline
 
     config = session.config
+    if worker_id() and hasattr(config, "workeroutput"):  # hand what was measured to the controller
+        bench = getattr(config, "_benchmarksession", None)
+        mine: list[Any] = config.stash.get(ROWS, [])
+        missing: list[Any] = config.stash.get(UNMEASURED, [])
+        payload = rows_out(mine, missing)
+        if bench is not None and bench.benchmarks and config.getoption("benchmark_json", None):
+            info = bench.get_machine_info()
+            commit = config.hook.pytest_benchmark_generate_commit_info(config=config)
+            doc = config.hook.pytest_benchmark_generate_json(config=config, benchmarks=bench.benchmarks,
+                                                             include_data=True, machine_info=info, commit_info=commit)
+            config.hook.pytest_benchmark_update_json(config=config, benchmarks=bench.benchmarks, output_json=doc)
+            payload["benchmark_json"] = json.dumps(doc, default=str)
+        config.workeroutput["harness"] = payload
+        return
+    parts: list[str] = config.stash.get(BENCH_JSON, [])
+    merged = merge_benchmark_json(parts)
+    if merged is not None and config.getoption("benchmark_json", None):
+        Path(config.getoption("benchmark_json")).write_text(json.dumps(merged, indent=4, default=str))
     rows: list[Any] = config.stash.get(ROWS, [])
     gate = config.getoption("harness_gate")
     target = config.getoption("harness_update_baseline")

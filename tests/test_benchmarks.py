@@ -4,6 +4,7 @@ measured in the same run, and the machine information."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -303,3 +304,21 @@ def test_unmeasured_rows_are_filed_under_the_model_the_rows_carry(tmp_path: Path
             return options[name]
 
     assert _model_name(Config()) == "model.ckpt"  # type: ignore[arg-type]
+
+
+def test_the_benchmark_suite_under_xdist_times_one_benchmark_at_a_time(tmp_path: Path) -> None:
+    """`-n 2`: both workers take benchmarks, but no two timed calls overlap (one CPU), and the
+    controller's table and --benchmark-json hold every worker's rows."""
+    pytest.importorskip("xdist", reason="pytest-xdist not importable")
+    out = tmp_path / "bench.json"
+    result = _bench("--harness-backends", "onnxruntime", "--harness-batch-sizes", "1", "-k",
+                    "not serving and not overhead", "-n", "2", "--benchmark-json", str(out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = json.loads(out.read_text())["benchmarks"]
+    engines = {b["extra_info"]["engine"] for b in rows}
+    assert engines == {"tensorflow-fp32", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8"}
+    assert {b["extra_info"]["xdist_worker"] for b in rows} == {"gw0", "gw1"}
+    spans = sorted(b["extra_info"]["timed_between"] for b in rows)
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans)), spans
+    for engine in engines - {"tensorflow-fp32"}:  # the controller's table, from the workers' rows
+        assert re.search(rf"digits +1 {engine} +[\d.]+ +[\d.]+ +\d+ +[\d.]+x \[", result.stdout), result.stdout[-3000:]
