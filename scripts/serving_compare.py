@@ -4,6 +4,7 @@ of binary data, batch 1) answered by a null engine (zeros, no model), through
   harness     the harness's server (threading HTTP server -> batcher -> engine worker process)
   uvicorn     uvicorn + a minimal ASGI app in front of the same batcher and worker
   uvicorn-bare  uvicorn + a minimal ASGI app answering in-process (no worker: the floor)
+  kserve      (--kserve URL) KServe's Python model server running scripts/kserve_null.py
 
 each measured with the harness's own closed-loop load test at several concurrencies.  Prints
 p50 latency at concurrency 1 (the per-request overhead) and requests/s at each concurrency.
@@ -99,12 +100,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--kserve", default=None, metavar="URL",
+                        help="also measure KServe's model server running scripts/kserve_null.py at URL")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     tables, summary = [], []
 
+    null_meta = {"name": "null", "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 299, 299, 3]}],
+                 "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 1000]}]}
+
     def measure(name: str, url: str) -> None:
-        results = [run_load(url, "null", c, args.seconds, 1_000_000) for c in levels]
+        results = [run_load(url, "null", c, args.seconds, 1_000_000, metadata=null_meta) for c in levels]
         tables.append(format_table(results, f"{name}:"))
         summary.append(f"{name:<13} p50 at concurrency 1: {results[0].p50_ms:.2f} ms; req/s "
                        + ", ".join(f"{r.concurrency}: {r.requests_per_s:.0f}" for r in results))
@@ -124,6 +130,8 @@ def main() -> int:
     measure("uvicorn-bare", url)
     server.should_exit = True
     thread.join(10)
+    if args.kserve:
+        measure("kserve", args.kserve)
     print("\n\n".join(tables))
     print("\n" + "\n".join(summary))
     return 0
