@@ -328,12 +328,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    from harness.parallel import worker_id
 
     bench = getattr(session.config, "_benchmarksession", None)
-    if worker_id() and bench is not None and _only_benchmarks(session.config):
+    if _is_worker(session.config) and bench is not None and _only_benchmarks(session.config):
         bench.disabled = False  # back on in this worker: harness.parallel serialises the timing
         bench.json = None  # the controller writes the one JSON, from every worker's
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    """An xdist worker (xdist gave it `workerinput`), not just a process that inherited
+    PYTEST_XDIST_WORKER from one (a pytest started by a test that runs in a worker)."""
+    return hasattr(config, "workerinput")
 
 
 def _only_benchmarks(config: pytest.Config) -> bool:
@@ -352,9 +357,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    from harness.parallel import timing_slot, worker_id
+    from harness.parallel import timing_slot
 
-    if not (worker_id() and "benchmark" in getattr(item, "fixturenames", ())):
+    if not (_is_worker(item.config) and "benchmark" in getattr(item, "fixturenames", ())):
         return (yield)
     benchmark = getattr(item, "funcargs", {}).get("benchmark")
     with timing_slot(item.config.getoption("harness_artifacts"), getattr(benchmark, "extra_info", None)):
@@ -434,11 +439,11 @@ def _reason(report: pytest.TestReport) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     from harness.machine import machine_class, machine_info
-    from harness.parallel import merge_benchmark_json, rows_out, worker_id
+    from harness.parallel import merge_benchmark_json, rows_out
     from harness.timing import check_gate, load_baseline, speedups, update_baseline
 
     config = session.config
-    if worker_id() and hasattr(config, "workeroutput"):  # hand what was measured to the controller
+    if _is_worker(config) and hasattr(config, "workeroutput"):  # hand what was measured to the controller
         bench = getattr(config, "_benchmarksession", None)
         mine: list[Any] = config.stash.get(ROWS, [])
         missing: list[Any] = config.stash.get(UNMEASURED, [])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,12 @@ from harness.machine import class_id, cpu_info, machine_class, versions
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _own_env() -> dict[str, str]:
+    """This environment without pytest-xdist's worker variables: a benchmark run started from a
+    test that itself runs in an xdist worker is not a worker."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+
+
 def _bench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     pytest.importorskip("tensorflow", reason="tensorflow not importable")
     pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
@@ -25,7 +32,7 @@ def _bench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "--harness-model", "digits",
          "--ignore", "benchmarks/test_zoo.py",  # its own models; the main job runs it
          "-p", "no:cacheprovider", "-q", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False, env=_own_env(),
     )
 
 
@@ -258,7 +265,7 @@ def test_an_engine_row_gets_its_speedup_without_the_tensorflow_row(tmp_path: Pat
         [sys.executable, "-m", "pytest", "benchmarks/test_inference.py::test_engine", "--benchmark-only",
          "--harness-model", "digits", "--harness-batch-sizes", "1", "--harness-backends", "onnxruntime",
          "--harness-precisions", "fp32", f"--benchmark-json={out}", "-p", "no:cacheprovider", "-v"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False, env=_own_env(),
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "test_tensorflow[" not in done.stdout
