@@ -1,14 +1,15 @@
 """The benchmark suite under pytest-xdist: workers build engines in parallel, but time one
-benchmark at a time per device, and the controller gathers what they measured.
+benchmark at a time on the host, and the controller gathers what they measured.
 
 - pytest-benchmark turns itself off under xdist and refuses `--benchmark-only` there.  The
   controller hands `--benchmark-only` to the workers as its own flag; each worker turns its
   pytest-benchmark session back on and writes no JSON of its own.
-- A benchmark's timed call holds a lock per device (`CUDA_VISIBLE_DEVICES`' GPU, or the CPU),
-  a file lock the workers share: on one CPU the benchmarks run one after another; with
-  `--harness-devices 0,1` the two GPUs' benchmarks run at the same time.  Setup (freezing,
-  export, plans) is not locked: with a cold cache it can overlap another worker's timing, so
-  time with a warm cache (`harness build`, or a first run).
+- A benchmark's timed call holds one file lock the workers of the host share, whatever GPU
+  each worker has: every engine row also times the TensorFlow reference beside it on the host
+  (and CPU engines run there), so two timed calls at once would time each other's load; the
+  benchmarks run one after another.  Setup (freezing, export, plans) is not locked: with a
+  cold cache it can overlap another worker's timing, so time with a warm cache (`harness
+  build`, or a first run).
 - At its end a worker sends its rows, unmeasured rows and its pytest-benchmark JSON to the
   controller (xdist's `workeroutput`); the controller's end-of-run table, gate, report and
   `--benchmark-json` cover every worker's."""
@@ -32,17 +33,12 @@ def worker_id() -> str:
     return os.environ.get(WORKER_ENV, "")
 
 
-def device_key() -> str:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    return f"gpu-{visible.replace(',', '_')}" if visible else "cpu"
-
-
 @contextlib.contextmanager
 def timing_slot(artifacts: Path, extra_info: dict[str, Any] | None) -> Iterator[None]:
-    """Hold this device's benchmark lock for the timed call; record when it held it."""
+    """Hold the host's benchmark lock for the timed call; record when it held it."""
     from harness.artifacts import locked
 
-    with locked(Path(artifacts) / "locks" / f"benchmark-{device_key()}"):
+    with locked(Path(artifacts) / "locks" / "benchmark-host"):
         start = time.time()
         try:
             yield

@@ -294,7 +294,7 @@ def pytest_configure(config: pytest.Config) -> None:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
         mine = [devices[int(worker[2:]) % len(devices)]] if worker.startswith("gw") else devices
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, mine))
-    xdist = config.getoption("dist", "no") != "no" or bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    xdist = config.getoption("dist", "no") != "no" or hasattr(config, "workerinput")
     if xdist and config.getoption("benchmark_only", False):
         # pytest-benchmark refuses --benchmark-only under xdist (it turns itself off there);
         # the workers get it as the harness's own flag and time one benchmark at a time per
@@ -419,7 +419,10 @@ def _model_name(config: pytest.Config, entry: ModelEntry | None = None) -> str:
     """The name the benchmark rows of the model under test carry (resolving is cheap: no TensorFlow)."""
     from harness.sources import resolve
 
-    request = entry.request if entry is not None else _request_of(config)
+    try:
+        request = entry.request if entry is not None else _request_of(config)
+    except (pytest.skip.Exception, pytest.UsageError):  # an empty shard, several models: no one request
+        return str(config.getoption("harness_model"))
     try:
         return resolve(request).name
     except HarnessError:
@@ -459,8 +462,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     parts: list[str] = config.stash.get(BENCH_JSON, [])
     merged = merge_benchmark_json(parts)
-    if merged is not None and config.getoption("benchmark_json", None):
-        Path(config.getoption("benchmark_json")).write_text(json.dumps(merged, indent=4, default=str))
+    out = config.getoption("benchmark_json", None)
+    if merged is not None and out:
+        # a path (pytest-benchmark 5.3+) or, before, a file it opened
+        Path(out if isinstance(out, (str, os.PathLike)) else out.name).write_text(json.dumps(merged, indent=4, default=str))
     rows: list[Any] = config.stash.get(ROWS, [])
     gate = config.getoption("harness_gate")
     target = config.getoption("harness_update_baseline")

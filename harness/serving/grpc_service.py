@@ -100,7 +100,10 @@ def start_grpc(app: InferenceServer, host: str, port: int, threads: int = 64) ->
                          options=[("grpc.max_receive_message_length", app.max_body),
                                   ("grpc.max_send_message_length", app.max_body)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # recent grpcio raises where older ones returned 0
+        bound = 0
     if bound == 0:
         raise BackendUnavailable("grpc", f"cannot listen on {host}:{port} for gRPC (in use?)")
     server.start()

@@ -19,6 +19,8 @@ import numpy as np
 from harness.errors import HarnessError, UsageError
 from harness.serving.protocol import DATATYPES, HEADER_LENGTH
 
+BARRIER_TIMEOUT = 120.0  # seconds for every client to connect before the burst
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -108,15 +110,19 @@ def run_load(url: str, model: str, concurrency: int, seconds: float, max_request
     ready = threading.Barrier(concurrency + 1, action=go)
 
     def client() -> None:
-        conn = _connection(url)
         try:
-            conn.connect()
-        except OSError:
-            with lock:
-                errors[0] += 1
-                resets[0] += 1
+            conn = _connection(url)
+            try:
+                conn.connect()
+            except OSError:
+                with lock:
+                    errors[0] += 1
+                    resets[0] += 1
+        except BaseException:
+            ready.abort()  # nobody waits for a client that will never arrive
+            raise
         try:
-            ready.wait()
+            ready.wait(timeout=BARRIER_TIMEOUT)
         except threading.BrokenBarrierError:
             return
         try:
@@ -149,10 +155,15 @@ def run_load(url: str, model: str, concurrency: int, seconds: float, max_request
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=client, name=f"loadtest-{i}") for i in range(concurrency)]
-    for t in threads:
-        t.start()
-    ready.wait()  # every client connected: go, all at once
+    threads = [threading.Thread(target=client, name=f"loadtest-{i}", daemon=True) for i in range(concurrency)]
+    try:
+        for t in threads:
+            t.start()
+        ready.wait(timeout=BARRIER_TIMEOUT)  # every client connected: go, all at once
+    except (threading.BrokenBarrierError, RuntimeError) as e:
+        ready.abort()
+        raise HarnessError(f"{url}: the {concurrency} load-test clients could not all start and connect "
+                           f"({type(e).__name__}: {e})") from e
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - timing["started"]

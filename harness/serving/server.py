@@ -114,7 +114,11 @@ class InferenceServer:
         if self._grpc_address is not None:
             from harness.serving.grpc_service import start_grpc
 
-            self._grpc, self.grpc_port = start_grpc(self, *self._grpc_address)
+            try:
+                self._grpc, self.grpc_port = start_grpc(self, *self._grpc_address)
+            except BaseException:
+                self._http.server_close()  # nothing half-started is left listening
+                raise
         for t in [*self._threads, loader]:
             t.start()
         if wait_ready:
