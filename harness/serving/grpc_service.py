@@ -70,26 +70,30 @@ def start_grpc(app: InferenceServer, host: str, port: int, threads: int = 64) ->
                                             inputs=tensors(meta["inputs"]), outputs=tensors(meta["outputs"]))
 
         def ModelInfer(self, request: Any, context: Any) -> Any:
-            self._known(request.model_name, context)
-            try:
-                feed = decode(request, app)
-            except InputError as e:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-            wanted = tuple(o.name for o in request.outputs) or tuple(app.spec.output_names)
-            unknown = [o for o in wanted if o not in app.spec.output_names]
-            if unknown:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"unknown output(s) {unknown}; the model returns {app.spec.output_names}")
-            status, outputs, error = app.answer(Request(request.id or None, feed, wanted, frozenset(wanted)))
-            if outputs is None:
-                context.abort(getattr(grpc.StatusCode, _STATUS.get(status, "INTERNAL")), error)
-                raise AssertionError("context.abort returned")  # it raises; this line is for the type checker
-            response = pb.ModelInferResponse(model_name=app.model_name, model_version="1", id=request.id)
-            for name in wanted:
-                array = np.ascontiguousarray(outputs[name])
-                response.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=list(array.shape))
-                response.raw_output_contents.append(array.tobytes())
-            return response
+            with app.in_flight() as outcome:  # counted like an HTTP request, rejections included
+                outcome[0] = 404
+                self._known(request.model_name, context)
+                outcome[0] = 400
+                try:
+                    feed = decode(request, app)
+                except InputError as e:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                wanted = tuple(o.name for o in request.outputs) or tuple(app.spec.output_names)
+                unknown = [o for o in wanted if o not in app.spec.output_names]
+                if unknown:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"unknown output(s) {unknown}; the model returns {app.spec.output_names}")
+                status, outputs, error = app.answer(Request(request.id or None, feed, wanted, frozenset(wanted)))
+                outcome[0] = status
+                if outputs is None:
+                    context.abort(getattr(grpc.StatusCode, _STATUS.get(status, "INTERNAL")), error)
+                    raise AssertionError("context.abort returned")  # it raises; this line is for the type checker
+                response = pb.ModelInferResponse(model_name=app.model_name, model_version="1", id=request.id)
+                for name in wanted:
+                    array = np.ascontiguousarray(outputs[name])
+                    response.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=list(array.shape))
+                    response.raw_output_contents.append(array.tobytes())
+                return response
 
         @staticmethod
         def _known(name: str, context: Any) -> None:

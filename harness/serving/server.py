@@ -16,10 +16,12 @@ is graceful: no new connections, queued and in-flight requests finish, then the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -164,24 +166,30 @@ class InferenceServer:
 
     # --- batching --------------------------------------------------------------------------
 
-    def answer(self, request: Request) -> tuple[int, dict[str, np.ndarray] | None, str]:
-        """Queue a decoded request and wait for it: (status, outputs or None, error)."""
-        if not self._accepting:
-            return 503, None, "server is shutting down"
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[list[int]]:
+        """One request, whatever its protocol: counted in flight (a graceful stop waits for it)
+        and, at the end, in the metrics with the status the caller put in the yielded list."""
         with self._idle:
             self._inflight += 1
         start = time.perf_counter()
-        status, outputs, error = 503, None, f"no answer within {self.request_timeout:.0f} s"
+        outcome = [500]
         try:
-            pending = self.submit(request)
-            if pending.done.wait(self.request_timeout + 5):
-                status, outputs, error = pending.status, pending.outputs, pending.error
-            return status, outputs, error
+            yield outcome
         finally:
             with self._idle:
                 self._inflight -= 1
                 self._idle.notify_all()
-            self.metrics.request(status, time.perf_counter() - start if outputs is not None else None)
+            self.metrics.request(outcome[0], time.perf_counter() - start if outcome[0] == 200 else None)
+
+    def answer(self, request: Request) -> tuple[int, dict[str, np.ndarray] | None, str]:
+        """Queue a decoded request and wait for it: (status, outputs or None, error)."""
+        if not self._accepting:
+            return 503, None, "server is shutting down"
+        pending = self.submit(request)
+        if not pending.done.wait(self.request_timeout + 5):
+            return 503, None, f"no answer within {self.request_timeout:.0f} s"
+        return pending.status, pending.outputs, pending.error
 
     def submit(self, request: Request) -> _Pending:
         pending = _Pending(request)
@@ -343,18 +351,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         app = self.server.app
-        start = time.perf_counter()
-        with app._idle:
-            app._inflight += 1
-        try:
+        with app.in_flight() as outcome:
             status, message = self._infer(app)
+            outcome[0] = status
             if status != 200:
                 self._error(status, message)
-        finally:
-            with app._idle:
-                app._inflight -= 1
-                app._idle.notify_all()
-        app.metrics.request(status, time.perf_counter() - start if status == 200 else None)
 
     def _infer(self, app: InferenceServer) -> tuple[int, str]:
         path = self.path.split("?", 1)[0].rstrip("/")
@@ -379,14 +380,10 @@ class _Handler(BaseHTTPRequestHandler):
             return 400, str(e)
         if request.batch > app.max_batch and app.max_batch > 1:
             return 400, f"batch of {request.batch} is over the server's --dynamic-batch {app.max_batch}"
-        if not app._accepting:
-            return 503, "server is shutting down"
-        pending = app.submit(request)
-        if not pending.done.wait(app.request_timeout + 5):
-            return 503, f"no answer within {app.request_timeout:.0f} s"
-        if pending.outputs is None:
-            return pending.status, pending.error
-        body, headers = encode_response(request, pending.outputs, app.model_name)
+        status, outputs, error = app.answer(request)
+        if outputs is None:
+            return status, error
+        body, headers = encode_response(request, outputs, app.model_name)
         self._send(200, body, "application/octet-stream" if headers else "application/json", headers)
         return 200, ""
 
