@@ -129,6 +129,13 @@ class DebugReport:
         return {"model": self.model, "precision": self.precision, "samples": self.samples, "passed": self.passed,
                 "golden_summary": self.golden_summary, "rows": [asdict(r) for r in self.rows], "notes": self.notes}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DebugReport:
+        """What `to_dict` wrote (`harness debug --json`)."""
+        rows = [TensorReport(**{**r, "consumers": tuple(r.get("consumers", ()))}) for r in data["rows"]]
+        return cls(data["model"], data["precision"], int(data["samples"]), rows, data.get("passed"),
+                   str(data.get("golden_summary", "")), list(data.get("notes", [])))
+
 
 def _exposed(path: Path, names: Sequence[str]) -> bytes:
     """`path`'s model with `names` added as graph outputs (type left to ONNX Runtime)."""

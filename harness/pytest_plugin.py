@@ -93,7 +93,7 @@ class _TerminalStream:
 
 
 @pytest.fixture(scope="session")
-def harness_workspace(pytestconfig: pytest.Config) -> Workspace:
+def harness_workspace(pytestconfig: pytest.Config, harness_tolerances: TolerancePolicy) -> Workspace:
     from harness.workspace import Workspace
 
     return Workspace(
@@ -106,7 +106,7 @@ def harness_workspace(pytestconfig: pytest.Config) -> Workspace:
         build_options=_build_options(pytestconfig),
         rebuild=pytestconfig.getoption("harness_rebuild"),
         cuda_graph=pytestconfig.getoption("harness_cuda_graph"),
-        policy=_call(TolerancePolicy.from_pyproject, pytestconfig.rootpath / "pyproject.toml"),
+        policy=harness_tolerances,  # the policy the tests judge by, for mixed-precision searches too
     )
 
 

@@ -452,9 +452,11 @@ def write_report(
             plots.append(plot_trend(with_model, model, trend, out / f"trend-{model}.png"))
             body.append(("img", plots[-1]))
 
+    from harness.debug import DebugReport
+
     for path in debug:  # `harness debug --json` files: the summary and error against depth
         try:
-            report = debug_from_dict(json.loads(Path(path).read_text()))
+            report = DebugReport.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as e:
             body.append(("warn", f"left out {path}: not a `harness debug --json` file ({type(e).__name__}: {e})"))
             continue
@@ -524,12 +526,3 @@ def plot_debug(report: Any, path: Path) -> Path:
     ax.set_title(f"{report.model}: {report.precision} against fp32, tensor by tensor")
     ax.legend(fontsize=8)
     return _save(fig, path)
-
-
-def debug_from_dict(data: Mapping[str, Any]) -> Any:
-    """A DebugReport from `harness debug --json`'s file."""
-    from harness.debug import DebugReport, TensorReport
-
-    rows = [TensorReport(**{**r, "consumers": tuple(r.get("consumers", ()))}) for r in data["rows"]]
-    return DebugReport(data["model"], data["precision"], int(data["samples"]), rows, data.get("passed"),
-                       str(data.get("golden_summary", "")), list(data.get("notes", [])))

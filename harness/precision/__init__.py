@@ -30,3 +30,7 @@ BACKEND_PRECISIONS = {
     "tensorrt": ("fp32", "fp16", "int8", *MIXED),
     "tensorrt_rtx": ("fp32", "fp16", "int8", *MIXED),
 }
+
+# ONNX element types that are floating point (TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16):
+# what the fp16 and int8 conversions treat as values rather than integers.
+FLOAT_ELEM_TYPES = frozenset({1, 10, 11, 16})

@@ -10,6 +10,7 @@ from typing import Any
 
 from harness.errors import ExportError
 from harness.lazy import lazy_import
+from harness.precision import FLOAT_ELEM_TYPES
 
 
 def convert_fp16(src: Path, dst: Path, keep_io_types: bool = True, keep_nodes: Sequence[str] = ()) -> dict[str, object]:
@@ -43,7 +44,6 @@ def _casts_from_integers(model: Any) -> list[str]:
     a proper cast to float16 after them."""
     import onnx
 
-    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
     found: list[str] = []
 
     def visit(graph: Any, outer: dict[str, int]) -> None:  # loop bodies too (a GRU stays a Loop)
@@ -52,7 +52,7 @@ def _casts_from_integers(model: Any) -> list[str]:
         types.update({t.name: t.data_type for t in graph.initializer})
         for n in graph.node:
             if (n.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)
-                    and n.input[0] in types and types[n.input[0]] not in floats):
+                    and n.input[0] in types and types[n.input[0]] not in FLOAT_ELEM_TYPES):
                 found.append(n.name)
             for a in n.attribute:
                 for sub in (a.g, *a.graphs) if a.HasField("g") else a.graphs:

@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.backends.onnxrt import import_onnxruntime
 from harness.errors import ArtifactError, ExportError, UsageError
+from harness.precision import FLOAT_ELEM_TYPES
 from harness.precision.calibration import METHODS, CalibrationData
 
 CALIBRATION_BATCH = 2  # minmax holds one batch's activations at a time: InceptionV3 at 8 peaked 1.3 GB higher
@@ -221,7 +222,7 @@ def integer_paths(fp32: Path) -> list[str]:
 
     graph = onnx.load(str(fp32), load_external_data=False).graph
     constants = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    integer = {i.name for i in graph.input if i.type.tensor_type.elem_type not in _FLOATS}
+    integer = {i.name for i in graph.input if i.type.tensor_type.elem_type not in FLOAT_ELEM_TYPES}
     derived = set(integer)  # tensors computed from integer inputs (and constants) only
     met: set[str] = set()  # outputs of nodes where they meet the activations (masked tensors)
     keep: list[str] = []
@@ -267,4 +268,3 @@ def detection_head(graph: Any) -> list[str]:
 
 # Ops between an additive attention mask and the softmax it is for.
 _AFTER_MASK = {"Add", "Sub", "Mul", "Where", "Softmax", "LogSoftmax", "Reshape", "Transpose"}
-_FLOATS = {1, 10, 11, 16}  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
