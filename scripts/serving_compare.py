@@ -1,13 +1,17 @@
-"""What the HTTP server costs, with the engine taken out: InceptionV3-shaped requests (1.07 MB
-of binary data, batch 1) answered by a null engine (zeros, no model), through
+"""What serving costs, with the engine taken out: InceptionV3-shaped requests (1.07 MB of
+binary data, batch 1) answered by a null engine (zeros, no model), through
 
-  harness     the harness's server (threading HTTP server -> batcher -> engine worker process)
-  uvicorn     uvicorn + a minimal ASGI app in front of the same batcher and worker
-  uvicorn-bare  uvicorn + a minimal ASGI app answering in-process (no worker: the floor)
-  kserve      (--kserve URL) KServe's Python model server running scripts/kserve_null.py
+  harness       the harness's server (threading HTTP server -> engine worker process)
+  uvicorn       uvicorn + a minimal ASGI app in front of the same batcher and worker
+  uvicorn-bare  uvicorn + a minimal ASGI app answering in-process (no worker)
+  socket        a bare socket loop that reads the request and writes a canned answer: the
+                floor (the client, the kernel's loopback copies, nothing else)
+  kserve        (--kserve URL) KServe's Python model server running scripts/kserve_null.py
 
-each measured with the harness's own closed-loop load test at several concurrencies.  Prints
-p50 latency at concurrency 1 (the per-request overhead) and requests/s at each concurrency.
+each server in a process of its own (as `harness serve` runs; a server sharing the client's
+process would share its GIL), measured with the harness's closed-loop load test at several
+concurrencies.  Prints p50 latency at concurrency 1 (what one request costs) and requests/s.
+uvicorn's rows need `pip install uvicorn` (not a harness dependency) and are left out without it.
 
     python scripts/serving_compare.py --seconds 3 --concurrency 1,4,16,64
 """
@@ -16,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
+import multiprocessing
+import signal
 import socket
 import sys
 import threading
@@ -29,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.machine import cpu_info
 from harness.serving.loadtest import format_table, run_load
 from harness.serving.protocol import HEADER_LENGTH, decode_request, encode_response
 from harness.serving.server import InferenceServer
@@ -83,29 +91,88 @@ def asgi_app(app: InferenceServer | None) -> Any:
     return application
 
 
-def serve_uvicorn(application: Any) -> tuple[str, Any, threading.Thread]:
+def _serve_uvicorn(application: Any, port: int) -> None:
     import uvicorn
 
+    uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="error", backlog=1024)).run()
+
+
+def _serve_socket(port: int) -> None:
+    """Reads each request (headers, then Content-Length bytes) and writes one canned OIP answer
+    of the null engine's size: what any server costs at least."""
+    listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+    answer_head = json.dumps({"model_name": "null", "model_version": "1", "outputs": [
+        {"name": "logits", "datatype": "FP32", "shape": [1, 1000], "parameters": {"binary_data_size": 4000}}]}).encode()
+    body = answer_head + bytes(4000)
+    answer = (f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{HEADER_LENGTH}: {len(answer_head)}"
+              f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def connection(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stream = conn.makefile("rb")
+        with conn, stream:
+            while True:
+                length = 0
+                while (line := stream.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                if not line:
+                    return
+                stream.read(length)
+                conn.sendall(answer)
+
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=connection, args=(conn,), daemon=True).start()
+
+
+def serve(kind: str, port: int) -> None:
+    """One server on `port`, in this (child) process, until it is terminated."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the finally blocks stop the engine worker
+    if kind == "socket":
+        _serve_socket(port)
+    elif kind == "uvicorn-bare":
+        _serve_uvicorn(asgi_app(None), port)
+    else:
+        server = InferenceServer(RECIPE, IMAGE_SPEC, "null", "null", port=0 if kind == "uvicorn" else port)
+        server.start()  # its batcher and worker; for uvicorn its own HTTP port is simply not used
+        try:
+            if kind == "uvicorn":
+                _serve_uvicorn(asgi_app(server), port)
+            else:
+                threading.Event().wait()
+        finally:
+            server.stop()
+
+
+def started(kind: str) -> tuple[str, Any]:
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="error",
-                                           backlog=1024))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server, thread
+    process = multiprocessing.get_context("spawn").Process(target=serve, args=(kind, port), daemon=False)
+    process.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return url, process
+        except OSError:
+            if not process.is_alive():
+                raise SystemExit(f"{kind}: the server process exited with code {process.exitcode}") from None
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"{kind}: no server listening after 120 s")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--servers", default="socket,harness,uvicorn,uvicorn-bare")
     parser.add_argument("--kserve", default=None, metavar="URL",
                         help="also measure KServe's model server running scripts/kserve_null.py at URL")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     tables, summary = [], []
-
     null_meta = {"name": "null", "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 299, 299, 3]}],
                  "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 1000]}]}
 
@@ -115,25 +182,25 @@ def main() -> int:
         summary.append(f"{name:<13} p50 at concurrency 1: {results[0].p50_ms:.2f} ms; req/s "
                        + ", ".join(f"{r.concurrency}: {r.requests_per_s:.0f}" for r in results))
 
-    with InferenceServer(RECIPE, IMAGE_SPEC, "null", "null") as harness_server:
-        measure("harness", harness_server.url)
-    backend = InferenceServer(RECIPE, IMAGE_SPEC, "null", "null")
-    backend.start()  # its batcher and worker; its own HTTP port is simply not used
-    try:
-        url, server, thread = serve_uvicorn(asgi_app(backend))
-        measure("uvicorn", url)
-        server.should_exit = True
-        thread.join(10)
-    finally:
-        backend.stop()
-    url, server, thread = serve_uvicorn(asgi_app(None))
-    measure("uvicorn-bare", url)
-    server.should_exit = True
-    thread.join(10)
+    kinds = args.servers.split(",")
+    if importlib.util.find_spec("uvicorn") is None:
+        left = [k for k in kinds if k.startswith("uvicorn")]
+        kinds = [k for k in kinds if k not in left]
+        if left:
+            print(f"uvicorn not installed: {', '.join(left)} left out", file=sys.stderr)
+    for kind in kinds:
+        url, process = started(kind)
+        try:
+            measure(kind, url)
+        finally:
+            process.terminate()
+            process.join(30)
     if args.kserve:
         measure("kserve", args.kserve)
     print("\n\n".join(tables))
-    print("\n" + "\n".join(summary))
+    cpu = cpu_info()
+    print(f"\n{cpu['model']}, {cpu['usable_cores']} usable cores")
+    print("\n".join(summary))
     return 0
 
 

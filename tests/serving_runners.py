@@ -60,3 +60,31 @@ class NullLogits(Runner):
 
 def null_logits() -> Runner:
     return NullLogits()
+
+
+SEQ_SPEC = ModelSpec("seq", (TensorSpec("x", "float32", (None, None)),), (TensorSpec("y", "float32", (None, None)),))
+
+
+class SeqDouble(Runner):
+    """y = 2x for sequences of any length, after `delay` seconds (so requests queue up and
+    the batcher has several to choose from)."""
+
+    backend = "test"
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(SEQ_SPEC)
+        self.delay = delay
+
+    def _activate(self) -> None:
+        pass
+
+    def _deactivate(self) -> None:
+        pass
+
+    def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(self.delay)
+        return {"y": feed["x"] * np.float32(2)}
+
+
+def seq_double(delay: float = 0.02) -> Runner:
+    return SeqDouble(delay)

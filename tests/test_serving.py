@@ -343,3 +343,108 @@ def test_tritonclient_grpc_works_unchanged(digits: tuple[Any, Any]) -> None:
         with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
             client.get_model_metadata("nope")
         client.close()
+
+
+def _post_x(url: str, model: str, x: np.ndarray) -> tuple[int, np.ndarray]:
+    body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]}).encode()
+    status, _, raw = call(url, "POST", f"/v2/models/{model}/infer", body)
+    if status != 200:
+        return status, np.empty(0)
+    (out,) = json.loads(raw)["outputs"]
+    return status, np.asarray(out["data"], np.float32).reshape(out["shape"])
+
+
+def test_requests_of_different_lengths_are_batched_apart() -> None:
+    """A model with a dynamic sequence length, batching on: requests of lengths 3 and 5 arrive
+    together; each batch holds one length (joining them once killed the batcher and every
+    request after waited out its timeout), and every answer is right."""
+    from tests.serving_runners import SEQ_SPEC
+
+    recipe = RunnerRecipe("tests.serving_runners:seq_double", {"delay": 0.02})
+    with InferenceServer(recipe, SEQ_SPEC, "seq", "test", max_batch=8, max_delay_ms=20.0, request_timeout=10) as s:
+        inputs = [np.arange(n * (1 + i % 2), dtype=np.float32).reshape(1 + i % 2, n) + i
+                  for i, n in enumerate([3, 5] * 12)]
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda x: _post_x(s.url, "seq", x), inputs))
+        assert [status for status, _ in answers] == [200] * len(inputs)
+        for x, (_, y) in zip(inputs, answers, strict=True):
+            np.testing.assert_array_equal(y, 2 * x)
+        assert max(s.metrics.batches) > 2, "no two requests were ever batched: the test proved nothing"
+
+
+def test_the_worker_reuses_its_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests travel through the same segments every time (a fresh one per request cost ~1 ms
+    of a 1 MB request); an answer bigger than the output segment still arrives whole, and the
+    segment grows so the next one fits."""
+    from multiprocessing import shared_memory
+
+    from harness.serving import worker
+    from tests.serving_runners import SPEC
+
+    created = []
+
+    class Counting(shared_memory.SharedMemory):
+        def __init__(self, name: str | None = None, create: bool = False, size: int = 0) -> None:
+            super().__init__(name, create, size)
+            if create:
+                created.append(size)
+
+    monkeypatch.setattr(worker.shared_memory, "SharedMemory", Counting)  # this process's side only
+    recipe = RunnerRecipe("tests.serving_runners:slow_double", {"delay": 0.0})
+    with InferenceServer(recipe, SPEC, "slow", "test", max_body=64 << 20) as s:
+        small = np.arange(8, dtype=np.float32).reshape(2, 4)
+        for i in range(30):
+            status, y = _post_x(s.url, "slow", small + i)
+            assert status == 200
+            np.testing.assert_array_equal(y, 2 * (small + i))
+        assert len(created) == 2, created  # one input segment, one output segment, for all 30
+        big = np.arange(4 * 40_000, dtype=np.float32).reshape(40_000, 4)  # 640 kB out: over the 64 kB segment
+        for _ in range(2):
+            status, y = _post_x(s.url, "slow", big)
+            assert status == 200
+            np.testing.assert_array_equal(y, 2 * big)
+        # the first big answer grew the input segment and (after spilling) the output one; the second fitted
+        assert len(created) == 4, created
+
+
+def test_the_worker_exits_when_its_server_is_killed(tmp_path: Path) -> None:
+    """A server process killed with SIGKILL cannot stop its worker: the worker sees its pipe
+    close and exits (it used to wait on its job queue for ever, holding the engine's memory)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "serve.py"
+    script.write_text(
+        "import sys, time\n"
+        "from harness.serving.server import InferenceServer\n"
+        "from harness.serving.worker import RunnerRecipe\n"
+        "from tests.serving_runners import SPEC\n"
+        "if __name__ == '__main__':\n"
+        "    s = InferenceServer(RunnerRecipe('tests.serving_runners:slow_double', {'delay': 0.0}), SPEC, 's', 't')\n"
+        "    s.start()\n"
+        "    print(s.worker.process.pid, flush=True)\n"
+        "    time.sleep(600)\n")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=root, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        assert proc.stdout is not None
+        worker_pid = int(proc.stdout.readline())
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _running(worker_pid):
+            time.sleep(0.1)
+        assert not _running(worker_pid), f"worker {worker_pid} outlived its server"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has exited; nobody may be left to reap it

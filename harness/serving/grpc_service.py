@@ -8,6 +8,7 @@ tritonclient sends and reads) or, for inputs, as typed `contents`."""
 
 from __future__ import annotations
 
+import math
 from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +131,7 @@ def decode(request: Any, app: InferenceServer) -> dict[str, np.ndarray]:
         if tensor.datatype != want:
             raise InputError(f"input {tensor.name!r}: datatype {tensor.datatype!r}, the model takes {want}")
         dtype, shape = DATATYPES[want], tuple(tensor.shape)
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)
         if raw:
             if len(raw[i]) != count * dtype.itemsize:
                 raise InputError(f"input {tensor.name!r}: {len(raw[i])} bytes for shape {list(shape)} of {want} "

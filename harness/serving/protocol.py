@@ -6,6 +6,7 @@ which `tritonclient[http]` uses by default."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,12 +29,15 @@ class ProtocolError(HarnessError):
     """A request the server answers with 400 and this message."""
 
 
+_NAMES = {d: name for name, d in DATATYPES.items()}
+
+
 def datatype_of(dtype: str | np.dtype[Any]) -> str:
     d = np.dtype(dtype)
-    for name, known in DATATYPES.items():
-        if known == d:
-            return name
-    raise HarnessError(f"dtype {d} has no Open Inference Protocol datatype")
+    try:
+        return _NAMES[d]
+    except KeyError:
+        raise HarnessError(f"dtype {d} has no Open Inference Protocol datatype") from None
 
 
 def model_metadata(spec: ModelSpec, name: str, platform: str) -> dict[str, Any]:
@@ -57,7 +61,7 @@ class Request:
         return len(next(iter(self.feed.values())))
 
 
-def _json_part(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
+def _json_part(body: bytes | memoryview, header_length: str | None) -> tuple[Any, memoryview]:
     if header_length is not None:
         try:
             size = int(header_length)
@@ -65,16 +69,16 @@ def _json_part(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
             raise ProtocolError(f"{HEADER_LENGTH} {header_length!r} is not an integer") from e
         if not 0 < size <= len(body):
             raise ProtocolError(f"{HEADER_LENGTH} {size} is outside the body of {len(body)} bytes")
-        head, rest = body[:size], body[size:]
+        head, rest = bytes(body[:size]), memoryview(body)[size:]  # the tensors are read in place, not copied
     else:
-        head, rest = body, b""
+        head, rest = bytes(body), memoryview(b"")
     try:
         return json.loads(head), rest
     except (ValueError, UnicodeDecodeError) as e:
         raise ProtocolError(f"request body is not valid JSON ({e})") from e
 
 
-def decode_request(body: bytes, header_length: str | None, spec: ModelSpec) -> Request:
+def decode_request(body: bytes | memoryview, header_length: str | None, spec: ModelSpec) -> Request:
     doc, binary = _json_part(body, header_length)
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise ProtocolError('request must be a JSON object with a non-empty "inputs" list')
@@ -96,7 +100,7 @@ def decode_request(body: bytes, header_length: str | None, spec: ModelSpec) -> R
         if datatype != want:
             raise ProtocolError(f"input {name!r}: datatype {datatype!r}, the model takes {want}")
         dtype = DATATYPES[want]
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size != count * dtype.itemsize:

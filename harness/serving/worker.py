@@ -1,25 +1,29 @@
 """The engine's own process: it builds the runner, activates it once (on a GPU backend this
-creates the CUDA context, in this process, for its whole life) and then serves jobs from a
-queue. Request threads of the web server never touch the engine or CUDA: the classic
+creates the CUDA context, in this process, for its whole life) and then serves jobs sent
+over a pipe. Request threads of the web server never touch the engine or CUDA: the classic
 "invalid device context" of a TensorRT engine called from Flask threads cannot happen, and
 nothing re-initialises CUDA per request.
 
-Arrays travel through shared memory, not pickles: a job is the name of a segment and where
-each tensor lies in it. The worker is started with the "spawn" method, so it inherits no
-CUDA state (a forked CUDA context is unusable)."""
+Arrays travel through shared memory, not pickles, and through the same two segments every
+time (one for inputs, one for outputs, owned by the parent and grown when a job needs more):
+a fresh segment per request cost ~1 ms for a 1 MB input (creating it, faulting its pages in on
+both sides, unlinking it), the whole serving budget. The engine reads its inputs in place; a
+job is its id, where each tensor lies, and nothing else. The worker is started with the "spawn"
+method, so it inherits no CUDA state (a forked CUDA context is unusable)."""
 
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing as mp
 import os
-import queue
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from multiprocessing import shared_memory
-from typing import Any
+from multiprocessing.connection import Connection, wait
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -27,6 +31,7 @@ from harness.backends.base import RunnerRecipe
 from harness.errors import HarnessError, InputError
 
 Layout = list[tuple[str, str, tuple[int, ...], int]]  # (name, dtype, shape, byte offset)
+ALIGN = 64  # every tensor starts on a 64-byte boundary, so every view is aligned
 
 
 class WorkerDied(HarnessError):
@@ -37,56 +42,101 @@ class WorkerNotReady(HarnessError):
     pass
 
 
-def write_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[shared_memory.SharedMemory, Layout]:
+def plan(arrays: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]]) -> tuple[Layout, int]:
+    """Where each tensor (dtype, shape) lies in a segment, and the bytes the segment needs."""
     layout: Layout = []
     offset = 0
-    for name, a in arrays.items():
-        layout.append((name, a.dtype.str, tuple(a.shape), offset))
-        offset += (a.nbytes + 63) // 64 * 64  # aligned, so every view is aligned
-    shm = shared_memory.SharedMemory(create=True, size=max(offset, 1))
-    for (name, _, _, start), a in zip(layout, arrays.values(), strict=True):
-        np.ndarray(a.shape, a.dtype, buffer=shm.buf, offset=start)[...] = a
-    return shm, layout
+    for name, (dtype, shape) in arrays.items():
+        layout.append((name, dtype.str, shape, offset))
+        offset += (math.prod(shape) * dtype.itemsize + ALIGN - 1) // ALIGN * ALIGN
+    return layout, max(offset, 1)
 
 
-def read_arrays(name: str, layout: Layout, unlink: bool = False) -> dict[str, np.ndarray]:
-    shm = shared_memory.SharedMemory(name=name)
+def views(buf: Any, layout: Layout) -> dict[str, np.ndarray]:
+    return {n: np.ndarray(shape, np.dtype(dt), buffer=buf, offset=off) for n, dt, shape, off in layout}
+
+
+def write_into(buf: Any, layout: Layout, parts: Sequence[Mapping[str, np.ndarray]]) -> None:
+    """Copy each tensor's parts, one after the other along the batch axis, into its place."""
+    for (name, *_), view in zip(layout, views(buf, layout).values(), strict=True):
+        start = 0
+        for part in parts:
+            a = part[name]
+            view[start : start + len(a)] = a
+            start += len(a)
+
+
+def _close(shm: shared_memory.SharedMemory | None, unlink: bool = False) -> None:
+    if shm is None:
+        return
     try:
-        return {n: np.ndarray(shape, np.dtype(dt), buffer=shm.buf, offset=off).copy() for n, dt, shape, off in layout}
-    finally:
         shm.close()
-        if unlink:
+    except BufferError:  # a view is still alive somewhere (a runner kept its input): the mapping stays
+        pass
+    if unlink:
+        try:
             shm.unlink()
+        except FileNotFoundError:
+            pass
 
 
-def worker_main(recipe: RunnerRecipe, jobs: Any, results: Any) -> None:
+class _Attached:
+    """The worker's mapping of the parent's current segment of one kind; remapped when the
+    parent has grown it (a new name)."""
+
+    def __init__(self) -> None:
+        self.shm: shared_memory.SharedMemory | None = None
+
+    def get(self, name: str) -> shared_memory.SharedMemory:
+        if self.shm is None or self.shm.name != name:
+            _close(self.shm)
+            self.shm = shared_memory.SharedMemory(name=name)
+        return self.shm
+
+
+def worker_main(recipe: RunnerRecipe, conn: Connection) -> None:
     try:
         runner = recipe.build()
         runner.activate()  # the CUDA context (GPU backends) is created here, once
         runner.infer(runner.spec.random_feed(1, seed=0))  # warm-up: first-call setup is not a request's cost
     except BaseException as e:  # noqa: BLE001 - whatever it is, report why, exit; the parent decides
-        results.put(("failed", None, f"{type(e).__name__}: {e}"))
+        conn.send(("failed", None, f"{type(e).__name__}: {e}"))
         return
-    results.put(("ready", os.getpid(), None))
+    conn.send(("ready", os.getpid(), None))
+    inputs, outputs = _Attached(), _Attached()
     try:
         while True:
-            job = jobs.get()
+            try:
+                job = conn.recv()
+            except EOFError:  # the parent is gone
+                break
             if job is None:
                 break
-            job_id, segment, layout = job
+            job_id, in_name, in_layout, out_name = job
             try:
-                feed = read_arrays(segment, layout)
+                feed = views(inputs.get(in_name).buf, in_layout)
+                for a in feed.values():
+                    a.flags.writeable = False  # the request's data, read in place
                 out = runner.infer_batched(feed)  # a request over the plan's max batch runs in chunks
-                shm, out_layout = write_arrays(out)
-                shm.close()  # the parent reads and unlinks it
-                results.put(("ok", job_id, (shm.name, out_layout)))
+                del feed
+                out_layout, size = plan({k: (v.dtype, v.shape) for k, v in out.items()})
+                target = outputs.get(out_name)
+                spill = None
+                if size > target.size:  # bigger than the parent's segment: a one-off; the parent grows its own
+                    spill = target = shared_memory.SharedMemory(create=True, size=size)
+                write_into(target.buf, out_layout, [out])
+                if spill is not None:
+                    spill.close()  # the parent reads and unlinks it
+                conn.send(("ok", job_id, (spill.name if spill else None, out_layout)))
             except InputError as e:  # the request's fault: the server answers 400
-                results.put(("bad", job_id, str(e)))
+                conn.send(("bad", job_id, str(e)))
             except HarnessError as e:
-                results.put(("error", job_id, str(e)))
+                conn.send(("error", job_id, str(e)))
             except Exception as e:  # noqa: BLE001 - an engine bug: answered as an error, the worker keeps serving
-                results.put(("error", job_id, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+                conn.send(("error", job_id, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
     finally:
+        _close(inputs.shm)
+        _close(outputs.shm)
         runner.deactivate()
 
 
@@ -101,26 +151,40 @@ class Worker:
         self._ids = itertools.count()
         self._lock = threading.Lock()  # one job at a time: the engine is serial anyway
         self.process: Any = None
+        self._conn: Connection | None = None
+        self._in: shared_memory.SharedMemory | None = None
+        self._out: shared_memory.SharedMemory | None = None
         self.ready = threading.Event()
         self.restarts = 0
         self.last_error = ""
 
+    def _release(self) -> None:
+        """Drop the last incarnation's pipe and segments: nothing it left behind is read as an answer."""
+        if self._conn is not None:
+            self._conn.close()
+        _close(self._in, unlink=True)
+        _close(self._out, unlink=True)
+        self._conn = self._in = self._out = None
+
     def start(self) -> None:
         self.ready.clear()
-        # Fresh queues per incarnation: nothing a dead worker left behind is read as an answer.
-        self._jobs, self._results = self._ctx.Queue(), self._ctx.Queue()
-        self.process = self._ctx.Process(target=worker_main, args=(self.recipe, self._jobs, self._results),
-                                         name="harness-engine-worker", daemon=True)
-        self.process.start()
+        with self._lock:
+            self._release()
+            self._conn, child = self._ctx.Pipe()
+            self.process = self._ctx.Process(target=worker_main, args=(self.recipe, child),
+                                             name="harness-engine-worker", daemon=True)
+            self.process.start()
+            child.close()  # the worker's end lives in the worker: its death is EOF here
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
-            try:
-                kind, _, message = self._results.get(timeout=0.2)
-            except queue.Empty:
-                if not self.process.is_alive():
-                    self.last_error = f"worker exited with code {self.process.exitcode} while starting"
-                    raise WorkerNotReady(self.last_error) from None
+            if not wait([self._conn, self.process.sentinel], timeout=min(0.2, self.start_timeout)):
                 continue
+            try:
+                kind, _, message = self._conn.recv()
+            except (EOFError, OSError):
+                self.process.join(5)
+                self.last_error = f"worker exited with code {self.process.exitcode} while starting"
+                raise WorkerNotReady(self.last_error) from None
             if kind == "ready":
                 self.ready.set()
                 return
@@ -138,45 +202,85 @@ class Worker:
             self.process.join(5)
         self.start()
 
-    def run(self, feed: Mapping[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
+    @staticmethod
+    def _segment(shm: shared_memory.SharedMemory | None, size: int) -> shared_memory.SharedMemory:
+        """`shm` if it holds `size` bytes, else a new one (twice the old, at least `size`)."""
+        if shm is not None and shm.size >= size:
+            return shm
+        new = shared_memory.SharedMemory(create=True, size=max(size, 2 * shm.size if shm else 0))
+        _close(shm, unlink=True)  # the worker maps the new name at its next job
+        return new
+
+    def run(self, parts: Sequence[Mapping[str, np.ndarray]], timeout: float) -> dict[str, np.ndarray]:
+        """Run the engine on `parts` (requests' feeds) joined along the batch axis."""
         if not self.ready.is_set():
             raise WorkerNotReady(f"engine worker not ready ({self.last_error or 'starting'})")
         with self._lock:
+            conn = self._conn
+            if conn is None or not self.ready.is_set():
+                raise WorkerNotReady(f"engine worker not ready ({self.last_error or 'starting'})")
+            first = parts[0]
+            layout, size = plan({n: (a.dtype, (sum(len(p[n]) for p in parts), *a.shape[1:])) for n, a in first.items()})
+            self._in = self._segment(self._in, size)
+            write_into(self._in.buf, layout, parts)
+            self._out = self._segment(self._out, 1 << 16)  # outputs are small; a bigger one grows it
             job_id = next(self._ids)
-            shm, layout = write_arrays(feed)
             try:
-                self._jobs.put((job_id, shm.name, layout))
-                deadline = time.monotonic() + timeout
-                while True:
+                conn.send((job_id, self._in.name, layout, self._out.name))
+            except OSError:  # its end is closed: it died since the last job
+                return self._died()
+            deadline = time.monotonic() + timeout
+            while True:
+                answered = wait([conn, self.process.sentinel], timeout=max(0.0, deadline - time.monotonic()))
+                if not answered:
+                    # The worker may still be reading this job's inputs: it gets no other until restarted.
+                    self.ready.clear()
+                    self.last_error = f"no answer from the engine worker in {timeout:.0f} s"
+                    raise WorkerDied(self.last_error)
+                message: tuple[str, int, Any] | None = None
+                if conn in answered:
                     try:
-                        kind, got_id, payload = self._results.get(timeout=0.05)
-                    except queue.Empty:
-                        if not self.process.is_alive():
-                            self.ready.clear()
-                            self.last_error = f"worker died (exit code {self.process.exitcode}) during a request"
-                            raise WorkerDied(self.last_error) from None
-                        if time.monotonic() > deadline:
-                            raise WorkerDied(f"no answer from the engine worker in {timeout:.0f} s") from None
-                        continue
-                    if got_id != job_id:
-                        continue  # an answer to a request that already timed out
-                    if kind == "bad":
-                        raise InputError(str(payload))
-                    if kind == "error":
-                        raise HarnessError(str(payload))
-                    segment, out_layout = payload
-                    return read_arrays(segment, out_layout, unlink=True)
-            finally:
-                shm.close()
-                shm.unlink()
+                        message = conn.recv()
+                    except (EOFError, OSError):
+                        pass  # the worker's end closed: it died
+                if message is None:
+                    return self._died()
+                kind, got_id, payload = message
+                if got_id != job_id:
+                    continue  # cannot happen with one job at a time; never taken for this job's answer
+                if kind == "bad":
+                    raise InputError(str(payload))
+                if kind == "error":
+                    raise HarnessError(str(payload))
+                spill, out_layout = payload
+                if spill is None:
+                    return {k: v.copy() for k, v in views(self._out.buf, out_layout).items()}
+                shm = shared_memory.SharedMemory(name=spill)
+                try:
+                    result = {k: v.copy() for k, v in views(shm.buf, out_layout).items()}
+                finally:
+                    _close(shm, unlink=True)
+                self._out = self._segment(self._out, shm.size)  # the next answer of this size fits
+                return result
+
+    def _died(self) -> NoReturn:
+        self.process.join(1)
+        self.ready.clear()
+        self.last_error = f"worker died (exit code {self.process.exitcode}) during a request"
+        raise WorkerDied(self.last_error)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None:
             return
-        if self.process.is_alive():
-            self._jobs.put(None)
+        if self.process.is_alive() and self._conn is not None:
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
             self.process.join(timeout)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5)
         self.ready.clear()
+        with self._lock:
+            self._release()
