@@ -448,3 +448,54 @@ def _running(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"  # a zombie has exited; nobody may be left to reap it
+
+
+def _raw(url: str, data: bytes, read_after: bytes | None = None) -> bytes:
+    """Send raw bytes (and, once the server has answered something, `read_after`); read until
+    the server closes or stays quiet for 1 s."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(data)
+        chunks = []
+        if read_after is not None:
+            chunks.append(sock.recv(65536))
+            sock.sendall(read_after)
+        sock.settimeout(1.0)
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            chunks.append(b"<open>")  # still open after the answer: keep-alive
+        return b"".join(chunks)
+
+
+def test_request_heads_are_read_as_http_says(server: InferenceServer) -> None:
+    """The server reads request lines and headers itself (the standard library's parser cost
+    ~0.1 ms a request): header names in any case, curl's Expect: 100-continue, HTTP/1.0 closing,
+    and malformed heads refused with the status HTTP gives them."""
+    from harness.serving.loadtest import _get_json, infer_body
+
+    body, headers = infer_body(_get_json(server.url, "/v2/models/digits"), 2)
+    head = (f"POST /v2/models/digits/infer HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n"
+            f"{HEADER_LENGTH.lower()}: {headers[HEADER_LENGTH]}\r\n")
+    answer = _raw(server.url, head.encode() + b"\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"<open>"), answer[:200]
+    assert b'"shape": [2, 10]' in answer
+
+    answer = _raw(server.url, head.encode() + b"Expect: 100-continue\r\n\r\n", read_after=body)
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), answer[:200]
+
+    answer = _raw(server.url, b"GET /v2/health/live HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and not answer.endswith(b"<open>"), answer
+    answer = _raw(server.url, b"GET /v2/health/live HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert answer.endswith(b"<open>"), answer
+
+    for raw, status in [(b"GET /v2/health/live\r\n\r\n", b"400"), (b"GET / HTTP/2.0\r\n\r\n", b"505"),
+                        (b"GET /v2/health/live HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
+                        (b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", b"400"),
+                        (b"GET /v2/health/live HTTP/1.1\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n", b"431"),
+                        (b"GET /v2/health/live HTTP/1.1\r\nX-A: " + b"a" * 70000 + b"\r\n\r\n", b"431")]:
+        answer = _raw(server.url, raw)
+        assert answer.startswith(b"HTTP/1.1 " + status), (raw[:60], answer[:100])

@@ -23,6 +23,8 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
@@ -44,6 +46,7 @@ from harness.spec import ModelSpec
 
 DEFAULT_MAX_BODY = 64 << 20
 DEFAULT_TIMEOUT = 60.0
+MAX_HEADERS, MAX_HEADER_LINE = 100, 65536  # the standard library's limits
 DRAIN_LIMIT_FACTOR = 16  # an unwanted body up to 16x the limit is read and dropped, not left unread
 
 
@@ -310,11 +313,54 @@ class _Handler(BaseHTTPRequestHandler):
     # client's delayed ACK, adding ~40 ms to every answer.
     disable_nagle_algorithm = True
     server: _HTTPServer
+    raw_requestline: bytes  # read by the standard library's handle_one_request
     server_version = f"harness/{__version__}"
 
     def setup(self) -> None:
         super().setup()
         self._buffer = bytearray()
+
+    def parse_request(self) -> bool:
+        """The request line and headers of HTTP/1.0 and 1.1, as the standard library's
+        parse_request reads them but without the email package's parser, which took ~0.1 ms of
+        every request (a tenth of the serving budget). On failure the error is already sent."""
+        self.command = None  # type: ignore[assignment]  # until the request line is read
+        self.request_version = "HTTP/1.1"  # errors go out with a status line (HTTP/0.9 had none; not spoken here)
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if not words:
+            return False
+        if len(words) != 3 or not words[2].startswith("HTTP/"):
+            self.send_error(HTTPStatus.BAD_REQUEST, f"bad request line {self.requestline[:100]!r}")
+            return False
+        if words[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"{words[2]} is not supported, use HTTP/1.1")
+            return False
+        self.command, self.path, self.request_version = words
+        headers = HTTPMessage()
+        for _ in range(MAX_HEADERS + 1):
+            line = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(line) > MAX_HEADER_LINE:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "header line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, colon, value = line.decode("iso-8859-1").partition(":")
+            if not colon or not name.strip() or name[0] in " \t":  # no name, or obsolete line folding
+                self.send_error(HTTPStatus.BAD_REQUEST, f"bad header line {line[:100]!r}")
+                return False
+            headers[name.strip()] = value.strip()
+        else:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"more than {MAX_HEADERS} headers")
+            return False
+        self.headers = headers
+        connection = headers.get("Connection", "").lower()
+        self.close_connection = connection == "close" or (self.request_version == "HTTP/1.0"
+                                                          and connection != "keep-alive")
+        if headers.get("Expect", "").lower() == "100-continue" and self.request_version == "HTTP/1.1":
+            return self.handle_expect_100()  # curl asks before sending a body over 1 MB
+        return True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request on stderr would cost more than serving it
