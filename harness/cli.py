@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--hold-lone-requests", action="store_true",
                        help="dynamic batching: make even a lone request, with the engine idle, wait --max-delay-ms "
                        "for company (default: it runs at once)")
+    serve.add_argument("--null-engine", action="store_true",
+                       help="serve the model's inputs and outputs with no engine (zeros, nothing built): what serving "
+                       "costs with the engine taken out, for `harness loadtest`")
     serve.add_argument("--max-body-mib", type=positive_int, default=64, help="largest request body (default: 64)")
 
     load = sub.add_parser("loadtest", help="closed-loop load test of a serving endpoint at several concurrencies")
@@ -296,20 +299,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ws = _workspace(args, replace(build_options(_get(args)), max_batch=max(args.max_batch, args.dynamic_batch)))
     request = _request(args)
     runner: Runner
-    if args.backend == "tensorflow":
+    if args.null_engine:
+        from harness.serving.engines import NullRunner
+
+        runner = NullRunner(ws.frozen(request).spec)
+    elif args.backend == "tensorflow":
         if args.precision != "fp32":  # the reference has one precision: never serve fp32 under another name
             raise UsageError(f"tensorflow serves fp32 only, not {args.precision}")
         runner = ws.tf_runner(request)
     else:
         runner = ws.engine(request, args.backend, args.precision, _calibration(args)).runner
     spec = runner.spec
-    server = InferenceServer(recipe_for(runner), spec, spec.name, f"harness-{args.backend}-{runner.precision}",
+    engine = "null" if args.null_engine else f"{args.backend}-{runner.precision}"
+    server = InferenceServer(recipe_for(runner), spec, spec.name, f"harness-{engine}",
                              args.host, args.port, args.dynamic_batch, args.max_delay_ms, args.max_body_mib << 20,
                              hold_lone_requests=args.hold_lone_requests, grpc_port=args.grpc_port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"loading {args.backend}-{runner.precision} of {spec.name} in the engine worker ...", flush=True)
+    print(f"loading {engine} of {spec.name} in the engine worker ...", flush=True)
     server.start()
     batching = (f"dynamic batching up to {args.dynamic_batch} ({args.max_delay_ms:g} ms)" if args.dynamic_batch > 1
                 else "no batching")

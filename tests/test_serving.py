@@ -499,3 +499,24 @@ def test_request_heads_are_read_as_http_says(server: InferenceServer) -> None:
                         (b"GET /v2/health/live HTTP/1.1\r\nX-A: " + b"a" * 70000 + b"\r\n\r\n", b"431")]:
         answer = _raw(server.url, raw)
         assert answer.startswith(b"HTTP/1.1 " + status), (raw[:60], answer[:100])
+
+
+def test_a_server_process_that_cannot_start_says_why(tmp_path: Path) -> None:
+    """ServerProcess (a server in a process of its own, as the benchmarks run it): an engine that
+    cannot load is an error naming the file, raised here, and no process is left behind."""
+    from harness.backends.onnxrt import OrtRunner
+    from harness.serving.server import ServerProcess
+    from harness.serving.worker import WorkerNotReady
+    from tests.serving_runners import SPEC
+
+    recipe = OrtRunner(tmp_path / "missing.onnx", SPEC, "fp32").recipe()
+    server = ServerProcess(recipe, SPEC, model_name="slow", platform="test")
+    with pytest.raises(WorkerNotReady, match=r"missing\.onnx: no such file"), server:
+        pass
+    assert not server._process.is_alive()
+    ok = ServerProcess(RunnerRecipe("tests.serving_runners:slow_double", {"delay": 0.0}), SPEC, model_name="slow",
+                       platform="test")
+    with ok as url:
+        status, y = _post_x(url, "slow", np.ones((1, 4), np.float32))
+        assert status == 200 and y.tolist() == [[2, 2, 2, 2]]
+    assert not ok._process.is_alive()

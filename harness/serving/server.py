@@ -487,3 +487,70 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             remaining -= len(chunk)
+
+
+def _serve_here(conn: Any, recipe: RunnerRecipe, spec: dict[str, Any], options: dict[str, Any]) -> None:
+    """ServerProcess's child: serve until the parent says stop (or is gone)."""
+    try:
+        server = InferenceServer(recipe, ModelSpec.from_dict(spec), **options)
+        server.start()
+    except BaseException as e:  # noqa: BLE001 - said to the parent, which raises it
+        conn.send(f"{type(e).__name__}: {e}")
+        return
+    conn.send(None)
+    conn.send(server.url)
+    try:
+        conn.recv()
+    except EOFError:
+        pass
+    finally:
+        server.stop()
+
+
+class ServerProcess:
+    """An InferenceServer in a process of its own, as `harness serve` runs it: a client here
+    (a load test, a benchmark) then shares no interpreter lock with the server it measures.
+
+        with ServerProcess(recipe, spec, model_name="m", platform="p") as url: ...
+    """
+
+    def __init__(self, recipe: RunnerRecipe, spec: ModelSpec, start_timeout: float = 300.0, **options: Any) -> None:
+        self.recipe, self.spec, self.options = recipe, spec, {"start_timeout": start_timeout, **options}
+        self.start_timeout = start_timeout
+        self.url = ""
+
+    def __enter__(self) -> str:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_serve_here, args=(child, self.recipe, self.spec.to_dict(), self.options),
+                                    name="harness-server")
+        self._process.start()
+        child.close()
+        try:
+            if not self._conn.poll(self.start_timeout + 30):
+                raise WorkerNotReady(f"server process not serving after {self.start_timeout:.0f} s")
+            error = self._conn.recv()
+        except EOFError:
+            self._process.join(10)
+            error = f"server process exited with code {self._process.exitcode} while starting"
+        except BaseException:
+            self._process.kill()
+            raise
+        if error is not None:
+            self._process.join(10)
+            raise WorkerNotReady(error)
+        self.url = self._conn.recv()
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._conn.send(None)
+        except OSError:
+            pass
+        self._process.join(self.options.get("request_timeout", DEFAULT_TIMEOUT) + 30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        self._conn.close()
