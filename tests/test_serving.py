@@ -222,15 +222,17 @@ def test_load_test_reports_each_concurrency(server: InferenceServer) -> None:
         assert r.requests_per_s > 0
 
 
-def test_cli_serve_answers_and_stops_on_sigint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("null", [False, True], ids=["engine", "null-engine"])
+def test_cli_serve_answers_and_stops_on_sigint(tmp_path: Path, null: bool) -> None:
+    """`harness serve digits`, and with --null-engine the same interface answering zeros."""
     import re
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "digits", "--port", "0", "--dynamic-batch", "4",
-                             "--max-delay-ms", "1"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+                             "--max-delay-ms", "1", *(["--null-engine"] if null else [])], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         url = None
         assert proc.stdout is not None
@@ -239,8 +241,11 @@ def test_cli_serve_answers_and_stops_on_sigint(tmp_path: Path) -> None:
                 url = found.group(1)
                 break
         assert url, "no URL printed"
-        status, doc = infer_json(url, np.zeros((2, 8, 8, 1), np.float32))
+        status, doc = infer_json(url, np.ones((2, 8, 8, 1), np.float32))
         assert status == 200 and doc["outputs"][0]["shape"] == [2, 10] and doc["id"] == "r1"
+        assert (set(doc["outputs"][0]["data"]) == {0.0}) == null  # digits' logits are never all zero
+        status, meta = call(url, "GET", "/v2/models/digits")[::2]
+        assert json.loads(meta)["platform"] == ("harness-null" if null else "harness-onnxruntime-fp32")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         assert "stopping" in proc.stdout.read()
