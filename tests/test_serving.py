@@ -525,3 +525,61 @@ def test_a_server_process_that_cannot_start_says_why(tmp_path: Path) -> None:
         status, y = _post_x(url, "slow", np.ones((1, 4), np.float32))
         assert status == 200 and y.tolist() == [[2, 2, 2, 2]]
     assert not ok._process.is_alive()
+
+
+def test_a_binary_request_is_read_where_the_engine_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tensors of a lone binary-data request are read from the socket into a slot of shared
+    memory and the engine reads them there: no copy into the input segment (JSON requests, and
+    batches of several requests, are copied)."""
+    from harness.serving import worker
+    from harness.serving.loadtest import infer_body
+    from tests.serving_runners import SPEC
+
+    copies = []
+    real = worker.write_into
+    monkeypatch.setattr(worker, "write_into", lambda *a: copies.append(1) or real(*a))
+    recipe = RunnerRecipe("tests.serving_runners:slow_double", {"delay": 0.0})
+    meta = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]}
+    with InferenceServer(recipe, SPEC, "slow", "test") as s:
+        for seed in range(20):
+            body, headers = infer_body(meta, 1 + seed % 3, seed=seed)
+            status, response_headers, raw = call(s.url, "POST", "/v2/models/slow/infer", body, headers)
+            assert status == 200
+            head = int(headers[HEADER_LENGTH])
+            x = np.frombuffer(body[head:], np.float32).reshape(-1, 4)
+            y = np.frombuffer(raw[int(response_headers[HEADER_LENGTH]):], np.float32).reshape(-1, 4)
+            np.testing.assert_array_equal(y, 2 * x)
+        assert copies == []
+        assert _post_x(s.url, "slow", np.ones((1, 4), np.float32))[0] == 200  # JSON: copied
+        assert copies == [1]
+
+
+def test_slots_are_lent_one_request_at_a_time() -> None:
+    from harness.serving.worker import Slots, buffer
+
+    slots = Slots(count=2)
+    a, b = slots.lease(100), slots.lease(100)
+    assert a is not None and b is not None and a.name != b.name
+    assert slots.lease(100) is None  # both lent: the request is read into ordinary memory
+    inside = np.frombuffer(buffer(a), np.float32, count=4, offset=64)
+    assert slots.locate(inside) == (a.name, 64)
+    assert slots.locate(np.zeros(4, np.float32)) is None
+    assert slots.locate(np.frombuffer(buffer(a), np.float32, count=4, offset=2)) is None  # misaligned
+    assert slots.locate(np.frombuffer(buffer(b), np.float32, count=8)[::2]) is None  # not contiguous
+    del inside
+    slots.give_back(a)
+    assert slots.lease(50) is a  # a free one that fits is lent again
+    slots.give_back(a)
+    bigger = slots.lease(1 << 20)  # the free one is too small: replaced
+    assert bigger is not None and bigger.name != a.name and bigger.size >= 1 << 20
+    from multiprocessing import shared_memory
+
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name=a.name)  # the replaced one is gone
+    slots.give_back(b)
+    slots.close()
+    slots.give_back(bigger)  # after close, what comes back is unlinked
+    for gone in (b, bigger):
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=gone.name)
+    assert slots.lease(10) is None

@@ -80,6 +80,20 @@ def _json_part(body: bytes | memoryview, header_length: str | None) -> tuple[Any
 
 def decode_request(body: bytes | memoryview, header_length: str | None, spec: ModelSpec) -> Request:
     doc, binary = _json_part(body, header_length)
+    return _decode(doc, binary, spec)
+
+
+def decode_split(head: bytes, binary: memoryview, spec: ModelSpec) -> Request:
+    """A binary-data request whose JSON header and tensors were read into separate buffers
+    (the tensors into shared memory the engine reads them from)."""
+    try:
+        doc = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"request body is not valid JSON ({e})") from e
+    return _decode(doc, binary, spec)
+
+
+def _decode(doc: Any, binary: memoryview, spec: ModelSpec) -> Request:
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise ProtocolError('request must be a JSON object with a non-empty "inputs" list')
     by_name = {t.name: t for t in spec.inputs}

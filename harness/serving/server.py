@@ -38,10 +38,11 @@ from harness.serving.protocol import (
     ProtocolError,
     Request,
     decode_request,
+    decode_split,
     encode_response,
     model_metadata,
 )
-from harness.serving.worker import RunnerRecipe, Worker, WorkerDied, WorkerNotReady
+from harness.serving.worker import RunnerRecipe, Worker, WorkerDied, WorkerNotReady, buffer
 from harness.spec import ModelSpec
 
 DEFAULT_MAX_BODY = 64 << 20
@@ -286,6 +287,14 @@ class InferenceServer:
             p.done.set()
 
 
+def _head_size(value: str | None, size: int) -> int:
+    """The JSON header's length of a binary-data request of `size` bytes with tensors after it;
+    0 when there is none, or when it is invalid (decode_request then says what is wrong)."""
+    if value is None or not value.isdigit() or not 0 < int(value) < size:
+        return 0
+    return int(value)
+
+
 def _joinable(a: Request, b: Request) -> bool:
     """Whether two requests can share an engine batch: every input alike but for the batch size
     (a model with a dynamic sequence length gets requests of different lengths)."""
@@ -441,36 +450,48 @@ class _Handler(BaseHTTPRequestHandler):
         if int(length) > app.max_body:
             self._discard_body()
             return 400, f"request body of {int(length)} bytes is over the limit of {app.max_body} bytes"
-        body = self._read_body(int(length))
-        if body is None:
-            self.close_connection = True
-            return 400, f"the body ended before its Content-Length of {length} bytes"
+        size = int(length)
+        head = _head_size(self.headers.get(HEADER_LENGTH), size)
+        # The tensors of a binary-data request go straight into shared memory the engine reads.
+        slot = app.worker.slots.lease(size - head) if head else None
         try:
-            request = decode_request(body, self.headers.get(HEADER_LENGTH), app.spec)
-        except ProtocolError as e:
-            return 400, str(e)
-        if request.batch > app.max_batch and app.max_batch > 1:
-            return 400, f"batch of {request.batch} is over the server's --dynamic-batch {app.max_batch}"
-        status, outputs, error = app.answer(request)
-        if outputs is None:
-            return status, error
-        answer, headers = encode_response(request, outputs, app.model_name)
-        self._send(200, answer, "application/octet-stream" if headers else "application/json", headers)
-        return 200, ""
+            try:
+                if slot is not None:
+                    header, binary = bytearray(head), buffer(slot)[: size - head]
+                    complete = self._read_into(memoryview(header)) and self._read_into(binary)
+                    request = decode_split(bytes(header), binary, app.spec) if complete else None
+                else:
+                    if len(self._buffer) < size:  # kept for the connection's next requests
+                        self._buffer = bytearray(size)
+                    body = memoryview(self._buffer)[:size]
+                    complete = self._read_into(body)
+                    request = decode_request(body, self.headers.get(HEADER_LENGTH), app.spec) if complete else None
+            except ProtocolError as e:
+                return 400, str(e)
+            if request is None:
+                self.close_connection = True
+                return 400, f"the body ended before its Content-Length of {length} bytes"
+            if request.batch > app.max_batch and app.max_batch > 1:
+                return 400, f"batch of {request.batch} is over the server's --dynamic-batch {app.max_batch}"
+            status, outputs, error = app.answer(request)
+            if outputs is None:
+                return status, error
+            answer, headers = encode_response(request, outputs, app.model_name)
+            self._send(200, answer, "application/octet-stream" if headers else "application/json", headers)
+            return 200, ""
+        finally:
+            if slot is not None:
+                app.worker.slots.give_back(slot)
 
-    def _read_body(self, size: int) -> memoryview | None:
-        """The body, read into this connection's buffer (None if it ends early). A buffer kept
-        for the connection's next requests: a fresh megabyte per request cost its page faults."""
-        if len(self._buffer) < size:
-            self._buffer = bytearray(size)
-        view = memoryview(self._buffer)[:size]
+    def _read_into(self, view: memoryview) -> bool:
+        """Fill `view` from the request body; False if the body ends first."""
         got = 0
-        while got < size:
+        while got < len(view):
             n = self.rfile.readinto(view[got:])
             if not n:
-                return None
+                return False
             got += n
-        return view
+        return True
 
     def _discard_body(self) -> None:
         """Read and drop a body this server will not use. Closing with it unread makes the

@@ -66,6 +66,13 @@ def write_into(buf: Any, layout: Layout, parts: Sequence[Mapping[str, np.ndarray
             start += len(a)
 
 
+def buffer(shm: shared_memory.SharedMemory) -> memoryview:
+    """The segment's bytes (typeshed has .buf optional: it is None only once closed)."""
+    if shm.buf is None:
+        raise HarnessError(f"shared memory {shm.name} is closed")
+    return shm.buf
+
+
 def _close(shm: shared_memory.SharedMemory | None, unlink: bool = False) -> None:
     if shm is None:
         return
@@ -80,18 +87,87 @@ def _close(shm: shared_memory.SharedMemory | None, unlink: bool = False) -> None
             pass
 
 
-class _Attached:
-    """The worker's mapping of the parent's current segment of one kind; remapped when the
-    parent has grown it (a new name)."""
+class _Mapped:
+    """The worker's mappings of the parent's segments, by name (its input and output segments,
+    the request slots); beyond `keep`, the least recently used is closed (one a grown segment
+    replaced is never used again)."""
 
-    def __init__(self) -> None:
-        self.shm: shared_memory.SharedMemory | None = None
+    def __init__(self, keep: int = 16) -> None:
+        self.keep = keep
+        self.open: dict[str, shared_memory.SharedMemory] = {}
 
     def get(self, name: str) -> shared_memory.SharedMemory:
-        if self.shm is None or self.shm.name != name:
-            _close(self.shm)
-            self.shm = shared_memory.SharedMemory(name=name)
-        return self.shm
+        shm = self.open.pop(name, None) or shared_memory.SharedMemory(name=name)
+        self.open[name] = shm  # the most recent last
+        while len(self.open) > self.keep:
+            _close(self.open.pop(next(iter(self.open))))
+        return shm
+
+    def close(self) -> None:
+        for shm in self.open.values():
+            _close(shm)
+
+
+class Slots:
+    """Shared-memory segments request bodies are read into, so that the engine reads a lone
+    request's tensors where they landed instead of from a copy in the input segment (a 1 MB
+    copy was a tenth of the serving budget). At most `count`, each lent to one request at a
+    time; a request that finds none free (or /dev/shm full) is read into ordinary memory."""
+
+    def __init__(self, count: int = 4) -> None:
+        self.count = count
+        self._lock = threading.Lock()
+        self._free: list[shared_memory.SharedMemory] = []
+        self._bases: dict[str, tuple[int, int]] = {}  # name -> (address of its first byte here, size)
+        self._closed = False
+
+    def lease(self, size: int) -> shared_memory.SharedMemory | None:
+        with self._lock:
+            if self._closed:
+                return None
+            fits = [shm for shm in self._free if shm.size >= size]
+            if fits:
+                self._free.remove(fits[0])
+                return fits[0]
+            if self._free:  # too small: replaced by one that fits
+                self._drop(self._free.pop())
+            elif len(self._bases) >= self.count:
+                return None
+            try:
+                shm = shared_memory.SharedMemory(create=True, size=max(size, 1))
+            except OSError:  # /dev/shm full (a container's default is 64 MB)
+                return None
+            self._bases[shm.name] = (np.frombuffer(buffer(shm), np.uint8).__array_interface__["data"][0], shm.size)
+            return shm
+
+    def give_back(self, shm: shared_memory.SharedMemory) -> None:
+        with self._lock:
+            if self._closed:
+                self._drop(shm)
+            else:
+                self._free.append(shm)
+
+    def locate(self, a: np.ndarray) -> tuple[str, int] | None:
+        """(slot name, byte offset) of an array lying whole in a slot, C-ordered and aligned."""
+        if not a.flags.c_contiguous or not a.flags.aligned:
+            return None
+        address = a.__array_interface__["data"][0]
+        with self._lock:
+            for name, (base, size) in self._bases.items():
+                if 0 <= address - base and address - base + a.nbytes <= size:
+                    return name, address - base
+        return None
+
+    def _drop(self, shm: shared_memory.SharedMemory) -> None:
+        self._bases.pop(shm.name, None)
+        _close(shm, unlink=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for shm in self._free:
+                self._drop(shm)
+            self._free.clear()
 
 
 def worker_main(recipe: RunnerRecipe, conn: Connection) -> None:
@@ -103,7 +179,7 @@ def worker_main(recipe: RunnerRecipe, conn: Connection) -> None:
         conn.send(("failed", None, f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", os.getpid(), None))
-    inputs, outputs = _Attached(), _Attached()
+    inputs, outputs = _Mapped(), _Mapped(keep=2)
     try:
         while True:
             try:
@@ -135,8 +211,8 @@ def worker_main(recipe: RunnerRecipe, conn: Connection) -> None:
             except Exception as e:  # noqa: BLE001 - an engine bug: answered as an error, the worker keeps serving
                 conn.send(("error", job_id, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
     finally:
-        _close(inputs.shm)
-        _close(outputs.shm)
+        inputs.close()
+        outputs.close()
         runner.deactivate()
 
 
@@ -157,6 +233,7 @@ class Worker:
         self.ready = threading.Event()
         self.restarts = 0
         self.last_error = ""
+        self.slots = Slots()  # the parent's: they outlive a worker's restart
 
     def _release(self) -> None:
         """Drop the last incarnation's pipe and segments: nothing it left behind is read as an answer."""
@@ -219,14 +296,20 @@ class Worker:
             conn = self._conn
             if conn is None or not self.ready.is_set():
                 raise WorkerNotReady(f"engine worker not ready ({self.last_error or 'starting'})")
-            first = parts[0]
-            layout, size = plan({n: (a.dtype, (sum(len(p[n]) for p in parts), *a.shape[1:])) for n, a in first.items()})
-            self._in = self._segment(self._in, size)
-            write_into(self._in.buf, layout, parts)
+            in_place = self._in_place(parts[0]) if len(parts) == 1 else None
+            if in_place is not None:  # a lone request read into a slot: the engine reads it there
+                segment, layout = in_place
+            else:
+                first = parts[0]
+                layout, size = plan({n: (a.dtype, (sum(len(p[n]) for p in parts), *a.shape[1:]))
+                                     for n, a in first.items()})
+                self._in = self._segment(self._in, size)
+                write_into(self._in.buf, layout, parts)
+                segment = self._in.name
             self._out = self._segment(self._out, 1 << 16)  # outputs are small; a bigger one grows it
             job_id = next(self._ids)
             try:
-                conn.send((job_id, self._in.name, layout, self._out.name))
+                conn.send((job_id, segment, layout, self._out.name))
             except OSError:  # its end is closed: it died since the last job
                 return self._died()
             deadline = time.monotonic() + timeout
@@ -263,6 +346,14 @@ class Worker:
                 self._out = self._segment(self._out, shm.size)  # the next answer of this size fits
                 return result
 
+    def _in_place(self, feed: Mapping[str, np.ndarray]) -> tuple[str, Layout] | None:
+        """The slot holding every tensor of `feed` and where each lies, if one does."""
+        found = [(name, self.slots.locate(a), a) for name, a in feed.items()]
+        names = {where[0] for _, where, _ in found if where is not None}
+        if len(names) != 1 or any(where is None for _, where, _ in found):
+            return None
+        return names.pop(), [(name, a.dtype.str, a.shape, where[1]) for name, where, a in found if where is not None]
+
     def _died(self) -> NoReturn:
         self.process.join(1)
         self.ready.clear()
@@ -284,3 +375,4 @@ class Worker:
         self.ready.clear()
         with self._lock:
             self._release()
+        self.slots.close()
