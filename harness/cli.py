@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dynamic batching: make even a lone request, with the engine idle, wait --max-delay-ms "
                        "for company (default: it runs at once)")
     serve.add_argument("--null-engine", action="store_true",
-                       help="serve the model's inputs and outputs with no engine (zeros, nothing built): what serving "
-                       "costs with the engine taken out, for `harness loadtest`")
+                       help="serve the model's inputs and outputs with no engine (zeros; the model is frozen for its "
+                       "interface, no engine is built): what serving costs with the engine taken out, for "
+                       "`harness loadtest`")
     serve.add_argument("--max-body-mib", type=positive_int, default=64, help="largest request body (default: 64)")
 
     load = sub.add_parser("loadtest", help="closed-loop load test of a serving endpoint at several concurrencies")

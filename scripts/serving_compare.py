@@ -28,6 +28,8 @@ import socket
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +154,13 @@ def started(kind: str) -> tuple[str, Any]:
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+        try:  # ready, not only listening: the first requests must not wait for the engine worker
+            with urllib.request.urlopen(f"{url}/v2/health/ready" if kind == "harness" else url, timeout=1):
                 return url, process
+        except urllib.error.HTTPError:
+            if kind != "harness":
+                return url, process  # answering (a 404 for "/" is an answer)
+            time.sleep(0.1)
         except OSError:
             if not process.is_alive():
                 raise SystemExit(f"{kind}: the server process exited with code {process.exitcode}") from None

@@ -88,3 +88,15 @@ class SeqDouble(Runner):
 
 def seq_double(delay: float = 0.02) -> Runner:
     return SeqDouble(delay)
+
+
+class NapDouble(SlowDouble):
+    """y = 2x after sleeping x[0, 0] seconds: a request chooses how long the engine takes."""
+
+    def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(min(float(feed["x"].flat[0]), 30.0))
+        return {"y": feed["x"] * np.float32(2)}
+
+
+def nap_double() -> Runner:
+    return NapDouble(0.0)

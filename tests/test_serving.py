@@ -505,6 +505,16 @@ def test_request_heads_are_read_as_http_says(server: InferenceServer) -> None:
         answer = _raw(server.url, raw)
         assert answer.startswith(b"HTTP/1.1 " + status), (raw[:60], answer[:100])
 
+    # Bodies this server will not read: refused, the connection closed and the client told so.
+    post = b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\n"
+    for extra, status in [(b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"411"),
+                          (b"\r\n", b"400"),  # no Content-Length
+                          ("Content-Length: \u00b2\r\n\r\n".encode("latin-1"), b"400"),  # "²".isdigit() is True
+                          (b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}", b"400")]:
+        answer = _raw(server.url, post + extra)
+        assert answer.startswith(b"HTTP/1.1 " + status), (extra, answer[:200])
+        assert b"\r\nConnection: close\r\n" in answer and not answer.endswith(b"<open>"), answer[:300]
+
 
 def test_a_server_process_that_cannot_start_says_why(tmp_path: Path) -> None:
     """ServerProcess (a server in a process of its own, as the benchmarks run it): an engine that
@@ -583,3 +593,121 @@ def test_slots_are_lent_one_request_at_a_time() -> None:
         with pytest.raises(FileNotFoundError):
             shared_memory.SharedMemory(name=gone.name)
     assert slots.lease(10) is None
+
+
+def test_batching_under_load_still_makes_batches() -> None:
+    """Batching on (8, 5 ms), a 10 ms engine, 8 busy clients: requests are batched. (Letting a
+    request run alone whenever the queue looked empty overtook the requests the batcher held
+    while it waited, and batches fell to 1, 1, 7: a third less throughput.)"""
+    from tests.serving_runners import SPEC
+
+    recipe = RunnerRecipe("tests.serving_runners:slow_double", {"delay": 0.01})
+    with InferenceServer(recipe, SPEC, "slow", "test", max_batch=8, max_delay_ms=5.0) as s:
+        stop_at = time.monotonic() + 2.0
+
+        def client(i: int) -> int:
+            done = 0
+            while time.monotonic() < stop_at:
+                assert _post_x(s.url, "slow", np.full((1, 4), i, np.float32))[0] == 200
+                done += 1
+            return done
+
+        with ThreadPoolExecutor(8) as pool:
+            requests = sum(pool.map(client, range(8)))
+        batches = s.metrics.batches
+        assert sum(batches) == requests
+        assert np.mean(batches) >= 5, batches[-30:]
+
+
+def test_a_request_that_outlives_its_timeout_restarts_the_worker() -> None:
+    """An engine call longer than --request-timeout: that request gets a 503 naming the
+    timeout, the worker is replaced (it may still be reading the request's tensors), and the
+    next request is answered by the new one."""
+    from tests.serving_runners import SPEC
+
+    with InferenceServer(RunnerRecipe("tests.serving_runners:nap_double"), SPEC, "slow", "test",
+                         request_timeout=1.0) as s:
+        first_pid = s.worker.process.pid
+        status, _, raw = call(s.url, "POST", "/v2/models/slow/infer", json.dumps(
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [5, 0, 0, 0]}]}).encode())
+        assert status == 503 and "no answer from the engine worker in 1 s" in json.loads(raw)["error"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (s.worker.ready.is_set() and s.worker.process.pid != first_pid):
+            time.sleep(0.1)
+        status, y = _post_x(s.url, "slow", np.array([[0, 1, 2, 3]], np.float32))
+        assert status == 200 and y.tolist() == [[0, 2, 4, 6]]
+        assert s.metrics.restarts == 1 and s.worker.process.pid != first_pid
+
+
+def test_ctrl_c_reaching_the_worker_does_not_kill_it() -> None:
+    """Ctrl-C in a terminal signals the whole process group, the worker too: the server stops
+    gracefully, so the worker must not die first (its request would get a 503)."""
+    from tests.serving_runners import SPEC
+
+    with InferenceServer(RunnerRecipe("tests.serving_runners:nap_double"), SPEC, "slow", "test") as s:
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(_post_x, s.url, "slow", np.array([[0.5, 1, 2, 3]], np.float32))
+            time.sleep(0.2)  # the request is in the engine
+            os.kill(s.worker.process.pid, signal.SIGINT)
+            status, y = answer.result(timeout=30)
+        assert status == 200 and y.tolist() == [[1, 2, 4, 6]]
+        assert s.worker.process.is_alive() and s.metrics.restarts == 0
+
+
+def test_a_slot_replaced_while_arrays_point_into_it_is_closed_later() -> None:
+    """A free slot too small for the next request is replaced; if a request's arrays still
+    point into it (the batcher's last batch), its mapping is released once they are gone."""
+    import gc
+
+    from harness.serving.worker import Slots, buffer
+
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("no /proc/self/maps to see mappings in")
+    slots = Slots(count=1)
+    small = slots.lease(100)
+    assert small is not None
+    name = small.name.lstrip("/")
+    view = np.frombuffer(buffer(small), np.uint8)  # a request's tensors, still referenced somewhere
+    slots.give_back(small)
+    del small
+    bigger = slots.lease(1 << 16)  # replaces the small one while `view` points into it
+    assert bigger is not None and view[0] == 0 and name in maps.read_text()
+    del view
+    gc.collect()
+    slots.give_back(bigger)
+    slots.close()
+    assert name not in maps.read_text()
+
+
+def test_no_room_in_dev_shm_is_an_error_that_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Creating a segment only sets its size; writing past /dev/shm's room is SIGBUS. Space is
+    reserved when a segment is made, so a full /dev/shm is an error naming the fix (and a
+    request slot simply is not lent)."""
+    import errno
+    from multiprocessing import shared_memory
+
+    from harness.errors import HarnessError
+    from harness.serving import worker
+
+    if not hasattr(os, "posix_fallocate"):
+        pytest.skip("os.posix_fallocate not available on this platform")
+    made = []
+    real = shared_memory.SharedMemory
+
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        shm = real(*args, **kwargs)
+        made.append(shm.name)
+        return shm
+
+    monkeypatch.setattr(worker.os, "posix_fallocate", full)
+    monkeypatch.setattr(worker.shared_memory, "SharedMemory", recording)
+    with pytest.raises(HarnessError, match=r"no room in /dev/shm for 1000 bytes .*--shm-size"):
+        worker.create(1000)
+    assert worker.Slots().lease(1000) is None
+    for name in made:  # nothing half-made is left behind
+        with pytest.raises(FileNotFoundError):
+            real(name=name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -48,7 +49,8 @@ from harness.spec import ModelSpec
 DEFAULT_MAX_BODY = 64 << 20
 DEFAULT_TIMEOUT = 60.0
 MAX_HEADERS, MAX_HEADER_LINE = 100, 65536  # the standard library's limits
-DRAIN_LIMIT_FACTOR = 16  # an unwanted body up to 16x the limit is read and dropped, not left unread
+DRAIN_LIMIT_FACTOR = 16
+KEEP_BUFFER = 4 << 20  # a connection keeps a body buffer up to this size for its next requests  # an unwanted body up to 16x the limit is read and dropped, not left unread
 
 
 @dataclass
@@ -58,6 +60,7 @@ class _Pending:
     outputs: dict[str, np.ndarray] | None = None
     status: int = 200
     error: str = ""
+    abandoned: bool = False  # its caller stopped waiting: not worth the engine's time
 
 
 class InferenceServer:
@@ -134,9 +137,9 @@ class InferenceServer:
                 self.stop()
                 raise WorkerNotReady(f"engine worker could not start: {self.worker.last_error}")
 
-    def _load(self) -> None:
+    def _load(self, restart: bool = False) -> None:
         try:
-            self.worker.start()
+            self.worker.restart() if restart else self.worker.start()
         except WorkerNotReady:
             pass  # last_error says why; /v2/health/ready stays 503
         except Exception as e:  # noqa: BLE001 - the process could not even start: say why, not ""
@@ -144,10 +147,7 @@ class InferenceServer:
 
     def _restart(self) -> None:
         self.metrics.restarts += 1
-        try:
-            self.worker.restart()
-        except WorkerNotReady:
-            pass
+        self._load(restart=True)
 
     def stop(self) -> None:
         """Graceful: stop accepting, let queued and in-flight requests finish, stop the worker."""
@@ -194,9 +194,11 @@ class InferenceServer:
         if not self._accepting:
             return 503, None, "server is shutting down"
         pending = _Pending(request)
-        # A request that finds nothing queued and the engine idle runs from its own thread: the
+        # A request alone in the server with the engine idle runs from its own thread: the
         # hand-off to the batcher thread and back cost ~0.3 ms a request on a 2-core machine.
-        if ((self.max_batch == 1 or not self.hold_lone_requests) and self._carry is None and self._queue.empty()
+        # "Alone" is no other request in flight, not an empty queue: requests the batcher holds
+        # while it waits for company are off the queue, and overtaking them broke up batches.
+        if ((self.max_batch == 1 or not self.hold_lone_requests) and self._alone()
                 and self._engine.acquire(blocking=False)):
             try:
                 self._run([pending])
@@ -205,49 +207,64 @@ class InferenceServer:
         else:
             self._queue.put(pending)
             if not pending.done.wait(self.request_timeout + 5):
+                pending.abandoned = True
                 return 503, None, f"no answer within {self.request_timeout:.0f} s"
         return pending.status, pending.outputs, pending.error
 
+    def _alone(self) -> bool:
+        """No request in flight but the caller's, none queued, none held for a batch."""
+        return self._inflight <= 1 and self._carry is None and self._queue.empty()
+
     def _next(self, timeout: float | None) -> _Pending | None:
-        if self._carry is not None:
-            item, self._carry = self._carry, None
-            return item
-        return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
+        while True:
+            item: _Pending | None
+            if self._carry is not None:
+                item, self._carry = self._carry, None
+            else:
+                item = self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
+            if item is None or not item.abandoned:
+                return item
 
     def _batch_loop(self) -> None:
-        while True:
-            first = self._next(None)
-            if first is None:
-                return
-            batch, samples = [first], first.request.batch
-            # With nothing else queued and the engine idle, waiting would only add the delay to a
-            # lone request's latency.
-            alone = (self._carry is None and self._queue.empty() and not self._engine.locked()
-                     and not self.hold_lone_requests)
-            deadline = time.monotonic() + (0.0 if alone else self.max_delay)
-            stopping = False
-            while samples < self.max_batch:
-                try:
-                    item = self._next(deadline - time.monotonic())
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                if samples + item.request.batch > self.max_batch or not _joinable(first.request, item.request):
-                    self._carry = item  # first of the next batch
-                    break
-                batch.append(item)
-                samples += item.request.batch
-            with self._engine:
-                self._run(batch)
-            if stopping:
-                while self._carry is not None or not self._queue.empty():  # drain: graceful stop
-                    item = self._next(0.0)
-                    if item is not None:
-                        with self._engine:
-                            self._run([item])
-                return
+        while self._batch_once():
+            pass  # one batch per call: its requests (and their tensors) are let go between batches
+
+    def _batch_once(self) -> bool:
+        """Gather one batch and run it; False once stopped (after draining the queue)."""
+        first = self._next(None)
+        if first is None:
+            return False
+        batch, samples = [first], first.request.batch
+        # Alone with the engine idle, waiting would only add the delay to a lone request's latency.
+        alone = self._alone() and not self._engine.locked() and not self.hold_lone_requests
+        deadline = time.monotonic() + (0.0 if alone else self.max_delay)
+        stopping = False
+        while samples < self.max_batch:
+            try:
+                item = self._next(deadline - time.monotonic())
+            except queue.Empty:
+                break
+            if item is None:
+                stopping = True
+                break
+            if samples + item.request.batch > self.max_batch or not _joinable(first.request, item.request):
+                self._carry = item  # first of the next batch
+                break
+            batch.append(item)
+            samples += item.request.batch
+        with self._engine:
+            self._run(batch)
+        if not stopping:
+            return True
+        while self._carry is not None or not self._queue.empty():  # drain: graceful stop
+            try:
+                last = self._next(0.0)
+            except queue.Empty:
+                break
+            if last is not None:
+                with self._engine:
+                    self._run([last])
+        return False
 
     def _run(self, batch: list[_Pending]) -> None:
         if not self.worker.ready.wait(self.request_timeout):
@@ -257,6 +274,9 @@ class InferenceServer:
             # joined along the batch axis straight into the worker's shared memory: no concatenation copy
             outputs = self.worker.run([p.request.feed for p in batch], self.request_timeout)
         except WorkerDied as e:
+            if not self._accepting:  # stopping: no new worker
+                self._fail(batch, 503, f"{e}; the server is shutting down")
+                return
             self._fail(batch, 503, f"{e}; the worker is being restarted, retry")
             threading.Thread(target=self._restart, name="harness-restart", daemon=True).start()
             return
@@ -287,12 +307,16 @@ class InferenceServer:
             p.done.set()
 
 
+def _count(value: str | None) -> int | None:
+    """A header's non-negative integer (ASCII digits only: "²".isdigit() is True), else None."""
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
+
+
 def _head_size(value: str | None, size: int) -> int:
     """The JSON header's length of a binary-data request of `size` bytes with tensors after it;
     0 when there is none, or when it is invalid (decode_request then says what is wrong)."""
-    if value is None or not value.isdigit() or not 0 < int(value) < size:
-        return 0
-    return int(value)
+    count = _count(value)
+    return count if count is not None and 0 < count < size else 0
 
 
 def _joinable(a: Request, b: Request) -> bool:
@@ -315,6 +339,10 @@ class _HTTPServer(ThreadingHTTPServer):
         self.app = app
         super().__init__(address, handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exception(), ConnectionError):  # a client that left is not news
+            super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
@@ -328,6 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self._buffer = bytearray()
+        self._gone = False  # the client left mid-body: nobody to answer
 
     def parse_request(self) -> bool:
         """The request line and headers of HTTP/1.0 and 1.1, as the standard library's
@@ -379,6 +408,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:  # say so: a client reusing the connection would meet a closed socket
+            self.send_header("Connection", "close")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -431,7 +462,7 @@ class _Handler(BaseHTTPRequestHandler):
         with app.in_flight() as outcome:
             status, message = self._infer(app)
             outcome[0] = status
-            if status != 200:
+            if status != 200 and not self._gone:
                 self._error(status, message)
 
     def _infer(self, app: InferenceServer) -> tuple[int, str]:
@@ -443,14 +474,18 @@ class _Handler(BaseHTTPRequestHandler):
         if target[0] != app.model_name:
             self._discard_body()
             return 404, f"unknown model {target[0]!r}; this server serves {app.model_name!r}"
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if self.headers.get("Transfer-Encoding") is not None:  # chunked: this server reads Content-Length only
             self.close_connection = True
-            return 400, "Content-Length is required"
-        if int(length) > app.max_body:
+            return 411, "send the body with a Content-Length, not chunked (Transfer-Encoding)"
+        lengths = set(self.headers.get_all("Content-Length") or [])
+        length = _count(lengths.pop()) if len(lengths) == 1 else None
+        if length is None:
+            self.close_connection = True
+            return 400, "one Content-Length is required"
+        if length > app.max_body:
             self._discard_body()
-            return 400, f"request body of {int(length)} bytes is over the limit of {app.max_body} bytes"
-        size = int(length)
+            return 400, f"request body of {length} bytes is over the limit of {app.max_body} bytes"
+        size = length
         head = _head_size(self.headers.get(HEADER_LENGTH), size)
         # The tensors of a binary-data request go straight into shared memory the engine reads.
         slot = app.worker.slots.lease(size - head) if head else None
@@ -461,15 +496,18 @@ class _Handler(BaseHTTPRequestHandler):
                     complete = self._read_into(memoryview(header)) and self._read_into(binary)
                     request = decode_split(bytes(header), binary, app.spec) if complete else None
                 else:
-                    if len(self._buffer) < size:  # kept for the connection's next requests
-                        self._buffer = bytearray(size)
-                    body = memoryview(self._buffer)[:size]
+                    if size > KEEP_BUFFER:  # a big body's buffer is not kept: 512 connections would hold 512 of them
+                        body = memoryview(bytearray(size))
+                    else:
+                        if len(self._buffer) < size:  # kept for the connection's next requests
+                            self._buffer = bytearray(size)
+                        body = memoryview(self._buffer)[:size]
                     complete = self._read_into(body)
                     request = decode_request(body, self.headers.get(HEADER_LENGTH), app.spec) if complete else None
             except ProtocolError as e:
                 return 400, str(e)
             if request is None:
-                self.close_connection = True
+                self.close_connection = self._gone = True
                 return 400, f"the body ended before its Content-Length of {length} bytes"
             if request.batch > app.max_batch and app.max_batch > 1:
                 return 400, f"batch of {request.batch} is over the server's --dynamic-batch {app.max_batch}"
@@ -497,8 +535,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Read and drop a body this server will not use. Closing with it unread makes the
         kernel reset the connection, and a client still sending loses the error answer; a
         body too large to be worth reading is not read, and the connection is closed."""
-        length = self.headers.get("Content-Length", "0")
-        remaining = int(length) if length.isdigit() else -1
+        count = _count(self.headers.get("Content-Length", "0"))
+        remaining = -1 if count is None else count
         if not 0 <= remaining <= DRAIN_LIMIT_FACTOR * self.server.app.max_body:
             self.close_connection = True
             return
@@ -553,17 +591,24 @@ class ServerProcess:
             if not self._conn.poll(self.start_timeout + 30):
                 raise WorkerNotReady(f"server process not serving after {self.start_timeout:.0f} s")
             error = self._conn.recv()
+            if error is not None:
+                raise WorkerNotReady(error)
+            self.url = self._conn.recv()  # sent right after the None that says it serves
         except EOFError:
             self._process.join(10)
-            error = f"server process exited with code {self._process.exitcode} while starting"
+            self._abandon()
+            raise WorkerNotReady(f"server process exited with code {self._process.exitcode} while starting") from None
         except BaseException:
-            self._process.kill()
+            self._abandon()
             raise
-        if error is not None:
-            self._process.join(10)
-            raise WorkerNotReady(error)
-        self.url = self._conn.recv()
         return self.url
+
+    def _abandon(self) -> None:
+        """A start that failed: nothing of it is left running or open."""
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join(10)
+        self._conn.close()
 
     def __exit__(self, *exc: object) -> None:
         try:

@@ -17,6 +17,7 @@ import itertools
 import math
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 import traceback
@@ -66,6 +67,22 @@ def write_into(buf: Any, layout: Layout, parts: Sequence[Mapping[str, np.ndarray
             start += len(a)
 
 
+def create(size: int) -> shared_memory.SharedMemory:
+    """A new segment with its space reserved. Creating one only sets its size, whatever room
+    /dev/shm has (a container's default is 64 MB); the first write past the room is SIGBUS, the
+    whole process gone. Reserving it here turns that into an error that says what to do."""
+    shm = shared_memory.SharedMemory(create=True, size=max(size, 1))
+    fd = getattr(shm, "_fd", -1)
+    if fd >= 0 and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, shm.size)
+        except OSError as e:
+            _close(shm, unlink=True)
+            raise HarnessError(f"no room in /dev/shm for {size} bytes of tensors ({e.strerror}); give it more "
+                               f"(docker run --shm-size=1g) or send smaller batches") from None
+    return shm
+
+
 def buffer(shm: shared_memory.SharedMemory) -> memoryview:
     """The segment's bytes (typeshed has .buf optional: it is None only once closed)."""
     if shm.buf is None:
@@ -73,18 +90,20 @@ def buffer(shm: shared_memory.SharedMemory) -> memoryview:
     return shm.buf
 
 
-def _close(shm: shared_memory.SharedMemory | None, unlink: bool = False) -> None:
+def _close(shm: shared_memory.SharedMemory | None, unlink: bool = False) -> bool:
+    """Close (and unlink) a segment; False if arrays still point into it (its mapping stays)."""
     if shm is None:
-        return
-    try:
-        shm.close()
-    except BufferError:  # a view is still alive somewhere (a runner kept its input): the mapping stays
-        pass
+        return True
     if unlink:
         try:
             shm.unlink()
         except FileNotFoundError:
             pass
+    try:
+        shm.close()
+    except BufferError:  # a view is still alive somewhere (a runner kept its input)
+        return False
+    return True
 
 
 class _Mapped:
@@ -120,6 +139,7 @@ class Slots:
         self._free: list[shared_memory.SharedMemory] = []
         self._bases: dict[str, tuple[int, int]] = {}  # name -> (address of its first byte here, size)
         self._closed = False
+        self._lingering: list[shared_memory.SharedMemory] = []
 
     def lease(self, size: int) -> shared_memory.SharedMemory | None:
         with self._lock:
@@ -134,8 +154,8 @@ class Slots:
             elif len(self._bases) >= self.count:
                 return None
             try:
-                shm = shared_memory.SharedMemory(create=True, size=max(size, 1))
-            except OSError:  # /dev/shm full (a container's default is 64 MB)
+                shm = create(size)
+            except (OSError, HarnessError):  # /dev/shm full: this request is read into ordinary memory
                 return None
             self._bases[shm.name] = (np.frombuffer(buffer(shm), np.uint8).__array_interface__["data"][0], shm.size)
             return shm
@@ -160,7 +180,9 @@ class Slots:
 
     def _drop(self, shm: shared_memory.SharedMemory) -> None:
         self._bases.pop(shm.name, None)
-        _close(shm, unlink=True)
+        if not _close(shm, unlink=True):
+            self._lingering.append(shm)  # a request's arrays still point into it: closed later
+        self._lingering = [old for old in self._lingering if not _close(old)]
 
     def close(self) -> None:
         with self._lock:
@@ -171,6 +193,9 @@ class Slots:
 
 
 def worker_main(recipe: RunnerRecipe, conn: Connection) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the server stops gracefully and
+    # stops this worker after the requests in flight, so the worker itself ignores it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         runner = recipe.build()
         runner.activate()  # the CUDA context (GPU backends) is created here, once
@@ -199,7 +224,7 @@ def worker_main(recipe: RunnerRecipe, conn: Connection) -> None:
                 target = outputs.get(out_name)
                 spill = None
                 if size > target.size:  # bigger than the parent's segment: a one-off; the parent grows its own
-                    spill = target = shared_memory.SharedMemory(create=True, size=size)
+                    spill = target = create(size)
                 write_into(target.buf, out_layout, [out])
                 if spill is not None:
                     spill.close()  # the parent reads and unlinks it
@@ -234,6 +259,7 @@ class Worker:
         self.restarts = 0
         self.last_error = ""
         self.slots = Slots()  # the parent's: they outlive a worker's restart
+        self._stopping = False
 
     def _release(self) -> None:
         """Drop the last incarnation's pipe and segments: nothing it left behind is read as an answer."""
@@ -246,33 +272,38 @@ class Worker:
     def start(self) -> None:
         self.ready.clear()
         with self._lock:
+            if self._stopping:
+                raise WorkerNotReady("the server is stopping")
             self._release()
-            self._conn, child = self._ctx.Pipe()
-            self.process = self._ctx.Process(target=worker_main, args=(self.recipe, child),
-                                             name="harness-engine-worker", daemon=True)
-            self.process.start()
+            conn, child = self._ctx.Pipe()
+            self._conn = conn
+            self.process = process = self._ctx.Process(target=worker_main, args=(self.recipe, child),
+                                                       name="harness-engine-worker", daemon=True)
+            process.start()
             child.close()  # the worker's end lives in the worker: its death is EOF here
         deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if not wait([self._conn, self.process.sentinel], timeout=min(0.2, self.start_timeout)):
+        while time.monotonic() < deadline:  # on this incarnation's pipe, whatever stop() does meanwhile
+            if not wait([conn, process.sentinel], timeout=min(0.2, self.start_timeout)):
                 continue
             try:
-                kind, _, message = self._conn.recv()
+                kind, _, message = conn.recv()
             except (EOFError, OSError):
-                self.process.join(5)
-                self.last_error = f"worker exited with code {self.process.exitcode} while starting"
+                process.join(5)
+                self.last_error = f"worker exited with code {process.exitcode} while starting"
                 raise WorkerNotReady(self.last_error) from None
             if kind == "ready":
                 self.ready.set()
                 return
             self.last_error = f"the engine did not load: {message}"
-            self.process.join(5)
+            process.join(5)
             raise WorkerNotReady(self.last_error)
-        self.process.kill()
+        process.kill()
         self.last_error = f"worker not ready after {self.start_timeout:.0f} s"
         raise WorkerNotReady(self.last_error)
 
     def restart(self) -> None:
+        if self._stopping:
+            return  # a death noticed while stopping: no new worker
         self.restarts += 1
         if self.process is not None and self.process.is_alive():
             self.process.kill()
@@ -284,7 +315,7 @@ class Worker:
         """`shm` if it holds `size` bytes, else a new one (twice the old, at least `size`)."""
         if shm is not None and shm.size >= size:
             return shm
-        new = shared_memory.SharedMemory(create=True, size=max(size, 2 * shm.size if shm else 0))
+        new = create(max(size, 2 * shm.size if shm else 0))
         _close(shm, unlink=True)  # the worker maps the new name at its next job
         return new
 
@@ -363,12 +394,14 @@ class Worker:
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None:
             return
-        if self.process.is_alive() and self._conn is not None:
-            try:
-                self._conn.send(None)
-            except OSError:
-                pass
-            self.process.join(timeout)
+        self._stopping = True
+        with self._lock:  # after the job in flight, never in the middle of one
+            if self.process.is_alive() and self._conn is not None:
+                try:
+                    self._conn.send(None)
+                except OSError:
+                    pass
+        self.process.join(timeout)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5)
