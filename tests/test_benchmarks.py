@@ -48,9 +48,11 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
                          rf"(\d+(?:\.\d+)?) ms\); direct \d+\.\d{{3}}x \[\d+\.\d{{3}}, \d+\.\d{{3}}\]$", result.stdout, re.MULTILINE)
         assert line, result.stdout[-3000:]
         ratio, added_us, bare_ms = (float(g) for g in line.groups())
-        # The printed ratio is 1 + added / bare (to the digits printed); the runner's own work is
-        # microseconds, never the milliseconds a copy of the input or a second call would cost.
-        assert ratio == pytest.approx(1 + added_us / 1e3 / bare_ms, abs=1e-4 + 0.01 * (ratio - 1)) and added_us < 1000
+        # The printed ratio is 1 + added / bare to the digits printed (added to 0.05 us: on a
+        # 0.03 ms call that alone is 0.002 of the ratio); the runner's own work is microseconds,
+        # never the milliseconds a copy of the input or a second call would cost.
+        rounding = 1e-4 + 0.05 / 1e3 / bare_ms + 1e-3 * (ratio - 1)
+        assert ratio == pytest.approx(1 + added_us / 1e3 / bare_ms, abs=rounding) and added_us < 1000
     # Engines that produced no time are listed at the end with the reason, not silently left out.
     for precision in ("fp32", "fp16", "int8"):
         assert re.search(rf"digits +1 tensorrt_rtx-{precision} +SKIPPED  \S", result.stdout), result.stdout[-3000:]
