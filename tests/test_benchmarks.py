@@ -92,11 +92,14 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
         assert info["serving_p50_ms"] > info["engine_p50_ms"] > 0
     # what serving adds, printed from the two medians timed beside each other, batching off and on
     printed = re.findall(r"engine alone p50 (\d+\.\d\d) ms, one request over HTTP \([\d.]+ [kM]B\) p50 "
-                         r"(\d+\.\d\d) ms, timed beside each other \(serving overhead (-?\d+\.\d\d) ms",
-                         result.stdout)
+                         r"(\d+\.\d\d) ms, timed beside each other \(serving overhead (-?\d+\.\d\d) ms, "
+                         r"x(\d+\.\d{3})\)", result.stdout)
     assert len(printed) == 2, result.stdout[-3000:]
-    for engine_ms, served_ms, added_ms in printed:
+    for engine_ms, served_ms, added_ms, times in printed:
         assert float(added_ms) == pytest.approx(float(served_ms) - float(engine_ms), abs=0.011)
+        engine, served = float(engine_ms), float(served_ms)  # each printed to 0.005 ms: the ratio's widest error
+        widest = (served + 0.005) / (engine - 0.005) - served / engine if engine > 0.005 else float("inf")
+        assert float(times) == pytest.approx(served / engine, abs=0.0011 + widest)
     # the null engine's row, and its line printing pytest-benchmark's own median of the requests
     (null,) = [b for b in data["benchmarks"] if b["extra_info"].get("served_engine") == "null"]
     line = re.search(r"digits served by a null engine \(engine taken out; batch 1, [\d.]+ kB binary request, "
