@@ -366,10 +366,11 @@ def test_requests_of_different_lengths_are_batched_apart() -> None:
     request after waited out its timeout), and every answer is right."""
     from tests.serving_runners import SEQ_SPEC
 
-    recipe = RunnerRecipe("tests.serving_runners:seq_double", {"delay": 0.02})
-    with InferenceServer(recipe, SEQ_SPEC, "seq", "test", max_batch=8, max_delay_ms=20.0, request_timeout=10) as s:
-        inputs = [np.arange(n, dtype=np.float32).reshape(1, n) + i for i, n in enumerate([3, 5] * 12)]
-        with ThreadPoolExecutor(12) as pool:
+    # An engine call of 0.2 s: while one runs, every other client's request is queued.
+    recipe = RunnerRecipe("tests.serving_runners:seq_double", {"delay": 0.2})
+    with InferenceServer(recipe, SEQ_SPEC, "seq", "test", max_batch=8, max_delay_ms=20.0, request_timeout=20) as s:
+        inputs = [np.arange(n, dtype=np.float32).reshape(1, n) + i for i, n in enumerate([3, 5] * 8)]
+        with ThreadPoolExecutor(len(inputs)) as pool:
             answers = list(pool.map(lambda x: _post_x(s.url, "seq", x), inputs))
         assert [status for status, _ in answers] == [200] * len(inputs)
         for x, (_, y) in zip(inputs, answers, strict=True):
