@@ -39,13 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness.machine import cpu_info
+from harness.serving.engines import NullRunner
 from harness.serving.loadtest import format_table, run_load
 from harness.serving.protocol import HEADER_LENGTH, decode_request, encode_response
 from harness.serving.server import InferenceServer
-from harness.serving.worker import RunnerRecipe
 from tests.serving_runners import IMAGE_SPEC
 
-RECIPE = RunnerRecipe("tests.serving_runners:null_logits")
+RECIPE = NullRunner(IMAGE_SPEC).recipe()
 
 
 def _free_port() -> int:

@@ -13,12 +13,13 @@ SPEC = ModelSpec("slow", (TensorSpec("x", "float32", (None, 4)),), (TensorSpec("
 
 
 class SlowDouble(Runner):
-    """y = 2x after `delay` seconds: long enough for requests to be in flight at a stop."""
+    """y = 2x after `delay` seconds: long enough for requests to be in flight at a stop, or for
+    requests to queue up so the batcher has several to choose from."""
 
     backend = "test"
 
-    def __init__(self, delay: float) -> None:
-        super().__init__(SPEC)
+    def __init__(self, delay: float, spec: ModelSpec = SPEC) -> None:
+        super().__init__(spec)
         self.delay = delay
 
     def _activate(self) -> None:
@@ -36,58 +37,17 @@ def slow_double(delay: float = 0.3) -> Runner:
     return SlowDouble(delay)
 
 
+# InceptionV3's inputs and outputs, for harness.serving.engines.NullRunner in scripts/serving_compare.py
 IMAGE_SPEC = ModelSpec("null", (TensorSpec("image", "float32", (None, 299, 299, 3)),),
                        (TensorSpec("logits", "float32", (None, 1000)),))
-
-
-class NullLogits(Runner):
-    """InceptionV3's inputs and outputs, no model: what serving costs beyond the engine."""
-
-    backend = "test"
-
-    def __init__(self) -> None:
-        super().__init__(IMAGE_SPEC)
-
-    def _activate(self) -> None:
-        pass
-
-    def _deactivate(self) -> None:
-        pass
-
-    def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"logits": np.zeros((len(feed["image"]), 1000), np.float32)}
-
-
-def null_logits() -> Runner:
-    return NullLogits()
 
 
 SEQ_SPEC = ModelSpec("seq", (TensorSpec("x", "float32", (None, None)),), (TensorSpec("y", "float32", (None, None)),))
 
 
-class SeqDouble(Runner):
-    """y = 2x for sequences of any length, after `delay` seconds (so requests queue up and
-    the batcher has several to choose from)."""
-
-    backend = "test"
-
-    def __init__(self, delay: float) -> None:
-        super().__init__(SEQ_SPEC)
-        self.delay = delay
-
-    def _activate(self) -> None:
-        pass
-
-    def _deactivate(self) -> None:
-        pass
-
-    def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        time.sleep(self.delay)
-        return {"y": feed["x"] * np.float32(2)}
-
-
 def seq_double(delay: float = 0.02) -> Runner:
-    return SeqDouble(delay)
+    """SlowDouble for sequences of any length."""
+    return SlowDouble(delay, SEQ_SPEC)
 
 
 class NapDouble(SlowDouble):

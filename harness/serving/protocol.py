@@ -72,8 +72,12 @@ def _json_part(body: bytes | memoryview, header_length: str | None) -> tuple[Any
         head, rest = bytes(body[:size]), memoryview(body)[size:]  # the tensors are read in place, not copied
     else:
         head, rest = bytes(body), memoryview(b"")
+    return _json(head), rest
+
+
+def _json(head: bytes) -> Any:
     try:
-        return json.loads(head), rest
+        return json.loads(head)
     except (ValueError, UnicodeDecodeError) as e:
         raise ProtocolError(f"request body is not valid JSON ({e})") from e
 
@@ -86,11 +90,7 @@ def decode_request(body: bytes | memoryview, header_length: str | None, spec: Mo
 def decode_split(head: bytes, binary: memoryview, spec: ModelSpec) -> Request:
     """A binary-data request whose JSON header and tensors were read into separate buffers
     (the tensors into shared memory the engine reads them from)."""
-    try:
-        doc = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ProtocolError(f"request body is not valid JSON ({e})") from e
-    return _decode(doc, binary, spec)
+    return _decode(_json(head), binary, spec)
 
 
 def _decode(doc: Any, binary: memoryview, spec: ModelSpec) -> Request:

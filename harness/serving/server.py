@@ -49,8 +49,8 @@ from harness.spec import ModelSpec
 DEFAULT_MAX_BODY = 64 << 20
 DEFAULT_TIMEOUT = 60.0
 MAX_HEADERS, MAX_HEADER_LINE = 100, 65536  # the standard library's limits
-DRAIN_LIMIT_FACTOR = 16
-KEEP_BUFFER = 4 << 20  # a connection keeps a body buffer up to this size for its next requests  # an unwanted body up to 16x the limit is read and dropped, not left unread
+DRAIN_LIMIT_FACTOR = 16  # an unwanted body up to 16x the limit is read and dropped, not left unread
+KEEP_BUFFER = 4 << 20  # a connection keeps a body buffer up to this size for its next requests
 
 
 @dataclass
@@ -478,14 +478,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return 411, "send the body with a Content-Length, not chunked (Transfer-Encoding)"
         lengths = set(self.headers.get_all("Content-Length") or [])
-        length = _count(lengths.pop()) if len(lengths) == 1 else None
-        if length is None:
+        size = _count(lengths.pop()) if len(lengths) == 1 else None
+        if size is None:
             self.close_connection = True
             return 400, "one Content-Length is required"
-        if length > app.max_body:
+        if size > app.max_body:
             self._discard_body()
-            return 400, f"request body of {length} bytes is over the limit of {app.max_body} bytes"
-        size = length
+            return 400, f"request body of {size} bytes is over the limit of {app.max_body} bytes"
         head = _head_size(self.headers.get(HEADER_LENGTH), size)
         # The tensors of a binary-data request go straight into shared memory the engine reads.
         slot = app.worker.slots.lease(size - head) if head else None
@@ -508,7 +507,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return 400, str(e)
             if request is None:
                 self.close_connection = self._gone = True
-                return 400, f"the body ended before its Content-Length of {length} bytes"
+                return 400, f"the body ended before its Content-Length of {size} bytes"
             if request.batch > app.max_batch and app.max_batch > 1:
                 return 400, f"batch of {request.batch} is over the server's --dynamic-batch {app.max_batch}"
             status, outputs, error = app.answer(request)
@@ -554,10 +553,9 @@ def _serve_here(conn: Any, recipe: RunnerRecipe, spec: dict[str, Any], options: 
         server = InferenceServer(recipe, ModelSpec.from_dict(spec), **options)
         server.start()
     except BaseException as e:  # noqa: BLE001 - said to the parent, which raises it
-        conn.send(f"{type(e).__name__}: {e}")
+        conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
-    conn.send(None)
-    conn.send(server.url)
+    conn.send(("serving", server.url))
     try:
         conn.recv()
     except EOFError:
@@ -574,8 +572,8 @@ class ServerProcess:
     """
 
     def __init__(self, recipe: RunnerRecipe, spec: ModelSpec, start_timeout: float = 300.0, **options: Any) -> None:
-        self.recipe, self.spec, self.options = recipe, spec, {"start_timeout": start_timeout, **options}
-        self.start_timeout = start_timeout
+        self.recipe, self.spec, self.start_timeout = recipe, spec, start_timeout
+        self.options = {"start_timeout": start_timeout, **options}  # InferenceServer's, in the child
         self.url = ""
 
     def __enter__(self) -> str:
@@ -590,10 +588,10 @@ class ServerProcess:
         try:
             if not self._conn.poll(self.start_timeout + 30):
                 raise WorkerNotReady(f"server process not serving after {self.start_timeout:.0f} s")
-            error = self._conn.recv()
-            if error is not None:
-                raise WorkerNotReady(error)
-            self.url = self._conn.recv()  # sent right after the None that says it serves
+            state, said = self._conn.recv()
+            if state != "serving":
+                raise WorkerNotReady(said)
+            self.url = said
         except EOFError:
             self._process.join(10)
             self._abandon()
