@@ -1,15 +1,16 @@
 """Latency of the TensorFlow baseline and of every engine x precision on the model under test
 (--harness-model, default inception_v3), per batch size (--harness-batch-sizes).
 
-Each engine's rounds alternate in blocks with rounds of TensorFlow on the same inputs, and
-its speedup (TensorFlow's 10th-percentile time over the engine's, the median's on rows with
-too few rounds for a 10th percentile; with a 95% interval) comes from those
-interleaved rounds (`harness.measure`), so drift of a shared machine hits both sides of the
-ratio.  TensorFlow's own row is timed alone, for its latency.  Round counts come from a
-warmed-up estimate (the first call, which traces and allocates, is discarded), at least 20.
-Batch 1 is the latency figure (one request at a time, MLPerf's SingleStream); the largest
-batch is the throughput figure (Offline). `extra_info` carries p50/p90/p99 latency (with the
-percentiles too few rounds support listed as low-confidence), samples/s and the speedup."""
+At each batch size, TensorFlow and every engine the run asks for are timed in one round-robin
+(`harness.measure.RoundRobin`, run by the first row of that batch size): each round, a turn of
+each, so TensorFlow is timed once per round for all engines and drift of a shared machine hits
+both sides of every ratio.  An engine stops when its speedup's 95% interval is narrow enough
+(--harness-halfwidth) or at the batch size's time cap (--harness-max-seconds), and says which.
+Each row's calls are its pytest-benchmark rounds.  Batch 1 is the latency figure (one request
+at a time, MLPerf's SingleStream); the largest batch is the throughput figure (Offline).
+`extra_info` carries p50/p90/p99 latency (percentiles too few calls support listed as
+low-confidence), samples/s, the speedup with its interval, what stopped the row, and the share
+of the machine other processes took while it was measured."""
 
 from __future__ import annotations
 
@@ -19,59 +20,53 @@ import numpy as np
 import pytest
 
 from harness.backends.base import Runner
-from harness.measure import PERCENTILES, SPEEDUP_QUANTILE, RoundPlan, Speedup, rounds_needed, time_beside, warm_estimate
+from harness.measure import BUSY_SHARE, ESTIMATOR, PERCENTILES, rounds_needed
+from harness.suite import BatchMeasurement
 from harness.timing import REFERENCE, Latency, Row
 
-TARGET_SECONDS = 2.0  # per row alone; an interleaved row gets twice this (half of it is TensorFlow)
+
+def _count(counter: Any, request: Any, runner: Runner, batch: int, benchmark: Any) -> tuple[float | None, str]:
+    """Instructions per call under Valgrind where --harness-count-instructions asks (and why not)."""
+    if counter is None:
+        return None, ""
+    from harness.errors import HarnessError
+
+    try:
+        count = counter.count(request, runner)[batch]
+    except HarnessError as e:
+        reason = getattr(e, "reason", str(e))
+        benchmark.extra_info.update(instructions_per_call=None, instructions_unavailable=reason)
+        return None, reason
+    benchmark.extra_info.update(instructions_per_call=count.per_call, instructions_calls_counted=count.calls,
+                                instructions_method="callgrind, one thread, instrumentation on around the counted "
+                                                    "calls only (harness.counting)")
+    return count.per_call, ""
 
 
-def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], largest: int,
-             reference: Runner | str | None = None) -> None:
-    """Time `runner`; `reference`: the TensorFlow runner to interleave with, or why there is none."""
-    if getattr(benchmark, "disabled", False):
-        pytest.skip("benchmarks are disabled (--benchmark-disable): nothing is timed")
-    if runner.max_batch is not None and batch > runner.max_batch:
-        pytest.skip(f"batch {batch} is over {runner.name}'s max batch {runner.max_batch}: one call cannot take it "
-                    "(build with a larger --harness-max-batch)")
-    feed = runner.spec.check_feed(runner.spec.random_feed(batch, seed=batch))
-
-    def plain() -> None:
-        runner.infer_checked(feed)
+def _record(benchmark: Any, runner: Runner, batch: int, result: BatchMeasurement, rows: list[Row],
+            largest: int, robin: Any, counter: Any = None, request: Any = None) -> None:
+    """The row of `runner` from its batch size's round-robin: pytest-benchmark's rounds, the
+    harness's row and `extra_info`."""
+    from harness.machine import visible_device
+    from harness.thirdparty import record_rounds
 
     model = runner.spec.name
     benchmark.group = f"{model} batch {batch}"
-    gpu: list[Any] = []  # TensorRT runners: CUDA-event times of each call
-    if hasattr(runner, "timings"):
-        def call() -> None:
-            plain()
-            gpu.append(runner.timings)
-    else:
-        call = plain
-    beside = None
-    if isinstance(reference, Runner):
-        ref = reference
-
-        def reference_call() -> None:
-            ref.infer_checked(feed)
-
-        beside = time_beside(benchmark, call, reference_call, 2 * TARGET_SECONDS, plain=plain, rewarm=True)
-        seconds, plan = beside.seconds, beside.plan
-    else:
-        plan = RoundPlan.of(warm_estimate(plain), TARGET_SECONDS)
-        benchmark.pedantic(call, rounds=plan.rounds, iterations=1, warmup_rounds=0)
-        seconds = benchmark.stats.stats.data
-
-    latency = Latency.of(seconds)
-    speedup = None
-    if beside is not None:
-        speedup = beside.speedup
-    elif runner.name == REFERENCE:
-        speedup = Speedup.exact(1.0)
-    why = "" if speedup is not None else str(reference or "TensorFlow did not run beside it")
-    rows.append(Row(model, runner.name, batch, latency.p50, benchmark.extra_info, speedup, latency.rounds, why))
+    m = result.measured.get(runner.name)
+    if m is None:
+        pytest.fail(f"{runner.name} was not in the batch {batch} round-robin", pytrace=False)
+    if m.error is not None:
+        raise m.error
+    record_rounds(benchmark, m.seconds)
+    latency = Latency.of(m.seconds)
+    speedup = m.speedup if result.measured.get(REFERENCE) is not None else None
+    why = "" if speedup is not None else (result.no_reference or "TensorFlow did not run beside it")
+    instructions, no_count = _count(counter, request, runner, batch, benchmark)
+    rows.append(Row(model, runner.name, batch, latency.p50, benchmark.extra_info, speedup, latency.rounds, why,
+                    stopped=m.stopped, others_share=m.others_share, instructions=instructions,
+                    no_instructions=no_count))
     scenario = "SingleStream" if batch == 1 else "Offline" if batch == largest else "batch"
-    from harness.machine import visible_device
-
+    share = m.others_share
     benchmark.extra_info.update(
         model=model,
         device=visible_device(),  # where it ran: a GPU's index, name, driver, compute capability; or the CPU
@@ -84,24 +79,34 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
         p90_ms=latency.p90 * 1e3,
         p99_ms=latency.p99 * 1e3,
         rounds=latency.rounds,
-        low_confidence=latency.low_confidence,  # percentiles with fewer rounds than they need
+        low_confidence=latency.low_confidence,  # percentiles with fewer calls than they need
         rounds_needed={f"p{q}": rounds_needed(q) for q in PERCENTILES},
         samples_per_s=batch / latency.p50,
         speedup_vs_tensorflow=None if speedup is None else speedup.point,
-        speedup_interval=None if speedup is None or beside is None else [speedup.low, speedup.high],
+        speedup_interval=None if speedup is None or runner.name == REFERENCE else [speedup.low, speedup.high],
+        stopped_by=m.stopped,  # "interval", "time cap", "reference", "rounds" (no reference)
+        robin_rounds=len(m.rounds),
+        turn_calls=m.block,
+        target_halfwidth=robin.target_halfwidth,
+        max_seconds=robin.max_seconds,
+        others_cpu_share=share,  # what other processes took of the machine while this row was measured
+        busy=m.busy,
+        busy_threshold=BUSY_SHARE,
     )
-    if beside is not None:
+    if speedup is not None and runner.name != REFERENCE:
+        ref = result.measured[REFERENCE]
         benchmark.extra_info.update(
-            speedup_confidence=beside.speedup.confidence,
-            tensorflow_interleaved_p50_ms=float(np.median(beside.reference_seconds)) * 1e3,
-            interleave_block=plan.block,
-            speedup_percentile=beside.speedup.percentile,
-            speedup_method=f"TensorFlow's time at the percentile above over the engine's ({SPEEDUP_QUANTILE}th where "
-                           "there are 100 rounds, up to the median at 20), timed in alternating blocks of "
-                           f"{plan.block} round(s); interval: percentile bootstrap over whole blocks",
+            speedup_confidence=speedup.confidence,
+            speedup_estimator=speedup.estimator,
+            tensorflow_interleaved_p50_ms=float(np.median(ref.seconds)) * 1e3,
+            interleave_block=m.block,
+            speedup_method=f"{ESTIMATOR}: each round times a turn of TensorFlow and of every engine still "
+                           "measuring; the ratio of the two sides' median call per turn, median over rounds; "
+                           "interval: the median's order-statistic 95% interval",
         )
-    elif why:
+    elif why and runner.name != REFERENCE:
         benchmark.extra_info.update(no_speedup=why)
+    gpu = result.gpu_timings.get(runner.name)
     if gpu:
         benchmark.extra_info.update(
             gpu_compute_p50_ms=float(np.median([t.compute_s for t in gpu])) * 1e3,
@@ -111,20 +116,36 @@ def _measure(benchmark: Any, runner: Runner, batch: int, rows: list[Row], larges
         )
 
 
+def _skip_if_disabled(benchmark: Any) -> None:
+    if getattr(benchmark, "disabled", False):
+        pytest.skip("benchmarks are disabled (--benchmark-disable): nothing is timed")
+
+
 def test_tensorflow(benchmark: Any, batch: int, tf_runner: Runner, harness_benchmark_rows: list[Row],
-                    pytestconfig: Any) -> None:
+                    harness_round_robin: Any, harness_request: Any, harness_calibration: Any,
+                    harness_counter: Any, pytestconfig: Any) -> None:
     assert tf_runner.name == REFERENCE
-    _measure(benchmark, tf_runner, batch, harness_benchmark_rows, max(pytestconfig.getoption("harness_batch_sizes")))
+    _skip_if_disabled(benchmark)
+    result = harness_round_robin.measure(harness_request, harness_calibration, batch, tf_runner, benchmark)
+    _record(benchmark, tf_runner, batch, result, harness_benchmark_rows, max(pytestconfig.getoption("harness_batch_sizes")),
+            harness_round_robin, harness_counter, harness_request)
 
 
 def test_engine(benchmark: Any, batch: int, engine: Any, harness_benchmark_rows: list[Row], pytestconfig: Any,
-                request: pytest.FixtureRequest) -> None:
+                harness_round_robin: Any, harness_request: Any, harness_calibration: Any,
+                harness_counter: Any, request: pytest.FixtureRequest) -> None:
+    _skip_if_disabled(benchmark)
+    runner = engine.runner
+    if runner.max_batch is not None and batch > runner.max_batch:
+        pytest.skip(f"batch {batch} is over {runner.name}'s max batch {runner.max_batch}: one call cannot take it "
+                    "(build with a larger --harness-max-batch)")
     try:  # the reference beside every engine; an engine is still timed where TensorFlow can't run
         reference: Runner | str = request.getfixturevalue("tf_runner")
     except pytest.skip.Exception as e:
         reference = f"TensorFlow unavailable: {e.msg}"
-    _measure(benchmark, engine.runner, batch, harness_benchmark_rows,
-             max(pytestconfig.getoption("harness_batch_sizes")), reference)
+    result = harness_round_robin.measure(harness_request, harness_calibration, batch, reference, benchmark)
+    _record(benchmark, runner, batch, result, harness_benchmark_rows, max(pytestconfig.getoption("harness_batch_sizes")),
+            harness_round_robin, harness_counter, harness_request)
     if engine.calibration is not None:  # int8: what it was calibrated on travels to the JSON and the report
         benchmark.extra_info.update(calibration=engine.calibration.description,
                                     calibration_synthetic=engine.calibration.synthetic)

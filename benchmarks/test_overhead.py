@@ -21,6 +21,8 @@ import pytest
 
 from benchmarks.conftest import OVERHEAD, Overhead
 
+pytestmark = pytest.mark.harness_suite("overhead")  # --harness-suites overhead
+
 TARGET_SECONDS = 2.0
 
 

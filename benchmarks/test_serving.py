@@ -28,6 +28,8 @@ from harness.serving.engines import NullRunner, recipe_for
 from harness.serving.loadtest import format_table, infer_body, run_load, sweep
 from harness.serving.server import ServerProcess
 
+pytestmark = pytest.mark.harness_suite("serving")  # --harness-suites serving
+
 BATCHING = {"off": (1, 0.0), "on": (8, 5.0)}  # (max batch, max delay ms)
 BURST = 512
 TARGET_SECONDS = 4.0

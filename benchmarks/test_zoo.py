@@ -15,6 +15,8 @@ import pytest
 from benchmarks.conftest import ZOO
 from tests.zoo import FAMILIES
 
+pytestmark = pytest.mark.harness_suite("zoo")  # --harness-suites zoo
+
 BATCH = 8
 TARGET_SECONDS = 1.0
 
@@ -54,7 +56,7 @@ def test_zoo(benchmark: Any, name: str, precision: str, zoo_models: dict[str, An
         feed = runner.spec.check_feed(runner.spec.random_feed(BATCH, seed=BATCH))
         benchmark.group = f"model zoo, batch {BATCH}"
         beside = time_beside(benchmark, lambda: runner.infer_checked(feed), lambda: reference.infer_checked(feed),
-                             2 * TARGET_SECONDS, rewarm=True)
+                             2 * TARGET_SECONDS)
     ZOO.append((name, runner.name, beside.speedup))
     benchmark.extra_info.update(model=name, engine=runner.name, batch=BATCH, speedup_vs_tensorflow=beside.speedup.point,
                                 speedup_interval=list(beside.speedup.interval))

@@ -285,7 +285,8 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        """Every output compared passed, and at least one was: nothing compared is not a pass."""
+        return bool(self.results) and all(r.passed for r in self.results)
 
     def __str__(self) -> str:
         return "\n".join([str(r) for r in self.results] + [f"{b}-{p}: skipped: {why}" for b, p, why in self.skipped]

@@ -35,6 +35,12 @@ class BackendUnavailable(HarnessError):
         self.reason = reason
 
 
+class PrecisionMismatch(HarnessError):
+    """An engine computes in another precision than the one it was pinned to (OpenVINO's CPU
+    plugin answering bf16 when f32 was asked): a failure, never a skip, so a run cannot go green
+    by timing or checking something other than what it names."""
+
+
 class UnsupportedModel(HarnessError):
     """A backend or step cannot take this model (an op it cannot convert, an output whose size
     depends on the data); the message names the op or tensor, the step and what to use instead."""

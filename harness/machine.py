@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-PACKAGES = ("tensorflow", "keras", "onnxruntime", "onnxruntime-gpu", "tf2onnx", "onnx", "tensorrt", "tensorrt-rtx-cu13",
+PACKAGES = ("tensorflow", "keras", "onnxruntime", "onnxruntime-gpu", "openvino", "tf2onnx", "onnx", "tensorrt",
+            "tensorrt-rtx-cu13",
             "tensorrt-rtx-cu12", "cuda-python", "numpy")
 
 

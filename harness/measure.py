@@ -1,37 +1,45 @@
-"""How a speedup is measured so that a noisy shared machine cannot fake one.
+"""How a speedup is measured so that a noisy shared machine cannot fake one, in as little time
+as the uncertainty allows.
 
-- **Rounds from a warmed-up estimate.** The first call of a runner includes one-off work
-  (TensorFlow traces and allocates, ONNX Runtime sizes its arenas); it used to set the round
-  count, so TensorFlow, the baseline every speedup divides by, got 5 rounds.  Now the first
-  call is discarded and the estimate is the median of the next few.
-- **A minimum number of rounds per percentile.** A percentile q is reported with confidence
-  when at least `TAIL_SAMPLES` samples lie beyond it: n >= 10 / (1 - q), so p50 needs 20,
-  p90 100 and p99 1000 (MLPerf LoadGen asks for thousands of queries before a p99; this
-  is the same idea at a size a CI run can afford).  Every row gets at least p50's 20
-  (`MIN_ROUNDS`); a p90/p99 from fewer samples than it needs is marked low-confidence.
-  A low percentile needs the same below it: the 10th needs 100.
-- **Interleaved.** An engine's rounds alternate in blocks with rounds of the TensorFlow
-  reference (`Interleaver`), so slow drift of the machine (another tenant, thermal limits)
-  lands on both sides of the ratio.  Blocks are about `BLOCK_SECONDS` long and at least
-  `MIN_BLOCK` calls: short enough to follow drift, long enough that the two models don't evict
-  each other's caches on every call.
-- **The speedup of the undisturbed rounds.** Noise on a shared machine only ever adds time,
-  and it does not add it in proportion: on the 2-core CI machine TensorFlow's digits call
-  switched between two speeds (3.9 and 6.0 ms at batch 8) for seconds at a time while ONNX
-  Runtime's stayed put, so the ratio of medians swung between 57x and 83x within one run.
-  The ratio of the two sides' 10th percentiles (`SPEEDUP_QUANTILE`) stayed within 58-68x
-  across those stretches and 61-62x across processes: the speedup is that ratio, where a row
-  has the 100 rounds a 10th percentile needs; a row with fewer (a slow model at a large
-  batch) compares the lowest percentile its rounds support, up to the median at 20
-  (`speedup_percentile`).  Medians and the tail are still reported per row.
-- **A confidence interval on every speedup**: a percentile bootstrap that resamples whole
-  blocks (a reference block with the engine block after it), keeping the pairing the
-  interleaving made (`paired_speedup`).
+- **Round-robin over the reference and every engine** (`RoundRobin`): at one batch size, each
+  round times a turn of TensorFlow and a turn of every engine still measuring, in an order that
+  rotates every round.  TensorFlow is timed once per round for all engines, not once per engine,
+  and slow drift of the machine (another tenant, thermal limits) lands on both sides of every
+  ratio, since each ratio pairs turns of the same round.
+- **A turn is a block of calls** of about `BLOCK_SECONDS` (at least `MIN_BLOCK` for calls under
+  `REWARM_BELOW`, one for a long call), and where calls are short its first call is untimed:
+  single alternating calls of InceptionV3 had OpenVINO int8 at 3.8x TensorFlow where back to
+  back it is 6.7x (each side's first calls after the other's run on caches and thread pools the
+  other just used).
+- **The speedup is the median over rounds of the per-round ratio** of the two sides' median
+  call in their turns (`ESTIMATOR`): the ratio within one round cancels drift slower than a
+  round, and a turn's median is robust to a call disturbed by another tenant.  (Not the turn's
+  fastest call: the minimum of more calls is lower, so two sides with turns of different
+  lengths, 12 calls of a 4 ms model against 50 of a 1 ms one, came out 0.4% apart from the
+  true ratio on synthetic timings.)
+  The 95% interval is the distribution-free order-statistic interval of that median (exact for
+  any distribution of the ratios, no resampling), so it needs at least `MIN_TURNS` rounds.  The
+  estimator is the same at any round count, so a baseline recorded on one machine compares like
+  with like on another (the old one compared a percentile that depended on the rounds).
+- **Adaptive stopping**: an engine leaves the rotation when its interval's relative half-width
+  is at most the target (`TARGET_HALFWIDTH`) or when the batch size's time cap is reached, and
+  says which stopped it; TensorFlow keeps its turns while any engine still measures.  So rounds
+  are spent where the uncertainty is, not where calls are cheap.
+- **A minimum number of samples per percentile** for the latency figures: a percentile q is
+  reported with confidence when at least `TAIL_SAMPLES` samples lie beyond it (p50 20, p90 100,
+  p99 1000); a thinner p90/p99 is listed as low-confidence.  Every row gets the median's 20.
+- **A busy machine is reported, not averaged in** (`CpuShare`): every round reads the CPU time
+  the whole machine spent (/proc/stat) and this process's own (os.times); what other processes
+  took during a row's rounds, as a share of the machine, travels with the row, and a row over
+  `BUSY_SHARE` is marked: contention can slow one side more than the other while the interval
+  stays tight (one run read 0.61x [0.59, 0.63] for what was 1.18x on an idle machine).
 """
 
 from __future__ import annotations
 
+import gc
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,15 +51,20 @@ TAIL_SAMPLES = 10
 PERCENTILES = (50, 90, 99)
 BLOCK_SECONDS = 0.05
 MAX_BLOCK = 64
-# Calls per block at least: single alternating calls of InceptionV3 (batch 1) had OpenVINO int8
-# at 18 ms (3.8x TensorFlow) where back to back it runs 7.5 ms; each side's first calls after
-# the other's run on caches and cores the other just used (and its thread pools still spin).
+# Calls per turn at least, where calls are short: single alternating calls of InceptionV3
+# (batch 1) had OpenVINO int8 at 18 ms (3.8x TensorFlow) where back to back it runs 7.5 ms.
 MIN_BLOCK = 5
-MAX_ROUNDS = 2000
-REWARM_BELOW = 0.1  # seconds per call: shorter calls get an untimed first call in each block
+REWARM_BELOW = 0.1  # seconds per call: shorter calls get an untimed first call in each turn
 CONFIDENCE = 0.95
 RESAMPLES = 2000
-SPEEDUP_QUANTILE = 10  # percent: each side's fast end, the least disturbed by other tenants
+# n = 6 is the fewest ratios whose median has a 95% order-statistic interval ([min, max]: 96.9%).
+MIN_TURNS = 6
+# Relative half-width of the speedup's 95% interval at which an engine stops: the interval the
+# main job printed on the 2-core machines (+-1% to +-4% on batch 8 and 32, wider at batch 1).
+TARGET_HALFWIDTH = 0.02
+MAX_SECONDS = 60.0  # per batch size: the round-robin's time cap
+BUSY_SHARE = 0.10  # others' share of the machine above which a row is marked as measured on a busy machine
+ESTIMATOR = "round-robin median of per-round ratios of turn medians"
 
 
 def rounds_needed(percentile: float) -> int:
@@ -62,13 +75,6 @@ def rounds_needed(percentile: float) -> int:
 
 
 MIN_ROUNDS = rounds_needed(50)  # 20: what the median needs
-
-
-def speedup_percentile(rounds: int) -> float:
-    """The percentile a speedup compares: SPEEDUP_QUANTILE where the rounds support it (100
-    rounds for the 10th), otherwise the lowest one with TAIL_SAMPLES rounds below it, up to
-    the median (20 rounds: a slow row at batch 32 is compared on its median)."""
-    return float(min(50.0, max(SPEEDUP_QUANTILE, 100 * TAIL_SAMPLES / max(rounds, 1))))
 
 
 def low_confidence(rounds: int) -> list[str]:
@@ -89,63 +95,12 @@ def warm_estimate(call: Callable[[], object], calls: int = 3,
 
 
 @dataclass(frozen=True)
-class RoundPlan:
-    rounds: int  # of the engine (and, interleaved, as many of the reference)
-    block: int  # consecutive rounds of one side before the other's turn
-
-    @classmethod
-    def of(cls, estimate: float, target_seconds: float, reference_estimate: float | None = None) -> RoundPlan:
-        """As many rounds as fit `target_seconds` (reference calls included when interleaved),
-        at least MIN_ROUNDS and at most MAX_ROUNDS, a whole number of blocks."""
-        per_round = estimate + (reference_estimate or 0.0)
-        rounds = int(np.clip(target_seconds / max(per_round, 1e-7), MIN_ROUNDS, MAX_ROUNDS))
-        if reference_estimate is None:
-            return cls(rounds, rounds)
-        block = int(np.clip(BLOCK_SECONDS / max(max(estimate, reference_estimate), 1e-7), MIN_BLOCK, MAX_BLOCK))
-        block = min(block, rounds // 4 or 1)  # at least four blocks to resample
-        return cls(math.ceil(rounds / block) * block, block)
-
-
-@dataclass
-class Interleaver:
-    """Called before every engine round (pytest-benchmark's `setup`): at the start of each
-    block it times `block` calls of the reference, so reference and engine alternate.  It stops
-    after `rounds` (pytest-benchmark calls setup once more under --benchmark-cprofile).
-
-    `rewarm` (the engine's call): where calls are short, each side's first call after the
-    other's block runs on caches and thread pools the other side just took over; measured on
-    InceptionV3 at batch 1, alternating single calls made OpenVINO int8 look 4.0x TensorFlow
-    where back to back it is 6.7x.  So each block starts with one untimed call of its side."""
-
-    reference: Callable[[], object]
-    block: int
-    rounds: int
-    rewarm: Callable[[], object] | None = None
-    seconds: list[float] = field(default_factory=list)  # the reference's, in order
-    _rounds: int = 0
-
-    def before_round(self) -> None:
-        if self._rounds >= self.rounds:
-            return
-        if self._rounds % self.block == 0:
-            if self.rewarm is not None:
-                self.reference()
-            for _ in range(self.block):
-                start = time.perf_counter()
-                self.reference()
-                self.seconds.append(time.perf_counter() - start)
-            if self.rewarm is not None:
-                self.rewarm()
-        self._rounds += 1
-
-
-@dataclass(frozen=True)
 class Speedup:
-    point: float  # reference's time at `percentile` / engine's, interleaved rounds
+    point: float  # the reference's time over the engine's (`ESTIMATOR`)
     low: float
     high: float
     confidence: float = CONFIDENCE
-    percentile: float = SPEEDUP_QUANTILE
+    estimator: str = ESTIMATOR
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -160,29 +115,220 @@ class Speedup:
 
     @classmethod
     def exact(cls, point: float) -> Speedup:
-        """A speedup with no interval known (a baseline's recorded ratio, an older JSON)."""
+        """A speedup with no interval known (the reference's own 1.0, a baseline's recorded ratio)."""
         return cls(point, point, point)
 
 
-def paired_speedup(reference: Sequence[float], engine: Sequence[float], block: int,
-                   resamples: int = RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0) -> Speedup:
-    """`reference`'s SPEEDUP_QUANTILE over `engine`'s, measured in alternating blocks of `block`
-    rounds, with a block-bootstrap percentile interval (blocks resampled as pairs)."""
-    ref, eng = np.asarray(reference, np.float64), np.asarray(engine, np.float64)
-    if ref.size != eng.size or ref.size == 0 or ref.size % block:
-        raise ValueError(f"paired samples: {ref.size} reference and {eng.size} engine rounds in blocks of {block}")
-    q = speedup_percentile(ref.size)
-    point = float(np.percentile(ref, q) / np.percentile(eng, q))
-    blocks = ref.size // block
-    if blocks < 2:
-        return Speedup(point, point, point, confidence, q)
-    ref_b, eng_b = ref.reshape(blocks, block), eng.reshape(blocks, block)
-    pick = np.random.default_rng(seed).integers(0, blocks, size=(resamples, blocks))
-    ratios = (np.percentile(ref_b[pick].reshape(resamples, -1), q, axis=1)
-              / np.percentile(eng_b[pick].reshape(resamples, -1), q, axis=1))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return Speedup(point, float(min(low, point)), float(max(high, point)), confidence, q)
+def median_interval(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """The median of `values` and its distribution-free interval: the order statistics
+    x(k), x(n-k+1) with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2.  Under MIN_TURNS values
+    no such k exists and the interval is the whole range (said by `Measured.stopped`)."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n = x.size
+    if n == 0:
+        raise ValueError("no values")
+    tail, cdf, k = (1 - confidence) / 2, 0.0, 0
+    for j in range(n + 1):
+        cdf += math.comb(n, j) / 2.0**n
+        if cdf > tail:
+            break
+        k = j + 1
+    median = float(np.median(x))
+    if k == 0:
+        return median, float(x[0]), float(x[-1])
+    return median, float(x[k - 1]), float(x[n - k])
+
+
+def ratio_speedup(reference_turns: Sequence[float], engine_turns: Sequence[float],
+                  confidence: float = CONFIDENCE) -> Speedup:
+    """`ESTIMATOR`: the median over rounds of the reference's turn median / the engine's, paired by round."""
+    ref, eng = np.asarray(reference_turns, np.float64), np.asarray(engine_turns, np.float64)
+    if ref.size != eng.size or ref.size == 0:
+        raise ValueError(f"paired turns: {ref.size} reference and {eng.size} engine rounds")
+    point, low, high = median_interval(ref / eng, confidence)
+    return Speedup(point, low, high, confidence)
+
+
+class CpuShare:
+    """What other processes took of the machine between `start()` and `stop()`: the machine's
+    busy CPU time (/proc/stat: user, nice, system, irq, softirq, steal) less this process's own
+    (os.times: every thread of it), over wall time x CPUs.  None where /proc/stat is missing."""
+
+    def __init__(self) -> None:
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.cpus = os.cpu_count() or 1
+
+    def read(self) -> tuple[float, float, float] | None:
+        """(machine busy seconds, this process's CPU seconds, wall seconds)."""
+        try:
+            with open("/proc/stat") as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu":
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in (fields[1:9] + ["0"] * 8)[:8])
+        own = os.times()
+        return ((user + nice + system + irq + softirq + steal) / self.tick, own.user + own.system, time.monotonic())
+
+    def others(self, before: tuple[float, float, float] | None, after: tuple[float, float, float] | None
+               ) -> tuple[float, float]:
+        """(seconds of CPU other processes took, wall seconds x CPUs) between two readings."""
+        if before is None or after is None:
+            return 0.0, 0.0
+        busy, own, wall = (a - b for a, b in zip(after, before))
+        return max(0.0, busy - own), max(wall, 0.0) * self.cpus
+
+
+@dataclass
+class Measured:
+    """One participant of a round-robin: every timed call (in order, for the latency figures and
+    pytest-benchmark's row), its median call per round it took part in, and why it stopped."""
+
+    name: str
+    block: int  # timed calls per turn
+    rewarm: bool  # an untimed call starts each turn
+    seconds: list[float] = field(default_factory=list)
+    turns: list[float] = field(default_factory=list)  # its median call per round it took part in
+    rounds: list[int] = field(default_factory=list)  # which rounds
+    speedup: Speedup | None = None
+    stopped: str = ""  # "interval", "time cap", "reference", or the error
+    error: BaseException | None = None
+    others_cpu: float = 0.0  # seconds other processes took during its rounds
+    capacity: float = 0.0  # wall seconds x CPUs of its rounds
+
+    @property
+    def others_share(self) -> float | None:
+        return self.others_cpu / self.capacity if self.capacity > 0 else None
+
+    @property
+    def busy(self) -> bool:
+        share = self.others_share
+        return share is not None and share > BUSY_SHARE
+
+
+Timer = Callable[[], float]
+
+
+@dataclass
+class RoundRobin:
+    """Times `reference` and every engine of one batch size in rotating turns (see the module's
+    docstring), each engine until its speedup interval is narrow enough or `max_seconds` passed.
+    `timer` and `disable_gc` are pytest-benchmark's (`--benchmark-timer`, `--benchmark-disable-gc`),
+    so both sides of every ratio are timed the same way as pytest-benchmark's own rows.
+    `progress` gets a line every `progress_every` seconds: which rows still measure, how long it
+    has run, each one's current interval."""
+
+    engines: dict[str, Callable[[], object]]
+    reference: Callable[[], object] | None = None
+    target_halfwidth: float = TARGET_HALFWIDTH
+    max_seconds: float = MAX_SECONDS
+    timer: Timer = time.perf_counter
+    disable_gc: bool = False
+    progress: Callable[[str], None] | None = None
+    progress_every: float = 10.0
+    label: str = ""
+    reference_name: str = "tensorflow-fp32"
+
+    def run(self) -> dict[str, Measured]:
+        calls = dict(self.engines)
+        if self.reference is not None:
+            calls = {self.reference_name: self.reference, **calls}
+        measured: dict[str, Measured] = {}
+        for name, call in calls.items():  # the first call (tracing, allocation) is discarded
+            try:
+                estimate = warm_estimate(call, clock=self.timer)
+            except Exception as e:  # noqa: BLE001 - one engine's failure is its row's, not the others'
+                measured[name] = Measured(name, 0, False, stopped=f"failed: {type(e).__name__}: {e}", error=e)
+                continue
+            short = estimate < REWARM_BELOW
+            block = int(np.clip(BLOCK_SECONDS / max(estimate, 1e-7), MIN_BLOCK if short else 1, MAX_BLOCK))
+            measured[name] = Measured(name, max(block, 1), short)
+        ref = measured.get(self.reference_name) if self.reference is not None else None
+        if ref is not None and ref.error is not None:
+            raise ref.error
+        active = [n for n in calls if measured[n].error is None]
+        share = CpuShare()
+        start = time.monotonic()
+        last_progress = start
+        r = 0
+        while any(n != self.reference_name for n in active):
+            order = active[r % len(active):] + active[: r % len(active)]  # rotate who goes first
+            before = share.read()
+            for name in order:
+                m = measured[name]
+                try:
+                    turn = self._turn(calls[name], m)
+                except Exception as e:  # noqa: BLE001
+                    m.error, m.stopped = e, f"failed: {type(e).__name__}: {e}"
+                    continue
+                m.seconds.extend(turn)
+                m.turns.append(float(np.median(turn)))
+                m.rounds.append(r)
+            others, capacity = share.others(before, share.read())
+            for name in order:
+                measured[name].others_cpu += others
+                measured[name].capacity += capacity
+            if ref is not None and ref.error is not None:  # no reference, no ratio: the run is over
+                raise ref.error
+            active = [n for n in active if measured[n].error is None]
+            elapsed = time.monotonic() - start
+            ref_turns = dict(zip(ref.rounds, ref.turns)) if ref is not None else {}
+            for name in [n for n in active if n != self.reference_name]:
+                m = measured[name]
+                if ref is not None:
+                    m.speedup = ratio_speedup([ref_turns[i] for i in m.rounds], m.turns)
+                # Nothing stops before MIN_TURNS rounds, the cap included: fewer have no 95% interval.
+                # (A long call's row may stop under the median's MIN_ROUNDS samples: its p50 is then
+                # listed as low-confidence, while the speedup's interval is what the rounds are for.)
+                if len(m.rounds) < MIN_TURNS:
+                    continue
+                if m.speedup is None or m.speedup.relative_halfwidth <= self.target_halfwidth:
+                    m.stopped = "interval" if m.speedup is not None else "rounds"
+                elif elapsed >= self.max_seconds:
+                    m.stopped = "time cap"
+                if m.stopped:
+                    active.remove(name)
+            r += 1
+            if self.progress is not None and (time.monotonic() - last_progress >= self.progress_every or
+                                              not any(n != self.reference_name for n in active)):
+                last_progress = time.monotonic()
+                self.progress(self._progress_line(measured, active, r, elapsed))
+        if ref is not None:
+            ref.stopped = "reference"
+            ref.speedup = Speedup.exact(1.0)
+        return measured
+
+    def _turn(self, call: Callable[[], object], m: Measured) -> list[float]:
+        if m.rewarm:
+            call()
+        timer, out = self.timer, []
+        enabled = gc.isenabled()
+        if self.disable_gc:
+            gc.disable()
+        try:
+            for _ in range(m.block):
+                t0 = timer()
+                call()
+                out.append(timer() - t0)
+        finally:
+            if enabled:
+                gc.enable()
+        return out
+
+    def _progress_line(self, measured: dict[str, Measured], active: list[str], rounds: int, elapsed: float) -> str:
+        def state(m: Measured) -> str:
+            if m.speedup is None or m.name == self.reference_name:
+                return f"{m.name} {len(m.seconds)} calls"
+            return f"{m.name} {m.speedup} (+-{m.speedup.relative_halfwidth:.1%})"
+
+        running = [measured[n] for n in active if n != self.reference_name]
+        done = sum(1 for m in measured.values() if m.name != self.reference_name and m.stopped)
+        head = f"{self.label}: round {rounds}, {elapsed:.0f} s"
+        if not running:
+            return f"{head}: done ({done} engine(s))"
+        return (f"{head}, {done} of {done + len(running)} engine(s) done, target +-{self.target_halfwidth:.0%} "
+                f"or {self.max_seconds:.0f} s; measuring: " + "; ".join(state(m) for m in running))
 
 
 @dataclass(frozen=True)
@@ -191,26 +337,25 @@ class Interleaved:
 
     seconds: list[float]
     speedup: Speedup  # reference time / timed call's time
-    plan: RoundPlan
     reference_seconds: list[float]
+    stopped: str
 
 
 def time_beside(benchmark: Any, call: Callable[[], object], reference: Callable[[], object],
-                target_seconds: float, plain: Callable[[], object] | None = None,
-                rewarm: bool = False) -> Interleaved:
-    """Time `call` as pytest-benchmark's rounds (`benchmark.pedantic`) with `reference` timed in
-    alternating blocks from its setup hook.  `plain`: the same work as `call` without what
-    `call` records (estimates and re-warm calls use it); `rewarm`: an untimed first call of each
-    side in each block where calls are shorter than REWARM_BELOW."""
-    plain = plain or call
-    estimate, reference_estimate = warm_estimate(plain), warm_estimate(reference)
-    plan = RoundPlan.of(estimate, target_seconds, reference_estimate)
-    short = rewarm and max(estimate, reference_estimate) < REWARM_BELOW
-    interleaver = Interleaver(reference, plan.block, plan.rounds, plain if short else None)
-    benchmark.pedantic(call, rounds=plan.rounds, iterations=1, warmup_rounds=0, setup=interleaver.before_round)
-    seconds = list(benchmark.stats.stats.data)
-    paired = interleaver.seconds[: len(seconds)]
-    return Interleaved(seconds, paired_speedup(paired, seconds, plan.block), plan, paired)
+                max_seconds: float, target_halfwidth: float = TARGET_HALFWIDTH) -> Interleaved:
+    """`call` against `reference` in a round-robin of two, recorded as pytest-benchmark's rounds
+    of `benchmark` (the zoo, serving and overhead benchmarks: one engine against one reference)."""
+    from harness.thirdparty import benchmark_clock, record_rounds
+
+    timer, disable_gc = benchmark_clock(benchmark)
+    measured = RoundRobin({"call": call}, reference, target_halfwidth, max_seconds, timer, disable_gc,
+                          reference_name="reference").run()
+    mine, ref = measured["call"], measured["reference"]
+    if mine.error is not None:
+        raise mine.error
+    record_rounds(benchmark, mine.seconds)
+    assert mine.speedup is not None
+    return Interleaved(mine.seconds, mine.speedup, ref.seconds, mine.stopped)
 
 
 @dataclass(frozen=True)

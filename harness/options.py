@@ -65,6 +65,20 @@ def one_of(allowed: Sequence[str]) -> Callable[[str], str]:
     return parse
 
 
+def report_dir(text: str) -> Path | None:
+    return None if text.lower() == "none" else Path(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a positive number")
+    return value
+
+
 def fraction(text: str) -> float:
     try:
         value = float(text)
@@ -89,6 +103,7 @@ DEFAULT_BATCH_SIZES = "1,8,32"
 DEFAULT_MAX_SLOWDOWN = 0.15
 MODEL_COMMANDS = ("export", "build", "golden", "compare", "serve", "debug")
 ENGINE_COMMANDS = ("build", "compare", "serve")
+EXTRA_SUITES = ("zoo", "serving", "overhead")  # benchmark modules one option away from the main job
 
 
 @dataclass(frozen=True)
@@ -142,8 +157,10 @@ def option_table() -> tuple[Option, ...]:
     )
     from harness.export import DEFAULT_OPSET
     from harness.golden import GOLDEN_DIR_DEFAULT
+    from harness.measure import MAX_SECONDS, TARGET_HALFWIDTH
     from harness.precision import ALL_PRECISIONS, BACKEND_PRECISIONS, PRECISIONS
     from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
+    from harness.timing import DEFAULT_MAX_INCREASE
     from harness.workspace import (
         BACKENDS,
         DEFAULT_CALIBRATION_METHOD,
@@ -237,10 +254,25 @@ def option_table() -> tuple[Option, ...]:
         Option("max-slowdown", "margin of the gate, a fraction of the baseline speedup", (PYTEST,), fraction,
                DEFAULT_MAX_SLOWDOWN,
                "F"),
+        Option("count-instructions", "also count each benchmark row's instructions per call under Valgrind's "
+               "callgrind (single-threaded, 5 calls after 2 uncounted; needs valgrind and a C compiler); with "
+               "--harness-gate, the gate judges the counts too", (PYTEST,), None, False, action="store_true",
+               default_text="off"),
+        Option("max-increase", "margin of the gate on instruction counts: a fraction of the baseline count per "
+               "call", (PYTEST,), fraction, DEFAULT_MAX_INCREASE, "F"),
         Option("update-baseline", "write the speedups measured in this run into this baseline, under this "
                "machine class (other rows kept)", (PYTEST,), Path, None, "BASELINE.json"),
-        Option("report", "write report.md, report.html and plots of this benchmark run to DIR", (PYTEST,), Path, None,
-               "DIR"),
+        Option("report", "write report.md, report.html and plots of a benchmark run to DIR, and, unless "
+               "--benchmark-json names another file, its pytest-benchmark JSON as DIR/benchmark.json under "
+               "--benchmark-only; 'none' writes neither", (PYTEST,), report_dir, Path("report"), "DIR|none"),
+        Option("suites", "benchmark suites to run besides the main one (TensorFlow against every engine at each "
+               "batch size): zoo (the model-zoo families), serving (the HTTP load test), overhead (the runner's cost "
+               "per call), or all", (PYTEST,), choices(["main", *EXTRA_SUITES, "all"]), ["main"], "S,S,..."),
+        Option("halfwidth", "a benchmark row stops once its speedup's 95% interval is within this fraction of "
+               "the speedup either side", (PYTEST,), fraction, TARGET_HALFWIDTH, "F"),
+        Option("max-seconds", "time cap of one batch size's round-robin (TensorFlow and every engine), seconds; a "
+               "row still short of --harness-halfwidth stops there and says so", (PYTEST,), positive_float,
+               MAX_SECONDS, "S"),
         Option("serve-engine", "engine the serving benchmark serves", (PYTEST,), None, "onnxruntime-fp32",
                "BACKEND-PRECISION"),
         Option("serve-concurrency", "closed-loop clients of the serving load test", (PYTEST,), batch_sizes,

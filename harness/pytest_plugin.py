@@ -33,8 +33,11 @@ MODELS = pytest.StashKey[list["ModelEntry"]]()  # the run's models
 ROWS = pytest.StashKey[list[Any]]()  # harness.timing.Row, appended by benchmarks
 UNMEASURED = pytest.StashKey[list[Any]]()  # harness.timing.Unmeasured: benchmark rows skipped or errored
 GATE = pytest.StashKey[Any]()  # harness.timing.GateReport
+COUNT_GATE = pytest.StashKey[Any]()  # harness.timing.CountGateReport
 BASELINE_WRITTEN = pytest.StashKey[bool]()
 BENCH_JSON = pytest.StashKey[list[str]]()  # xdist: each worker's pytest-benchmark JSON
+COMBOS = pytest.StashKey[dict[tuple[Any, int], list[tuple[str, str]]]]()  # (request, batch) -> engine rows collected
+NOT_RUN = pytest.StashKey[list[str]]()  # benchmark suites deselected (not asked for with --harness-suites)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -75,8 +78,9 @@ class _TerminalStream:
     """Progress lines straight to the terminal: a minute of building InceptionV3 inside a
     fixture must not look like a hang because pytest captures the fixture's stderr."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, err: bool = False) -> None:
         self.config = config
+        self.err = err  # stderr (a benchmark's progress), not the terminal reporter's stdout
 
     def write(self, text: str) -> int:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -85,15 +89,31 @@ class _TerminalStream:
             return sys.stderr.write(text)
         with capture.global_and_fixture_disabled():  # what capsys.disabled() does
             reporter.ensure_newline()
-            reporter.write(text, flush=True)
+            if self.err:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            else:
+                reporter.write(text, flush=True)
         return len(text)
 
     def flush(self) -> None:
         pass
 
 
+def _progress(config: pytest.Config) -> Callable[[str], None]:
+    """A progress line of a long benchmark step, on stderr past pytest's capture."""
+    stream = _TerminalStream(config, err=True)
+
+    def say(line: str) -> None:
+        stream.write(f"[harness] {line}\n")
+
+    return say
+
+
 @pytest.fixture(scope="session")
 def harness_workspace(pytestconfig: pytest.Config, harness_tolerances: TolerancePolicy) -> Workspace:
+    """The artifact store and pipeline for this session (--harness-artifacts and friends): builds
+    and caches frozen graphs, ONNX files, variants and plans; progress goes to the terminal."""
     from harness.workspace import Workspace
 
     return Workspace(
@@ -206,38 +226,98 @@ def harness_calibration(pytestconfig: pytest.Config, harness_request: ModelReque
 
 
 @pytest.fixture(scope="session")
+def harness_engines(harness_workspace: Workspace) -> Iterator[dict[Any, Any]]:
+    """Every engine built in this session, active, by (request, backend, precision, calibration),
+    or the HarnessError that building or activating it raised: the `engine` fixture and the
+    benchmark round-robin share one runner per engine.  Deactivated at the end of the session."""
+    built: dict[Any, Any] = {}
+    try:
+        yield built
+    finally:
+        for item in built.values():
+            if not isinstance(item, BaseException):
+                item.runner.deactivate()
+
+
+def _engine_of(workspace: Workspace, engines: dict[Any, Any], request: ModelRequest, backend: str, precision: str,
+               calibration: CalibrationOptions) -> Engine:
+    key = (request, backend, precision, calibration)
+    if key not in engines:
+        try:
+            made = workspace.engine(request, backend, precision, calibration)
+            made.runner.activate()
+            engines[key] = made
+        except HarnessError as e:
+            engines[key] = e
+    got = engines[key]
+    if isinstance(got, BaseException):
+        raise got
+    return got  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
 def engine(
     request: pytest.FixtureRequest,
     harness_workspace: Workspace,
     harness_request: ModelRequest,
     harness_calibration: CalibrationOptions,
-) -> Iterator[Engine]:
+    harness_engines: dict[Any, Any],
+) -> Engine:
     """A built, active engine of the model under test for one (backend, precision):
     `.plan` (the file the backend loads), `.backend`, `.precision`, `.runner`.
     Parametrized over --harness-backends x --harness-precisions."""
     if not hasattr(request, "param"):
         raise pytest.UsageError("the `engine` fixture is parametrized by the harness plugin; don't call it directly")
     backend, precision = request.param
-    built = _call(harness_workspace.engine, harness_request, backend, precision, harness_calibration)
-    _call(built.runner.activate)
-    try:
-        yield built
-    finally:
-        built.runner.deactivate()
+    return _call(_engine_of, harness_workspace, harness_engines, harness_request, backend, precision,  # type: ignore[no-any-return]
+                 harness_calibration)
+
+
+@pytest.fixture(scope="session")
+def harness_round_robin(pytestconfig: pytest.Config, harness_workspace: Workspace,
+                        harness_engines: dict[Any, Any]) -> Any:
+    """The benchmark suite's measurements (`harness.suite.RoundRobins`): at each batch size, one
+    round-robin over TensorFlow and every engine row collected, run by the first row of that batch."""
+    from harness.suite import RoundRobins
+
+    combos: dict[tuple[Any, int], list[tuple[str, str]]] = pytestconfig.stash.get(COMBOS, {})
+    return RoundRobins(
+        build=lambda req, backend, precision, cal: _engine_of(harness_workspace, harness_engines, req, backend,
+                                                              precision, cal),
+        combos=lambda req, batch: combos.get((req, batch), []),
+        target_halfwidth=pytestconfig.getoption("harness_halfwidth"),
+        max_seconds=pytestconfig.getoption("harness_max_seconds"),
+        progress=_progress(pytestconfig),
+    )
+
+
+@pytest.fixture(scope="session")
+def harness_counter(pytestconfig: pytest.Config) -> Any:
+    """Instructions per call under Valgrind (`harness.suite.Counter`) when --harness-count-instructions
+    asks for them, else None."""
+    if not pytestconfig.getoption("harness_count_instructions"):
+        return None
+    from harness.suite import Counter
+
+    return Counter(pytestconfig.getoption("harness_artifacts"), pytestconfig.getoption("harness_batch_sizes"),
+                   progress=_progress(pytestconfig))
 
 
 @pytest.fixture(scope="session")
 def frozen_model(harness_workspace: Workspace, harness_request: ModelRequest) -> FrozenModel:
+    """The model under test frozen to a GraphDef: `.graph_path`, `.spec`."""
     return _call(harness_workspace.frozen, harness_request)
 
 
 @pytest.fixture(scope="session")
 def model_spec(frozen_model: FrozenModel) -> ModelSpec:
+    """The model's inputs and outputs (names, dtypes, shapes with the batch dynamic)."""
     return frozen_model.spec
 
 
 @pytest.fixture(scope="session")
 def onnx_model(harness_workspace: Workspace, harness_request: ModelRequest) -> OnnxModel:
+    """The fp32 ONNX export of the model under test: `.path`, `.spec`."""
     return _call(harness_workspace.onnx, harness_request)
 
 
@@ -294,6 +374,12 @@ def pytest_configure(config: pytest.Config) -> None:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
         mine = [devices[int(worker[2:]) % len(devices)]] if worker.startswith("gw") else devices
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, mine))
+    report = config.getoption("harness_report", None)
+    if (report is not None and not hasattr(config, "workerinput") and config.getoption("benchmark_only", False)
+            and not config.getoption("benchmark_json", None)):
+        # The main job leaves its pytest-benchmark JSON beside its report without being asked.
+        Path(report).mkdir(parents=True, exist_ok=True)
+        config.option.benchmark_json = Path(report) / "benchmark.json"
     xdist = config.getoption("dist", "no") != "no" or hasattr(config, "workerinput")
     if xdist and config.getoption("benchmark_only", False):
         # pytest-benchmark refuses --benchmark-only under xdist (it turns itself off there);
@@ -309,6 +395,8 @@ def pytest_configure(config: pytest.Config) -> None:
         warnings.filterwarnings("ignore", message="Benchmarks are automatically disabled because xdist")
     config.stash[ROWS] = []
     config.stash[UNMEASURED] = []
+    config.addinivalue_line("markers", f"{SUITE_MARK}(name): a benchmark suite besides the main one, run only "
+                            "when --harness-suites names it")
     if config.getoption("harness_verbose", False):
         from harness.tfimport import VERBOSE_ENV
 
@@ -347,12 +435,48 @@ def _only_benchmarks(config: pytest.Config) -> bool:
     return bool(getattr(config.option, ONLY, False))
 
 
+SUITE_MARK = "harness_suite"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _only_benchmarks(config):  # what --benchmark-only does, in an xdist worker
         skip = pytest.mark.skip(reason="not a benchmark (--benchmark-only)")
         for item in items:
             if "benchmark" not in getattr(item, "fixturenames", ()):
                 item.add_marker(skip)
+    # Benchmark suites besides the main one run when asked for (--harness-suites); the others
+    # are deselected, not skipped, and the end of the run names them with the command.
+    wanted = set(config.getoption("harness_suites"))
+    keep, dropped, names = [], [], set()
+    for item in items:
+        mark = item.get_closest_marker(SUITE_MARK)
+        if mark is None or "all" in wanted or mark.args[0] in wanted:
+            keep.append(item)
+        else:
+            dropped.append(item)
+            names.add(mark.args[0])
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    config.stash[NOT_RUN] = sorted(names)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Which engine rows each batch size's round-robin times: those collected and selected."""
+    combos: dict[tuple[Any, int], list[tuple[str, str]]] = {}
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "benchmark" in getattr(item, "fixturenames", ()) and isinstance(params.get("engine"), tuple) \
+                and "batch" in params:
+            entry = params.get("harness_request")
+            try:
+                request = entry.request if entry is not None else _request_of(session.config)
+            except (pytest.skip.Exception, pytest.UsageError):
+                continue
+            rows = combos.setdefault((request, int(params["batch"])), [])
+            if params["engine"] not in rows:
+                rows.append(params["engine"])
+    session.config.stash[COMBOS] = combos
 
 
 @pytest.hookimpl(wrapper=True)
@@ -443,7 +567,7 @@ def _reason(report: pytest.TestReport) -> str:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     from harness.machine import machine_class, machine_info
     from harness.parallel import merge_benchmark_json, rows_out
-    from harness.timing import check_gate, load_baseline, speedups, update_baseline
+    from harness.timing import check_counts, check_gate, load_baseline, speedups, update_baseline
 
     config = session.config
     if _is_worker(config) and hasattr(config, "workeroutput"):  # hand what was measured to the controller
@@ -477,13 +601,30 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         config.stash[GATE] = report
         if report.failed and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    counting = config.getoption("harness_count_instructions")
+    count_class = None
+    if counting and (gate is not None or target is not None):
+        from harness.counting import counting_class
+
+        count_class = counting_class()
+    if gate is not None and counting:
+        counts = check_counts(rows, load_baseline(gate), count_class or {}, config.getoption("harness_max_increase"),
+                              config.getoption("harness_gate_allow_missing"))
+        config.stash[COUNT_GATE] = counts
+        if counts.failed and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     measured = speedups(rows)
     if target is not None and measured and session.exitstatus == 0:
-        update_baseline(target, measured, machine_class(info), {"versions": info["versions"]})
+        update_baseline(target, measured, machine_class(info), {"versions": info["versions"]}, rows, count_class)
         config.stash[BASELINE_WRITTEN] = True
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Iterator[None]:
+    """The harness's lines come last, after pytest-benchmark's tables and pytest's short test
+    summary (this wrapper is outside the terminal reporter's): the table a user reads, the gate,
+    the suites not run with the command that runs them, and the report's path."""
+    result = yield
     from harness.timing import summary_lines
 
     rows = config.stash.get(ROWS, [])
@@ -501,13 +642,30 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                    yellow=report.no_baseline and not report.failed)
         for line, failure in report.lines(config.getoption("harness_gate")):
             tw.line(line, red=failure)
-    report_dir = config.getoption("harness_report")
-    if report_dir is not None and rows:
-        tw.line(_write_report(config, report_dir))
+    if COUNT_GATE in config.stash:
+        counts = config.stash[COUNT_GATE]
+        tw.section(f"harness gate on instructions per call ({config.getoption('harness_gate')}, max increase "
+                   f"{config.getoption('harness_max_increase'):.1%}): {counts.verdict}", red=counts.failed,
+                   green=not counts.failed)
+        for line, failure in counts.lines():
+            tw.line(line, red=failure)
+    not_run = config.stash.get(NOT_RUN, [])
+    if not_run and (rows or unmeasured):
+        tw.line(f"harness: not run: the {', '.join(not_run)} benchmark suite(s); run them with: pytest benchmarks/ "
+                f"--benchmark-only --harness-suites {','.join(not_run)}")
     target = config.getoption("harness_update_baseline")
     if target is not None:
         written = config.stash.get(BASELINE_WRITTEN, False)
         tw.line(f"harness: baseline {'written to' if written else 'NOT written (the run failed):'} {target}")
+    report_dir = config.getoption("harness_report")
+    if report_dir is not None and rows:
+        json_path = config.getoption("benchmark_json", None)
+        tw.line(_write_report(config, report_dir) + (f"; pytest-benchmark JSON: {json_path}" if json_path else ""))
+    if unmeasured and not rows:
+        skipped = sum(u.outcome == "skipped" for u in unmeasured)
+        tw.line(f"harness: NO BENCHMARK ROW WAS MEASURED: {len(unmeasured)} row(s) produced no time ({skipped} "
+                "skipped, the rest failed or errored); see the reasons above", red=True)
+    return result
 
 
 def _write_report(config: pytest.Config, out: Path) -> str:

@@ -43,6 +43,9 @@ class BenchRow:
     calibration_synthetic: bool = False  # an int8 engine calibrated on synthetic data
     speedup_interval: tuple[float, float] | None = None  # 95%, from the interleaved rounds
     low_confidence: tuple[str, ...] = ()  # percentiles measured on fewer rounds than they need
+    stopped: str = ""  # what ended the row's measurement ("interval", "time cap")
+    busy: bool = False  # other processes took more than harness.measure.BUSY_SHARE of the machine meanwhile
+    others_share: float | None = None
 
     @property
     def engine(self) -> str:
@@ -106,6 +109,7 @@ def load_run(path: Path) -> Run:
             None if info.get("speedup_vs_tensorflow") is None else float(info["speedup_vs_tensorflow"]),
             bool(info.get("calibration_synthetic", False)),
             _interval(info.get("speedup_interval")), tuple(str(q) for q in info.get("low_confidence") or ()),
+            str(info.get("stopped_by", "")), bool(info.get("busy", False)), info.get("others_cpu_share"),
         ))
     if not rows:
         raise InputError(f"{path}: an empty run (no harness benchmark rows among {len(data['benchmarks'])} benchmarks)")
@@ -174,7 +178,7 @@ def _save(fig: Any, path: Path) -> Path:
 
     buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")  # the legend beside the axes included
     _pyplot().close(fig)
     atomic_write_bytes(path, buffer.getvalue())
     return path
@@ -184,13 +188,31 @@ def _engines(rows: Sequence[BenchRow]) -> list[str]:
     return sorted({r.engine for r in rows}, key=lambda e: (e != REFERENCE, e))
 
 
+def _colour(engine: str) -> Any:
+    """One colour per engine in every plot of every report: its place among all the engines the
+    harness knows, not among those a plot happens to show (OpenVINO int8 was pink in one plot and
+    grey in the next)."""
+    from harness.precision import ALL_PRECISIONS
+    from harness.workspace import ENGINE_BACKENDS
+
+    known = [REFERENCE] + [f"{b}-{p}" for b in ENGINE_BACKENDS for p in ALL_PRECISIONS if not p.endswith("-mixed")]
+    known += [f"{b}-{p}" for b in ENGINE_BACKENDS for p in ALL_PRECISIONS if p.endswith("-mixed")]
+    index = known.index(engine) if engine in known else 20 + sum(map(ord, engine))
+    return _pyplot().get_cmap("tab20" if index < 20 else "tab20b")(index % 20)
+
+
+def _legend(ax: Any, **kwargs: Any) -> None:
+    """Beside the plot, never over its data."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
+
+
 def plot_latency(rows: Sequence[BenchRow], model: str, path: Path) -> Path:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, engine in enumerate(_engines(rows)):
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    for engine in _engines(rows):
         mine = sorted((r for r in rows if r.engine == engine), key=lambda r: r.batch)
         batches = [r.batch for r in mine]
-        color = f"C{i}"
+        color = _colour(engine)
         ax.plot(batches, [r.p50_ms for r in mine], "o-", color=color, label=f"{engine} p50")
         ax.plot(batches, [r.p99_ms for r in mine], "v--", color=color, alpha=0.6, label=f"{engine} p99")
         ax.fill_between(batches, [r.p50_ms for r in mine], [r.p90_ms for r in mine], color=color, alpha=0.15)
@@ -199,7 +221,7 @@ def plot_latency(rows: Sequence[BenchRow], model: str, path: Path) -> Path:
     ax.set_xlabel("batch size")
     ax.set_ylabel("latency per batch (ms)")
     ax.set_title(f"{model}: latency (p50, p50-p90 band, p99)")
-    ax.legend(fontsize=7, ncol=2)
+    _legend(ax)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
 
@@ -212,18 +234,18 @@ def _grouped_bars(ax: Any, rows: Sequence[BenchRow], engines: list[str], value: 
         by_batch = {r.batch: r for r in rows if r.engine == engine}
         xs = [b + (i - (len(engines) - 1) / 2) * width for b in range(len(batches))]
         heights = [value(by_batch[b]) if b in by_batch and value(by_batch[b]) is not None else 0 for b in batches]
-        ax.bar(xs, heights, width, label=engine, color=f"C{i}")
+        ax.bar(xs, heights, width, label=engine, color=_colour(engine))
         for x, b in zip(xs, batches, strict=True):
             positions[(engine, b)] = x
     ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
-    ax.legend(fontsize=7)
+    _legend(ax)
     ax.grid(True, axis="y", alpha=0.3)
     return positions
 
 
 def plot_throughput(rows: Sequence[BenchRow], model: str, path: Path) -> Path:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     _grouped_bars(ax, rows, _engines(rows), lambda r: r.samples_per_s)
     ax.set_ylabel("samples / s")
     ax.set_title(f"{model}: throughput")
@@ -233,7 +255,7 @@ def plot_throughput(rows: Sequence[BenchRow], model: str, path: Path) -> Path:
 def plot_speedup(rows: Sequence[BenchRow], model: str, path: Path, baseline: Mapping[str, Any] | None) -> Path:
     """`baseline`: the gate's speedups of the run's machine class, {model: {engine: {batch: ratio}}}."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     engines = [e for e in _engines(rows) if e != REFERENCE]
     positions = _grouped_bars(ax, rows, engines, lambda r: r.speedup_vs_tensorflow)
     ax.axhline(1.0, color="black", lw=0.8)
@@ -251,7 +273,7 @@ def plot_speedup(rows: Sequence[BenchRow], model: str, path: Path, baseline: Map
             marked = True
     ax.set_ylabel("speedup over TensorFlow (same run)")
     ax.set_title(f"{model}: speedup over TensorFlow")
-    ax.legend(fontsize=7)
+    _legend(ax)
     return _save(fig, path)
 
 
@@ -320,13 +342,21 @@ def summary_rows(run: Run, model: str, compare: Sequence[Mapping[str, Any]]) -> 
             "interval": row.speedup_interval if row.engine != REFERENCE else None,
             "low_confidence": row.low_confidence,
             "golden": ("pass" if all(c.get("passed") for c in checks) else "FAIL") if checks else "-",
-            "accuracy": accuracy,
+            "accuracy": accuracy, "stopped": row.stopped, "busy": row.busy, "others_share": row.others_share,
         })
     return rows
 
 
 COLUMNS = ["backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "speedup [95%]", "golden",
            "accuracy"]
+
+
+def _table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells, without the golden and accuracy columns where no row has one (a
+    benchmark run alone knows no golden results)."""
+    cells = [_cells(r) for r in rows]
+    keep = [i for i, c in enumerate(COLUMNS) if c not in ("golden", "accuracy") or any(row[i] != "-" for row in cells)]
+    return [COLUMNS[i] for i in keep], [[row[i] for i in keep] for row in cells]
 
 
 LOW_CONFIDENCE_MARK = "~"  # a percentile from fewer rounds than it needs (harness.measure.rounds_needed)
@@ -424,7 +454,22 @@ def write_report(
             body.append(("p", (f"Latest run: {latest.name}, on {latest.machine_summary} (machine class "
                                f"{latest.machine.get('harness', {}).get('class', '?')}). Speedups are against "
                                "TensorFlow at the same batch size, measured in the same run.")))
-            body.append(("table", [_cells(r) for r in summary_rows(latest, model, inputs.compare)]))
+            table = summary_rows(latest, model, inputs.compare)
+            body.append(("table", _table(table)))
+            notes = []
+            if any(r["low_confidence"] for r in table):
+                notes.append(f"{LOW_CONFIDENCE_MARK} before a latency: that percentile comes from fewer calls than it "
+                             "needs (10 beyond it: the median 20, p90 100, p99 1000)")
+            capped = [f"{r['backend']}-{r['precision']} batch {r['batch']}" for r in table if r.get("stopped") == "time cap"]
+            if capped:
+                notes.append(f"stopped by the time cap before the interval reached its target: {', '.join(capped)}")
+            busy = [f"{r['backend']}-{r['precision']} batch {r['batch']} ({r['others_share']:.0%})" for r in table
+                    if r.get("busy")]
+            if busy:
+                body.append(("warn", ("measured while other processes took more than 10% of the machine (their share "
+                                      f"in brackets): {', '.join(busy)}; these figures may be wrong either way")))
+            if notes:
+                body.append(("p", "; ".join(notes) + "."))
             machine = str(latest.machine.get("harness", {}).get("class", ""))
             marks = baseline_for(gate, machine) if gate is not None else None
             if gate is not None and marks is None:
@@ -473,8 +518,9 @@ def write_report(
         elif kind == "warn":
             md += [f"> **Warning:** {content}", ""]
         elif kind == "table":
-            md += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-            md += ["| " + " | ".join(cells) + " |" for cells in content] + [""]
+            columns, cells_of = content
+            md += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            md += ["| " + " | ".join(cells) + " |" for cells in cells_of] + [""]
         else:
             md += [f"![{content.stem}]({content.name})", ""]
     markdown = out / "report.md"
@@ -493,8 +539,9 @@ def write_report(
         elif kind == "warn":
             page.append(f"<p class='warn'><b>Warning:</b> {html.escape(content)}</p>")
         elif kind == "table":
-            page.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS) + "</tr>")
-            page += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in content]
+            columns, cells_of = content
+            page.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
+            page += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in cells_of]
             page.append("</table>")
         else:
             data = base64.b64encode(content.read_bytes()).decode()

@@ -22,7 +22,7 @@ import numpy as np
 
 from harness.artifacts import atomic_write_json
 from harness.errors import UsageError
-from harness.measure import SPEEDUP_QUANTILE, Speedup, low_confidence
+from harness.measure import BUSY_SHARE, ESTIMATOR, Speedup, low_confidence
 
 REFERENCE = "tensorflow-fp32"
 
@@ -63,6 +63,14 @@ class Row:
     speedup: Speedup | None = None
     rounds: int = 0
     no_speedup: str = ""  # why an engine row has no speedup (the reference could not run beside it)
+    stopped: str = ""  # what ended its measurement: "interval", "time cap", "reference", "rounds"
+    others_share: float | None = None  # share of the machine other processes took while it was measured
+    instructions: float | None = None  # per call, counted under Valgrind (--harness-count-instructions)
+    no_instructions: str = ""  # why a row asked to be counted has no count
+
+    @property
+    def busy(self) -> bool:
+        return self.others_share is not None and self.others_share > BUSY_SHARE
 
     @property
     def samples_per_s(self) -> float:
@@ -75,10 +83,10 @@ def speedups(rows: Sequence[Row]) -> dict[tuple[str, str, int], Speedup]:
 
 
 def summary_lines(rows: Sequence[Row], unmeasured: Sequence[Unmeasured] = ()) -> list[tuple[str, bool]]:
-    """The end-of-run table: median, samples/s, rounds and speedup with its 95% interval per
-    model x batch x engine, then every row that produced no time, with why; each line with
-    whether it is a failure."""
-    lines = [((f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'rounds':>6s}  "
+    """The end-of-run table: median, samples/s, calls and speedup with its 95% interval per
+    model x batch x engine, what stopped each row and whether the machine was busy, then every
+    row that produced no time, with why; each line with whether it is a failure."""
+    lines = [((f"{'model':14s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'samples/s':>10s} {'calls':>6s}  "
               "speedup [95% interval]"), False)]
     for r in sorted(rows, key=lambda r: (r.model, r.batch, r.engine != REFERENCE, r.engine)):
         if r.speedup is None:
@@ -86,16 +94,23 @@ def summary_lines(rows: Sequence[Row], unmeasured: Sequence[Unmeasured] = ()) ->
         elif r.engine == REFERENCE:
             speedup = "(reference)"
         else:
-            speedup = str(r.speedup)
+            speedup = str(r.speedup) + (" cap" if r.stopped == "time cap" else "")
+        busy = f"  BUSY: others took {r.others_share:.0%} of the machine" if r.busy and r.others_share else ""
+        count = (f"  {r.instructions:,.0f} instr/call" if r.instructions is not None
+                 else f"  instr: - ({r.no_instructions})" if r.no_instructions else "")
         lines.append(((f"{r.model:14s} {r.batch:5d} {r.engine:22s} {r.median * 1e3:10.2f} {r.samples_per_s:10.1f} "
-                      f"{r.rounds:6d}  {speedup}"), False))
+                      f"{r.rounds:6d}  {speedup}{count}{busy}"), False))
     for u in sorted(unmeasured, key=lambda u: (u.model, u.batch, u.engine)):
         lines.append((f"{u.model:14s} {u.batch:5d} {u.engine:22s} {u.outcome.upper():>10s}  {u.reason}",
                       u.outcome != "skipped"))
     if any(r.engine != REFERENCE and r.speedup is not None for r in rows):
-        lines.append(((f"speedup = TensorFlow's {SPEEDUP_QUANTILE}th-percentile time / the engine's (rows under 100 "
-                       "rounds: a higher percentile, up to the median), both timed in alternating blocks in one "
-                       "stretch of time; [interval] = 95% block-bootstrap interval"), False))
+        lines.append(((f"speedup = {ESTIMATOR} (TensorFlow and every engine timed in turns, one round at a time); "
+                       "[interval] = 95% interval of that median; 'cap' = stopped by the time cap before the "
+                       "interval reached its target"), False))
+    if any(r.busy for r in rows):
+        lines.append(((f"BUSY = other processes took more than {BUSY_SHARE:.0%} of the machine while the row was "
+                       "measured: its figures may be wrong in either direction; measure again on an idle machine"),
+                      False))
     return lines
 
 
@@ -184,6 +199,15 @@ def load_baseline(path: Path) -> dict[str, Any]:
                     if not str(batch).isdigit() or not isinstance(ratio, int | float) or ratio <= 0:
                         raise UsageError(f"baseline {path}: {machine} {model}/{engine}/{batch} = {ratio!r}; "
                                          "expected a positive speedup per batch size")
+    counts = data.get("instructions", {"models": {}})
+    if not isinstance(counts, dict) or not isinstance(counts.get("models"), dict):
+        raise UsageError(f"baseline {path}: 'instructions' has no 'models' table")
+    for model, engines in counts["models"].items():
+        for engine, batches in engines.items():
+            for batch, count in batches.items():
+                if not str(batch).isdigit() or not isinstance(count, int | float) or count <= 0:
+                    raise UsageError(f"baseline {path}: instructions {model}/{engine}/{batch} = {count!r}; "
+                                     "expected a positive count per call per batch size")
     return data
 
 
@@ -211,6 +235,7 @@ class GateReport:
     allow_missing: bool
     known: tuple[str, ...] = ()  # the machine classes the baseline has
     unjudged: tuple[str, ...] = ()  # models of this run that this machine class's table lacks
+    other_estimator: str = ""  # this class's table was recorded with another estimator: not compared
 
     @property
     def missing(self) -> list[GateResult]:
@@ -226,6 +251,8 @@ class GateReport:
     def verdict(self) -> str:
         if self.failed:
             return "FAILED"
+        if self.other_estimator:
+            return "baseline recorded with another estimator: not compared"
         if self.no_baseline:
             return "no baseline for this machine class"
         if not self.results:
@@ -238,7 +265,11 @@ class GateReport:
     def lines(self, path: Path | str) -> list[tuple[str, bool]]:
         """The gate's section of the run's output, each line with whether it is a failure."""
         out = [(f"machine class: {self.machine}", False)]
-        if self.no_baseline:
+        if self.other_estimator:
+            out.append(((f"NOT COMPARED: this machine class's speedups in {path} were measured as {self.other_estimator}"
+                        f"; this run measures {ESTIMATOR}. Record them again on this machine type with: "
+                        f"pytest benchmarks/ --benchmark-only --harness-update-baseline {path}"), False))
+        elif self.no_baseline:
             out.append(((f"NO BASELINE for this machine class in {path}, so no speedup was judged (recorded classes: "
                         f"{'; '.join(self.known) or 'none'}). Record one on this machine type with: "
                         f"pytest benchmarks/ --benchmark-only --harness-update-baseline {path}"), False))
@@ -284,6 +315,11 @@ def check_gate(
             why.setdefault((r.model, r.engine, r.batch), f"timed, but no speedup: {r.no_speedup or 'no reference'}")
     table = baseline_for(baseline, machine)
     known = tuple(baseline.get("machines", {}))
+    recorded_with = (baseline.get("machines", {}).get(machine) or {}).get("estimator", "an older, unnamed estimator")
+    if table is not None and recorded_with != ESTIMATOR:
+        # A ratio of medians and a ratio of 10th percentiles are different quantities: refused, said.
+        return GateReport(machine, (), tuple(problems), True, allow_missing, known, (),
+                          other_estimator=str(recorded_with))
     results = []
     for model, engines in (table or {}).items():
         if model not in models_run:
@@ -302,6 +338,8 @@ def update_baseline(
     measured: Mapping[tuple[str, str, int], Speedup],
     machine: Mapping[str, Any],
     recorded: Mapping[str, Any],
+    rows: Sequence[Row] = (),
+    count_class: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the measured speedups into the baseline under this machine's class (`machine`, from
     `harness.machine.machine_class`): rows measured replace theirs, every other row is kept (a
@@ -316,11 +354,124 @@ def update_baseline(
     data["format"] = BASELINE_FORMAT
     entry = data["machines"].setdefault(class_id(machine), {"machine": dict(machine), "models": {}, "recorded": {}})
     entry["machine"] = dict(machine)
+    if entry.get("estimator") != ESTIMATOR:  # ratios of another estimator are not kept beside these
+        entry["models"], entry["recorded"] = {}, {}
+    entry["estimator"] = ESTIMATOR
     for model in sorted({m for m, _, _ in measured}):
         engines: dict[str, dict[str, float]] = entry["models"].setdefault(model, {})
         for (m, engine, batch), ratio in sorted(measured.items()):
             if m == model and engine != REFERENCE:
                 engines.setdefault(engine, {})[str(batch)] = round(ratio.point, 3)
         entry.setdefault("recorded", {})[model] = dict(recorded)
+    if count_class is not None and any(r.instructions is not None for r in rows):
+        update_counts(data, rows, count_class)
     atomic_write_json(path, data)
     return data
+
+
+DEFAULT_MAX_INCREASE = 0.01
+
+
+@dataclass(frozen=True)
+class CountResult:
+    """One baseline row of instructions per call against this run's count: deterministic, so a
+    rise over the ceiling is a regression with no interval to weigh."""
+
+    model: str
+    engine: str
+    batch: int
+    baseline: float
+    measured: float | None  # None: in the baseline, not counted in this run
+    ceiling: float
+    why_missing: str = ""
+
+    @property
+    def regressed(self) -> bool:
+        return self.measured is not None and self.measured > self.ceiling
+
+    @property
+    def change(self) -> float | None:
+        return None if self.measured is None else self.measured / self.baseline - 1
+
+    def __str__(self) -> str:
+        row = f"{self.model} {self.engine} batch {self.batch}"
+        if self.measured is None:
+            return f"{row}: NOT COUNTED in this run (baseline {self.baseline:,.0f} instructions/call)" + (
+                f": {self.why_missing}" if self.why_missing else "")
+        return (f"{row}: {self.measured:,.0f} instructions/call vs baseline {self.baseline:,.0f} "
+                f"({self.change:+.2%}; ceiling {self.ceiling:,.0f}) {'REGRESSED' if self.regressed else 'ok'}")
+
+
+@dataclass(frozen=True)
+class CountGateReport:
+    results: tuple[CountResult, ...]
+    problems: tuple[str, ...]
+    allow_missing: bool
+    recorded_class: Mapping[str, Any]
+    this_class: Mapping[str, Any]
+
+    @property
+    def failed(self) -> bool:
+        if any(r.regressed for r in self.results):
+            return True
+        return not self.allow_missing and bool(self.problems or any(r.measured is None for r in self.results))
+
+    @property
+    def verdict(self) -> str:
+        return "FAILED" if self.failed else "passed"
+
+    def lines(self) -> list[tuple[str, bool]]:
+        out: list[tuple[str, bool]] = []
+        mine, theirs = dict(self.this_class.get("versions", {})), dict(self.recorded_class.get("versions", {}))
+        changed = [f"{k} {theirs.get(k, '-')} -> {mine.get(k, '-')}" for k in sorted(set(mine) | set(theirs))
+                   if mine.get(k) != theirs.get(k)]
+        for key in ("valgrind", "python", "arch"):
+            if self.recorded_class.get(key) and self.recorded_class.get(key) != self.this_class.get(key):
+                changed.append(f"{key} {self.recorded_class.get(key)} -> {self.this_class.get(key)}")
+        if changed:
+            out.append(((f"counted with other software than the baseline ({'; '.join(changed)}): a change in the "
+                         "counts may be theirs; if so, record again with --harness-update-baseline"), False))
+        out += [(f"{'' if self.allow_missing else 'FAILED: '}{p}", not self.allow_missing) for p in self.problems]
+        out += [(str(r), r.regressed or (r.measured is None and not self.allow_missing)) for r in self.results]
+        return out
+
+
+def check_counts(rows: Sequence[Row], baseline: Mapping[str, Any], this_class: Mapping[str, Any],
+                 max_increase: float, allow_missing: bool = False) -> CountGateReport:
+    """Every counted baseline row of the models this run covered against this run's count.  The
+    table is one for every x86-64 machine (under Valgrind every host shows the same guest CPU:
+    harness.counting), so no machine class is ever without a baseline; a row not counted, and a
+    run that counted nothing, fail unless `allow_missing`."""
+    if not 0 <= max_increase < 1:
+        raise UsageError(f"max increase {max_increase}: a fraction in [0, 1), e.g. 0.01")
+    table = baseline.get("instructions", {})
+    counted = {(r.model, r.engine, r.batch): r.instructions for r in rows if r.instructions is not None}
+    why = {(r.model, r.engine, r.batch): r.no_instructions for r in rows if r.instructions is None}
+    models_run = sorted({r.model for r in rows})
+    problems = []
+    if not counted:
+        problems.append("no row was counted in this run" + (
+            f" ({next(iter(w for w in why.values() if w), '')})" if any(why.values()) else ""))
+    results = []
+    for model, engines in table.get("models", {}).items():
+        if model not in models_run:
+            continue
+        for engine, batches in engines.items():
+            for batch, count in batches.items():
+                key = (model, engine, int(batch))
+                results.append(CountResult(model, engine, int(batch), float(count), counted.get(key),
+                                           float(count) * (1 + max_increase), why.get(key, "")))
+    for model in models_run:
+        if counted and model not in table.get("models", {}):
+            problems.append(f"{model}: no instruction counts in the baseline: record them with "
+                            f"--harness-count-instructions --harness-update-baseline")
+    return CountGateReport(tuple(results), tuple(problems), allow_missing, table.get("class", {}), this_class)
+
+
+def update_counts(data: dict[str, Any], rows: Sequence[Row], this_class: Mapping[str, Any]) -> None:
+    """The counted rows into `data` (a baseline's dict): rows counted replace theirs, others are kept."""
+    table = data.setdefault("instructions", {"class": {}, "models": {}})
+    table["class"] = dict(this_class)
+    for r in rows:
+        if r.instructions is not None:
+            table["models"].setdefault(r.model, {}).setdefault(r.engine, {})[str(r.batch)] = round(r.instructions)

@@ -1,24 +1,26 @@
-"""How often the speed gate catches a real slowdown, and how often it cries wolf.
+"""How often each gate catches a real slowdown, and how often it cries wolf, in CI's own setting.
 
-Runs CI's own gate command (`.ci/run`: the digits benchmark, batch 1 and 8) as separate pytest
-processes, as CI does:
+Two modes, each judged by the harness's own gate code:
 
-1. `--baseline-runs` clean runs; the baseline is each row's median speedup over them (what
-   `benchmarks/baseline.json` is recorded as);
-2. `--trials` runs in which one ONNX Runtime engine (a different one each trial) is slowed by
-   `--slowdown` (0.2: every call spins for 20% of its own duration more) while the others run
-   unmodified; each run's rows are judged by the gate (`harness.timing.check_gate`) at every
-   margin of `--margins`.
+- `--mode counts`: instructions per call under Valgrind (harness.counting), the gate CI runs on
+  every push.  Clean runs (separate processes) give the spread; regressions of a known size
+  (2%, 5%, 10%, 20%: a deterministic spin of Python iterations sized from the clean count) and
+  realistic ones (graph optimizations off, every call's work done twice) are counted and judged
+  at `--margin`.
+- `--mode wall`: CI's wall-time gate command (the digits benchmark at batch 1 and 8, ONNX
+  Runtime) in separate pytest processes.  A baseline from `--baseline-runs` clean runs; then
+  `--runs` clean runs (false flags) and slowed runs in which each ONNX Runtime engine is slowed
+  by a different size (rotating, so each size is applied in at least `--runs` rows), plus
+  realistic regressions; each judged at every margin of `--margins`.
 
-It prints, per margin, the share of slowed rows the gate called REGRESSED (target >= 95% at a
-20% slowdown) and the share of unmodified rows it called REGRESSED (target <= 5%), with the
-share too noisy to decide.  A benchmark, not a test: about 40 s per run on 2 cores; keep the
-machine otherwise idle.
+It prints, per size and margin, the share of slowed rows flagged and the share of clean runs
+with any false flag.  A benchmark, not a test: keep the machine otherwise idle.
 
-    python scripts/gate_detection.py --trials 20 --margins 0.05,0.1,0.15
+    python scripts/gate_detection.py --mode counts --runs 20
+    python scripts/gate_detection.py --mode wall --runs 20 --margins 0.1,0.15,0.2,0.25
 
-This file is also the pytest plugin that injects the slowdown (`-p gate_detection`, driven by
-the environment variables below), so the measured path is the real one.
+This file is also the pytest plugin that injects wall-time regressions (`-p gate_detection`,
+driven by the environment variables below), so the measured path is the real one.
 """
 
 from __future__ import annotations
@@ -30,43 +32,67 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SLOW_ENGINE, SLOWDOWN = "GATE_DETECTION_ENGINE", "GATE_DETECTION_SLOWDOWN"
+SLOW_ENV = "GATE_DETECTION_SLOW"  # "engine=fraction,engine=fraction": spin that much longer per call
+REAL_ENV = "GATE_DETECTION_REAL"  # "engine=unoptimized" or "engine=threads": a realistic regression
 ENGINES = ("onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8")
+SIZES = "0.02,0.05,0.1,0.2"
+BATCHES = (1, 8)
 # .ci/run's gate command, without the gate (judged here, at several margins).
 CI_ARGS = ["benchmarks/", "--benchmark-only", "--harness-model", "digits", "--harness-batch-sizes", "1,8",
-           "--harness-backends", "onnxruntime", "-k", "not overhead and not serving and not zoo", "-p", "no:cacheprovider", "-q"]
+           "--harness-backends", "onnxruntime", "--harness-report", "none", "-p", "no:cacheprovider", "-q"]
+
+
+def _pairs(text: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in text.split(",") if "=" in part)
 
 
 def pytest_configure(config: Any) -> None:
-    """Plugin side: make the engine named in $GATE_DETECTION_ENGINE slower by $GATE_DETECTION_SLOWDOWN."""
-    engine, slowdown = os.environ.get(SLOW_ENGINE), float(os.environ.get(SLOWDOWN, "0"))
-    if not engine or slowdown <= 0:
+    """Plugin side: slow the engines named in $GATE_DETECTION_SLOW, or break one as $GATE_DETECTION_REAL says."""
+    slow = {e: float(s) for e, s in _pairs(os.environ.get(SLOW_ENV, "")).items()}
+    real = _pairs(os.environ.get(REAL_ENV, ""))
+    if not slow and not real:
         return
+    import onnxruntime as ort
+
     from harness.backends.onnxrt import OrtRunner
 
-    original = OrtRunner.infer_checked
+    original, activate = OrtRunner.infer_checked, OrtRunner._activate
 
     def slowed(self: OrtRunner, feed: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         out = original(self, feed)
-        if self.name == engine:  # spin, not sleep: a sleep of 10 us lasts 60 us or more
-            until = time.perf_counter() + slowdown * (time.perf_counter() - start)
+        if self.name in slow:  # spin, not sleep: a sleep of 10 us lasts 60 us or more
+            until = time.perf_counter() + slow[self.name] * (time.perf_counter() - start)
             while time.perf_counter() < until:
                 pass
         return out
 
+    def broken(self: OrtRunner) -> None:
+        kind = real.get(self.name)
+        if kind == "threads":  # a thread count mis-set: one thread on a machine with more
+            self.threads = 1
+        activate(self)
+        if kind == "unoptimized":  # graph optimizations switched off
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            options.intra_op_num_threads = self.threads
+            self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+
     OrtRunner.infer_checked = slowed  # type: ignore[method-assign]
+    OrtRunner._activate = broken  # type: ignore[method-assign]
 
 
-def run_suite(out: Path, engine: str | None, slowdown: float) -> dict[tuple[str, int], tuple[float, float, float]]:
-    """One pytest process of CI's gate run: (engine, batch) -> (speedup, interval low, high)."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    if engine:
-        env |= {SLOW_ENGINE: engine, SLOWDOWN: str(slowdown)}
+# --- wall time ------------------------------------------------------------------------------
+
+
+def run_suite(out: Path, env_extra: dict[str, str]) -> dict[tuple[str, int], tuple[float, float, float, float]]:
+    """One pytest process of CI's gate run: (engine, batch) -> (speedup, low, high, others' share)."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **env_extra}
     done = subprocess.run([sys.executable, "-m", "pytest", *CI_ARGS, "-p", "gate_detection", f"--benchmark-json={out}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -75,87 +101,170 @@ def run_suite(out: Path, engine: str | None, slowdown: float) -> dict[tuple[str,
     for bench in json.loads(out.read_text())["benchmarks"]:
         info = bench["extra_info"]
         if info.get("speedup_interval"):
-            rows[(info["engine"], info["batch"])] = (info["speedup_vs_tensorflow"], *info["speedup_interval"])
+            rows[(info["engine"], info["batch"])] = (info["speedup_vs_tensorflow"], *info["speedup_interval"],
+                                                     info.get("others_cpu_share") or 0.0)
     return rows
+
+
+def wall(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    from harness.machine import class_id, machine_class
+    from harness.measure import ESTIMATOR, Speedup
+    from harness.timing import Row, check_gate
+
+    margins = [float(m) for m in args.margins.split(",")]
+    sizes = [float(s) for s in args.sizes.split(",")]
+    here = class_id(machine_class())
+    print(f"machine class: {here}", flush=True)
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(kind: str, env: dict[str, str], slowed: dict[str, float]) -> dict[tuple[str, int], Any]:
+            measured = run_suite(Path(tmp) / f"run{len(runs)}.json", env)
+            runs.append({"kind": kind, "slowed": slowed, "env": env,
+                         "rows": {f"{e} b{b}": v for (e, b), v in measured.items()}})
+            print(f"{kind} run {len(runs)}: " + ", ".join(f"{e[12:]} b{b} {v[0]:.2f}x" for (e, b), v in
+                                                          sorted(measured.items())), flush=True)
+            return measured
+
+        base = [run("baseline", {}, {}) for _ in range(args.baseline_runs)]
+        keys = sorted(set.intersection(*(set(c) for c in base)))
+        table: dict[str, dict[str, float]] = {}
+        for engine, batch in keys:
+            table.setdefault(engine, {})[str(batch)] = float(np.median([c[(engine, batch)][0] for c in base]))
+        baseline = {"format": 2, "machines": {here: {"machine": {}, "estimator": ESTIMATOR, "models": {"digits": table}}}}
+
+        def judged(measured: dict[tuple[str, int], Any], margin: float) -> list[Any]:
+            rows = [Row("digits", e, b, 1.0, None, Speedup(*v[:3])) for (e, b), v in measured.items()]
+            return [r for r in check_gate(rows, baseline, here, margin, allow_missing=True).results if r.measured]
+
+        clean = [run("clean", {}, {}) for _ in range(args.runs)]
+        slowed_runs = []
+        needed = -(-args.runs * len(sizes) // len(ENGINES))
+        for t in range(needed):
+            assign = {ENGINES[i]: sizes[(t + i) % len(sizes)] for i in range(len(ENGINES))}
+            slowed_runs.append((assign, run("slowed", {SLOW_ENV: ",".join(f"{e}={s}" for e, s in assign.items())},
+                                            assign)))
+        real_runs = []
+        for kind in ("unoptimized", "threads"):
+            for i in range(args.real_runs):
+                engine = ENGINES[i % len(ENGINES)]
+                real_runs.append((kind, engine, run(f"real:{kind}", {REAL_ENV: f"{engine}={kind}"}, {})))
+    print(f"\nwall time, on {here}: {args.baseline_runs} baseline runs, {args.runs} clean runs, "
+          f"{len(slowed_runs)} slowed runs (each size applied to {args.runs}+ engine-runs, 2 rows each)")
+    print(f"{'margin':>7s} {'clean runs with a false flag':>30s} " + " ".join(f"{f'{s:.0%} flagged':>14s}" for s in sizes))
+    summary: dict[str, Any] = {}
+    for margin in margins:
+        false = sum(any(r.regressed for r in judged(c, margin)) for c in clean)
+        line, per_size = f"{margin:7.0%} {false:>20d}/{len(clean):<3d} = {false / len(clean):5.1%}", {}
+        for size in sizes:
+            hit = total = 0
+            for assign, measured in slowed_runs:
+                for r in judged(measured, margin):
+                    if assign.get(r.engine) == size:
+                        hit, total = hit + r.regressed, total + 1
+            per_size[size] = (hit, total)
+            line += f" {hit:>4d}/{total:<3d}={hit / max(total, 1):4.0%}"
+        print(line)
+        summary[str(margin)] = {"false_runs": false, "clean_runs": len(clean),
+                                "flagged": {str(s): list(v) for s, v in per_size.items()}}
+    for kind, engine, measured in real_runs:
+        changes = [f"b{b} {measured[(engine, b)][0] / table[engine][str(b)] - 1:+.0%}" for b in BATCHES
+                   if (engine, b) in measured]
+        flagged = [f"{m:.0%}" for m in margins if any(r.regressed and r.engine == engine for r in judged(measured, m))]
+        print(f"realistic: {engine} {kind}: speedup {' '.join(changes)}; flagged at margins {flagged or 'none'}")
+    return {"machine": here, "baseline": baseline, "runs": runs, "summary": summary}
+
+
+# --- instruction counts ---------------------------------------------------------------------
+
+
+def counts(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    from harness.counting import count_instructions, counting_class
+    from harness.sources import ModelRequest
+    from harness.workspace import Workspace
+
+    sizes = [float(s) for s in args.sizes.split(",")]
+    ws = Workspace(quiet=True)
+    root = Path(ws.store.root)
+    digits = ModelRequest("digits")
+    recipes = {e: ws.engine(digits, "onnxruntime", e.split("-")[1]).runner.recipe() for e in ENGINES}
+
+    def count(engine: str, runner_class: str | None = None, **extra: Any) -> dict[int, float]:
+        recipe = recipes[engine]
+        if runner_class:
+            recipe = replace(recipe, kwargs={**recipe.kwargs, "runner_class": runner_class, **extra})
+        return {b: c.per_call for b, c in count_instructions(recipe, list(BATCHES), root).items()}
+
+    print(f"counting class: {counting_class()}", flush=True)
+    clean: dict[str, list[dict[int, float]]] = {e: [] for e in ENGINES}
+    for i in range(args.runs):
+        for engine in ENGINES:
+            clean[engine].append(count(engine))
+        print(f"clean run {i + 1}/{args.runs}: " + ", ".join(
+            f"{e[12:]} " + "/".join(f"{clean[e][-1][b]:,.0f}" for b in BATCHES) for e in ENGINES), flush=True)
+    baseline = {e: {b: clean[e][0][b] for b in BATCHES} for e in ENGINES}  # the first run, as CI records one
+    spread = {f"{e} b{b}": (max(r[b] for r in clean[e]) - min(r[b] for r in clean[e])) / float(np.median(
+        [r[b] for r in clean[e]])) for e in ENGINES for b in BATCHES}
+    false_runs = sum(any(clean[e][i][b] > baseline[e][b] * (1 + args.margin) for e in ENGINES for b in BATCHES)
+                     for i in range(1, args.runs))
+    # A regression of a known size: a spin of Python iterations whose cost is measured, sized per row.
+    per_iteration = {}
+    for engine in ENGINES:
+        spun = count(engine, "tests.counting_runners:SpinOrt", spin=100_000)
+        per_iteration[engine] = {b: (spun[b] - baseline[engine][b]) / 100_000 for b in BATCHES}
+    detected: dict[float, list[int]] = {s: [0, 0] for s in sizes}
+    sized_rows = []
+    for size in sizes:
+        for engine in ENGINES:
+            for b in BATCHES:
+                spin = round(size * baseline[engine][b] / per_iteration[engine][b])
+                got = count(engine, "tests.counting_runners:SpinOrt", spin=spin)[b]
+                change = got / baseline[engine][b] - 1
+                flagged = got > baseline[engine][b] * (1 + args.margin)
+                detected[size][0] += flagged
+                detected[size][1] += 1
+                sized_rows.append({"engine": engine, "batch": b, "size": size, "change": change, "flagged": flagged})
+        print(f"size {size:.0%}: flagged {detected[size][0]}/{detected[size][1]}", flush=True)
+    real = []
+    for kind, runner_class in (("graph optimizations off", "tests.counting_runners:UnoptimizedOrt"),
+                               ("every call's work twice", "tests.counting_runners:TwiceOrt")):
+        for engine in ENGINES:
+            got = count(engine, runner_class)
+            for b in BATCHES:
+                change = got[b] / baseline[engine][b] - 1
+                real.append({"kind": kind, "engine": engine, "batch": b, "change": change,
+                             "flagged": got[b] > baseline[engine][b] * (1 + args.margin)})
+    print(f"\ninstruction counts: {args.runs} clean runs per engine, margin {args.margin:.1%}")
+    print("spread between processes (max - min over median), per row: " + ", ".join(
+        f"{k} {v:.4%}" for k, v in spread.items()))
+    print(f"clean runs with a false flag: {false_runs}/{args.runs - 1} (run 1 is the baseline)")
+    for size in sizes:
+        hit, total = detected[size]
+        print(f"regression of {size:.0%}: {hit}/{total} rows flagged ({hit / total:.0%})")
+    for r in real:
+        print(f"realistic: {r['engine']} b{r['batch']} {r['kind']}: {r['change']:+.1%} "
+              f"{'flagged' if r['flagged'] else 'NOT flagged'}")
+    return {"class": counting_class(), "clean": clean, "spread": spread, "false_runs": false_runs,
+            "sized": sized_rows, "realistic": real, "margin": args.margin}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--baseline-runs", type=int, default=3)
-    parser.add_argument("--slowdown", type=float, default=0.2, help="extra latency per call, a fraction (0.2)")
-    parser.add_argument("--margins", default="0.05,0.1,0.15,0.2", help="--harness-max-slowdown values to judge at")
-    parser.add_argument("--json", type=Path, help="write every run's rows here")
-    parser.add_argument("--write-baseline", type=Path, metavar="BASELINE",
-                        help="also record the baseline (each row's median over the clean runs) in this file, "
-                             "under this machine class, as --harness-update-baseline would")
+    parser.add_argument("--mode", choices=("counts", "wall"), default="counts")
+    parser.add_argument("--runs", type=int, default=20, help="clean runs, and slowed rows per size")
+    parser.add_argument("--baseline-runs", type=int, default=3, help="wall: clean runs the baseline is the median of")
+    parser.add_argument("--real-runs", type=int, default=3, help="wall: runs per realistic regression")
+    parser.add_argument("--sizes", default=SIZES, help=f"regression sizes, fractions ({SIZES})")
+    parser.add_argument("--margins", default="0.1,0.15,0.2,0.25", help="wall: --harness-max-slowdown values to judge at")
+    parser.add_argument("--margin", type=float, default=0.01, help="counts: --harness-max-increase to judge at")
+    parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
-
-    import numpy as np
-
-    from harness.machine import class_id, machine_class
-    from harness.measure import Speedup
-    from harness.timing import Row, check_gate
-
-    margins = [float(m) for m in args.margins.split(",")]
-    here = class_id(machine_class())
-    print(f"machine class: {here}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        clean = []
-        for i in range(args.baseline_runs):
-            clean.append(run_suite(Path(tmp) / f"base{i}.json", None, 0))
-            print(f"baseline run {i + 1}/{args.baseline_runs}: "
-                  + ", ".join(f"{e} b{b} {s[0]:.2f}x" for (e, b), s in sorted(clean[-1].items())), flush=True)
-        keys = sorted(set.intersection(*(set(c) for c in clean)))
-        baseline = {"format": 2, "machines": {here: {"machine": {}, "models": {"digits": {}}}}}
-        for engine, batch in keys:
-            baseline["machines"][here]["models"]["digits"].setdefault(engine, {})[str(batch)] = float(
-                np.median([c[(engine, batch)][0] for c in clean]))
-        if args.write_baseline:
-            from harness.machine import machine_class as this_class
-            from harness.machine import versions
-            from harness.timing import update_baseline
-
-            table = baseline["machines"][here]["models"]["digits"]
-            update_baseline(args.write_baseline, {("digits", e, int(b)): Speedup.exact(v) for e, bs in table.items()
-                                                  for b, v in bs.items()}, this_class(),
-                            {"how": f"median of {args.baseline_runs} runs of CI's gate command (gate_detection.py)",
-                             "versions": versions()})
-            print(f"baseline written to {args.write_baseline}", flush=True)
-        counts = {m: {"slowed": [0, 0, 0], "unmodified": [0, 0, 0]} for m in margins}  # regressed, undecided, rows
-        false_runs = dict.fromkeys(margins, 0)  # runs in which an unmodified row was called REGRESSED
-        trials = []
-        for t in range(args.trials):
-            slowed = ENGINES[t % len(ENGINES)]
-            measured = run_suite(Path(tmp) / f"trial{t}.json", slowed, args.slowdown)
-            trials.append({"slowed": slowed, "rows": {f"{e} b{b}": v for (e, b), v in measured.items()}})
-            rows = [Row("digits", e, b, 1.0, None, Speedup(*v)) for (e, b), v in measured.items()]
-            flagged = []
-            for margin in margins:
-                results = check_gate(rows, baseline, here, margin, allow_missing=True).results
-                false_runs[margin] += any(r.regressed and r.engine != slowed for r in results)
-                for result in results:
-                    if result.measured is None:
-                        continue
-                    kind = counts[margin]["slowed" if result.engine == slowed else "unmodified"]
-                    kind[0] += result.regressed
-                    kind[1] += result.undecided
-                    kind[2] += 1
-                    if result.regressed:
-                        flagged.append(f"{margin:.0%}:{result.engine} b{result.batch}")
-            print(f"trial {t + 1}/{args.trials} ({slowed} slowed {args.slowdown:.0%}): "
-                  + ", ".join(f"{e} b{b} {v[0]:.2f}x" for (e, b), v in sorted(measured.items()))
-                  + f"; flagged: {' '.join(flagged) or 'none'}", flush=True)
-    print(f"\n{args.trials} trials, {args.baseline_runs} baseline runs, slowdown {args.slowdown:.0%}, on {here}")
-    print(f"{'margin':>7s} {'slowed rows flagged':>20s} {'unmodified rows flagged':>24s} {'runs with a false flag':>23s} "
-          f"{'too noisy (slowed/unmod.)':>26s}")
-    for margin in margins:
-        s, u = counts[margin]["slowed"], counts[margin]["unmodified"]
-        print(f"{margin:7.0%} {s[0]:>5d}/{s[2]:<4d} = {s[0] / max(s[2], 1):5.1%} {u[0]:>7d}/{u[2]:<4d} = "
-              f"{u[0] / max(u[2], 1):5.1%} {false_runs[margin]:>15d}/{args.trials:<7d} {s[1]:>10d} / {u[1]}")
+    result = counts(args) if args.mode == "counts" else wall(args)
     if args.json:
-        args.json.write_text(json.dumps({"machine": here, "baseline": baseline, "trials": trials,
-                                         "counts": {str(m): c for m, c in counts.items()}}, indent=1))
+        args.json.write_text(json.dumps(result, indent=1, default=str))
 
 
 if __name__ == "__main__":

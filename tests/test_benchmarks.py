@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.machine import class_id, cpu_info, machine_class, versions
+from harness.measure import ESTIMATOR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,8 @@ def _bench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
 def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = _bench("--harness-batch-sizes", "1,4", f"--benchmark-json={out}", f"--harness-report={tmp_path / 'report'}",
-                    "--harness-serve-seconds", "0.5", "--harness-serve-concurrency", "1,2")
+                    "--harness-serve-seconds", "0.5", "--harness-serve-concurrency", "1,2",
+                    "--harness-suites", "serving,overhead")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"harness: report written to {tmp_path / 'report' / 'report.html'} (3 plots)" in result.stdout
     assert "speedup over TensorFlow" in result.stdout and "runner overhead" in result.stdout
@@ -48,11 +50,9 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
                          rf"(\d+(?:\.\d+)?) ms\); direct \d+\.\d{{3}}x \[\d+\.\d{{3}}, \d+\.\d{{3}}\]$", result.stdout, re.MULTILINE)
         assert line, result.stdout[-3000:]
         ratio, added_us, bare_ms = (float(g) for g in line.groups())
-        # The printed ratio is 1 + added / bare to the digits printed (added to 0.05 us: on a
-        # 0.03 ms call that alone is 0.002 of the ratio); the runner's own work is microseconds,
-        # never the milliseconds a copy of the input or a second call would cost.
-        rounding = 1e-4 + 0.05 / 1e3 / bare_ms + 1e-3 * (ratio - 1)
-        assert ratio == pytest.approx(1 + added_us / 1e3 / bare_ms, abs=rounding) and added_us < 1000
+        rounding = 1e-4 + 0.05 / 1e3 / bare_ms
+        assert added_us < 1000  # the runner's own work is microseconds, never a copy of the input or a second call
+        assert 1 <= ratio + rounding and ratio < 1.5
     # Engines that produced no time are listed at the end with the reason, not silently left out.
     for precision in ("fp32", "fp16", "int8"):
         assert re.search(rf"digits +1 tensorrt_rtx-{precision} +SKIPPED  \S", result.stdout), result.stdout[-3000:]
@@ -71,9 +71,11 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
         assert info["samples_per_s"] == pytest.approx(batch / (info["p50_ms"] / 1e3))
         assert info["speedup_vs_tensorflow"] > 0
         assert info["scenario"] == {1: "SingleStream", 4: "Offline"}[batch]
-        # Every row, TensorFlow's included, gets the rounds its median needs; thinner percentiles are marked.
-        assert info["rounds"] >= 20 and info["rounds_needed"] == {"p50": 20, "p90": 100, "p99": 1000}
+        # digits' calls are short: at least 6 rounds of turns of at least 5 calls; thinner percentiles are marked.
+        assert info["rounds"] >= 30 and info["rounds_needed"] == {"p50": 20, "p90": 100, "p99": 1000}
         assert info["low_confidence"] == [q for q, n in info["rounds_needed"].items() if info["rounds"] < n]
+        assert info["robin_rounds"] >= 6 and info["rounds"] == info["robin_rounds"] * info["turn_calls"]
+        assert info["others_cpu_share"] is None or 0 <= info["others_cpu_share"] <= 1
     for batch in (1, 4):
         assert rows[("tensorflow", "fp32", batch)]["speedup_vs_tensorflow"] == 1.0
         for engine, precision in engines[1:]:
@@ -81,6 +83,10 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
             low, high = row["speedup_interval"]
             assert low <= row["speedup_vs_tensorflow"] <= high and row["speedup_confidence"] == 0.95
             assert row["tensorflow_interleaved_p50_ms"] > row["p50_ms"] and row["interleave_block"] >= 1
+            # What stopped it is what it says: the interval within the target, or the time cap.
+            halfwidth = (high - low) / (2 * row["speedup_vs_tensorflow"])
+            assert (row["stopped_by"], halfwidth <= row["target_halfwidth"] + 1e-12) in (
+                ("interval", True), ("time cap", False)), row
     assert {b["group"] for b in data["benchmarks"] if "engine" in b["extra_info"]} == {"digits batch 1", "digits batch 4"}
     assert data["machine_info"]["harness"]["versions"]["tensorflow"]
     serving = {b["extra_info"]["batching"]: b["extra_info"] for b in data["benchmarks"] if "batching" in b["extra_info"]}
@@ -96,10 +102,8 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
                          r"x(\d+\.\d{3})\)", result.stdout)
     assert len(printed) == 2, result.stdout[-3000:]
     for engine_ms, served_ms, added_ms, times in printed:
-        assert float(added_ms) == pytest.approx(float(served_ms) - float(engine_ms), abs=0.011)
-        engine, served = float(engine_ms), float(served_ms)  # each printed to 0.005 ms: the ratio's widest error
-        widest = (served + 0.005) / (engine - 0.005) - served / engine if engine > 0.005 else float("inf")
-        assert float(times) == pytest.approx(served / engine, abs=0.0011 + widest)
+        # serving is never free: a request over HTTP costs more than the engine's call alone
+        assert float(served_ms) > float(engine_ms) > 0 and float(added_ms) > 0 and float(times) > 1
     # the null engine's row, and its line printing pytest-benchmark's own median of the requests
     (null,) = [b for b in data["benchmarks"] if b["extra_info"].get("served_engine") == "null"]
     line = re.search(r"digits served by a null engine \(engine taken out; batch 1, [\d.]+ kB binary request, "
@@ -128,7 +132,8 @@ def test_gate_fails_on_a_baseline_the_run_cannot_meet_and_passes_on_one_it_can(t
         path = tmp_path / f"baseline-{ratio}-{len(machine)}-{bool(extra)}.json"
         rows = {e: {"1": ratio} for e in measured} | (extra or {})
         path.write_text(json.dumps({"format": 2, "machines": {machine: {
-            "machine": {}, "models": {"digits": rows, "inception_v3": {"onnxruntime-fp32": {"1": 1e9}}}}}}))
+            "machine": {}, "estimator": ESTIMATOR,
+            "models": {"digits": rows, "inception_v3": {"onnxruntime-fp32": {"1": 1e9}}}}}}))
         return path
 
     unreachable = _bench(*fast, f"--harness-gate={baseline(1e6)}", "--harness-max-slowdown=0.5")
@@ -169,7 +174,7 @@ def test_gate_fails_on_a_baseline_the_run_cannot_meet_and_passes_on_one_it_can(t
 
 def test_gate_arithmetic_and_baseline_errors(tmp_path: Path) -> None:
     from harness.errors import UsageError
-    from harness.measure import Speedup
+    from harness.measure import ESTIMATOR, Speedup
     from harness.timing import Row, Unmeasured, check_gate, load_baseline, speedups, update_baseline
 
     rows = [Row("m", "tensorflow-fp32", 1, 0.010, speedup=Speedup.exact(1.0)),
@@ -178,8 +183,13 @@ def test_gate_arithmetic_and_baseline_errors(tmp_path: Path) -> None:
     measured = speedups(rows)
     assert measured == {("m", "tensorflow-fp32", 1): Speedup.exact(1.0), ("m", "onnxruntime-int8", 1): rows[1].speedup}
 
-    def table(models: dict[str, object]) -> dict[str, object]:
-        return {"format": 2, "machines": {"box": {"machine": {}, "models": models}}}
+    def table(models: dict[str, object], estimator: str = ESTIMATOR) -> dict[str, object]:
+        return {"format": 2, "machines": {"box": {"machine": {}, "estimator": estimator, "models": models}}}
+
+    # Ratios recorded with another estimator (the 10th-percentile one of before) are not compared.
+    old = check_gate(rows, table({"m": {"onnxruntime-int8": {"1": 1e6}}}, "p10 ratio"), "box", 0.15)
+    assert old.results == () and not old.failed and old.other_estimator == "p10 ratio"
+    assert "NOT COMPARED" in old.lines("b.json")[1][0] and "not compared" in old.verdict
 
     skipped = [Unmeasured("m", "onnxruntime-int8", 32, "skipped", "no such engine here")]
     report = check_gate(rows, table({"m": {"onnxruntime-int8": {"1": 2.9, "32": 2.0}}}), "box", 0.15, False, skipped)
@@ -357,3 +367,88 @@ def test_an_empty_shard_skips_the_benchmarks_with_why() -> None:
     assert result.returncode in (0, 5), result.stdout[-3000:] + result.stderr[-3000:]  # 5: nothing ran
     assert "INTERNALERROR" not in result.stdout + result.stderr
     assert "no model of digits falls in this shard" in result.stdout, result.stdout[-3000:]
+
+
+def test_the_count_gate_flags_a_rise_over_its_margin_and_never_passes_on_nothing(tmp_path: Path) -> None:
+    from harness.timing import Row, check_counts, load_baseline, update_baseline
+
+    this = {"arch": "x86_64", "valgrind": "valgrind-3.19.0", "python": "3.11.7", "versions": {"onnxruntime": "1.32.0"}}
+    rows = [Row("m", "onnxruntime-fp32", 1, 0.001, instructions=1_020_000.0),
+            Row("m", "onnxruntime-int8", 1, 0.001, instructions=1_009_000.0),
+            Row("m", "openvino-fp32", 1, 0.001, no_instructions="valgrind not found")]
+    path = tmp_path / "b.json"
+    update_baseline(path, {}, {"cpu": "c", "vendor": "v", "isa": [], "cores": 2, "gpus": []}, {},
+                    [Row("m", e, 1, 0.001, instructions=1_000_000.0) for e in ("onnxruntime-fp32", "onnxruntime-int8")],
+                    this)
+    baseline = load_baseline(path)
+    assert baseline["instructions"]["models"]["m"] == {"onnxruntime-fp32": {"1": 1000000},
+                                                       "onnxruntime-int8": {"1": 1000000}}
+    report = check_counts(rows, baseline, this, 0.01)
+    verdicts = {r.engine: r for r in report.results}
+    assert verdicts["onnxruntime-fp32"].regressed and "+2.00%" in str(verdicts["onnxruntime-fp32"])  # a 2% rise
+    assert not verdicts["onnxruntime-int8"].regressed  # 0.9%: inside the 1% margin
+    assert report.failed
+    # Counted with another library version: said, beside the verdict.
+    moved = check_counts(rows, baseline, {**this, "versions": {"onnxruntime": "1.33.0"}}, 0.01)
+    assert "onnxruntime 1.32.0 -> 1.33.0" in moved.lines()[0][0]
+    # A baseline row not counted, or a run that counted nothing, fails unless allowed.
+    baseline["instructions"]["models"]["m"]["openvino-fp32"] = {"1": 5}
+    missing = check_counts(rows[1:], baseline, this, 0.01)
+    assert missing.failed and "NOT COUNTED" in str(missing.results[-1]) and "valgrind not found" in str(missing.results[-1])
+    assert not check_counts(rows[1:2], {"instructions": {"models": {"m": {"onnxruntime-int8": {"1": 1e6}}}}}, this,
+                            0.01, allow_missing=True).failed
+    nothing = check_counts(rows[2:], baseline, this, 0.01)
+    assert nothing.failed and "no row was counted in this run (valgrind not found)" in nothing.problems
+
+
+def test_the_main_job_ends_with_its_table_the_suites_not_run_and_the_report(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    result = _bench("--harness-batch-sizes", "1", "--harness-backends", "onnxruntime", "--harness-precisions", "fp32",
+                    f"--harness-report={report}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert "passed" in lines[-1]  # pytest's own count, then ours just above it
+    assert lines[-2].startswith(f"harness: report written to {report / 'report.html'}")
+    assert lines[-2].endswith(f"pytest-benchmark JSON: {report / 'benchmark.json'}")
+    assert json.loads((report / "benchmark.json").read_text())["benchmarks"]  # written without --benchmark-json
+    assert lines[-3] == ("harness: not run: the overhead, serving benchmark suite(s); run them with: pytest benchmarks/ "
+                         "--benchmark-only --harness-suites overhead,serving")
+    # ours after pytest-benchmark's tables (its legend) and pytest's short summary (the skipped TensorRT rows)
+    table = next(i for i, line in enumerate(lines) if "speedup over TensorFlow (same run)" in line)
+    assert table > max(i for i, line in enumerate(lines) if line.startswith(("Legend:", "SKIPPED")))
+    assert re.search(r"^digits +1 onnxruntime-fp32 +[\d.]+ +[\d.]+ +\d+  [\d.]+x \[", result.stdout, re.MULTILINE)
+    # progress of the round-robin, on stderr
+    assert re.search(r"\[harness\] digits batch 1: round \d+, \d+ s: done \(1 engine\(s\)\)", result.stderr), \
+        result.stderr[-2000:]
+
+
+def test_a_run_whose_benchmark_rows_were_all_skipped_says_so_last(tmp_path: Path) -> None:
+    result = _bench("--harness-batch-sizes", "1", "--harness-backends", "tensorrt", "-k", "test_engine",
+                    f"--harness-report={tmp_path / 'report'}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines[-2].startswith("harness: NO BENCHMARK ROW WAS MEASURED: 3 row(s) produced no time (3 skipped"), lines[-6:]
+
+
+def test_every_extra_info_key_the_suite_writes_is_documented() -> None:
+    """docs/reference.md's table of extra_info keys comes from harness.suite.EXTRA_INFO: a key the
+    suite writes that the table lacks fails here (read from the source, so no run is needed)."""
+    import ast
+
+    from harness.suite import EXTRA_INFO
+
+    written: set[str] = set()
+    for path in (ROOT / "benchmarks" / "test_inference.py", ROOT / "harness" / "parallel.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("extra_info.update"):
+                written |= {k.arg for k in node.keywords if k.arg}
+            if isinstance(node, ast.Subscript) and ast.unparse(node.value).endswith("extra_info") \
+                    and isinstance(node.slice, ast.Constant):
+                written.add(str(node.slice.value))
+    assert len(written) > 30 and written <= set(EXTRA_INFO), sorted(written - set(EXTRA_INFO))
+
+
+def test_the_reference_page_is_current() -> None:
+    done = subprocess.run([sys.executable, "scripts/reference_page.py", "--check"], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -3,21 +3,26 @@ the gate deciding on it.  Synthetic timings with a known true ratio, so each che
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
 from harness.measure import (
-    MAX_ROUNDS,
+    BUSY_SHARE,
     MIN_ROUNDS,
-    SPEEDUP_QUANTILE,
-    Interleaver,
-    RoundPlan,
+    MIN_TURNS,
+    CpuShare,
+    RoundRobin,
     Speedup,
     added_cost,
     low_confidence,
-    paired_speedup,
+    median_interval,
+    ratio_speedup,
     rounds_needed,
-    speedup_percentile,
 )
 from harness.timing import GateResult
 
@@ -26,73 +31,136 @@ def test_each_percentile_gets_ten_samples_beyond_it() -> None:
     # n >= 10 / share beyond q: the rule the module states, so p50 20, p90 100, p99 1000, p10 100.
     assert [rounds_needed(q) for q in (50, 90, 99, 10)] == [20, 100, 1000, 100]
     assert MIN_ROUNDS == 20
-    # The speedup's percentile: the 10th from 100 rounds, the lowest supported below that.
-    assert [speedup_percentile(n) for n in (2000, 100, 50, 20, 5)] == [10, 10, 20, 50, 50]
     assert low_confidence(20) == ["p90", "p99"]
     assert low_confidence(999) == ["p99"] and low_confidence(1000) == []
 
 
-def test_rounds_fit_the_time_and_the_bounds() -> None:
-    assert RoundPlan.of(0.010, 2.0).rounds == 200  # 2 s of 10 ms calls
-    assert RoundPlan.of(1.0, 2.0).rounds == MIN_ROUNDS  # slow calls still get the median's 20
-    assert RoundPlan.of(1e-6, 2.0).rounds == MAX_ROUNDS
-    plan = RoundPlan.of(0.001, 4.0, reference_estimate=0.004)  # interleaved: reference time counts too
-    assert plan.rounds % plan.block == 0 and plan.rounds >= 800 and plan.block == 12  # 50 ms / 4 ms
-    slow = RoundPlan.of(0.5, 4.0, reference_estimate=0.9)
-    assert slow.block == 5 and slow.rounds == MIN_ROUNDS  # 5 calls a block, and still four blocks to resample
-
-
-def test_interleaver_alternates_blocks_of_reference_and_engine() -> None:
-    log: list[str] = []
-    inter = Interleaver(lambda: log.append("R"), block=3, rounds=9)
-    for _ in range(9):  # what pytest-benchmark does: setup, then the timed engine call
-        inter.before_round()
-        log.append("E")
-    inter.before_round()  # --benchmark-cprofile calls setup once more: no block beyond the rounds
-    assert "".join(log) == "RRREEE" * 3
-    assert len(inter.seconds) == 9
-    # Short calls: each block starts with one untimed call of its side (R, then W for the engine).
-    log.clear()
-    warm = Interleaver(lambda: log.append("R"), block=2, rounds=4, rewarm=lambda: log.append("W"))
-    for _ in range(4):
-        warm.before_round()
-        log.append("E")
-    assert "".join(log) == "RRRWEE" * 2 and len(warm.seconds) == 4  # the untimed call is not a sample
-
-
-def _interleaved(true_ratio: float, blocks: int, block: int, drift: bool, rng: np.random.Generator) -> tuple[
-        np.ndarray, np.ndarray]:
-    """Engine 1 ms, reference true_ratio ms, both x a machine speed that drifts from 1 to 2 over
-    the run (when `drift`), plus positive noise, as alternating blocks would see them."""
-    n = blocks * block
-    t = np.repeat(np.linspace(0, 1, blocks), block)
-    machine = 1 + t if drift else np.ones(n)
-    noise = lambda: 1 + rng.exponential(0.05, n)
-    return true_ratio * 1e-3 * machine * noise(), 1e-3 * machine * noise()
-
-
-def test_interleaving_cancels_drift_that_back_to_back_rows_do_not() -> None:
-    rng = np.random.default_rng(1)
-    ref, eng = _interleaved(3.0, blocks=40, block=5, drift=True, rng=rng)
-    paired = paired_speedup(ref, eng, block=5)
-    assert paired.low <= 3.0 <= paired.high and paired.relative_halfwidth < 0.05
-    # The same machine timing TensorFlow's row first and the engine's after it (the old design):
-    # the engine ran on the slower half of the drift, and the ratio is off by a third.
-    first, second = ref[: len(ref) // 2], eng[len(eng) // 2:]
-    back_to_back = np.percentile(first, SPEEDUP_QUANTILE) / np.percentile(second, SPEEDUP_QUANTILE)
-    assert back_to_back < 2.4
+def test_the_median_interval_is_the_binomial_order_statistics() -> None:
+    # n = 6: P(all six on one side) = 2/64 < 5%, so [min, max]; n = 5 has no 95% interval (2/32 > 5%).
+    assert median_interval([6, 1, 5, 2, 4, 3]) == (3.5, 1, 6)
+    assert MIN_TURNS == 6
+    # n = 20: k = 6 (P(B <= 5) = 0.0207 <= 0.025 < P(B <= 6) = 0.0577), so x(6) and x(15).
+    assert median_interval(list(range(1, 21))) == (10.5, 6, 15)
 
 
 def test_the_interval_covers_the_true_ratio_about_as_often_as_it_says() -> None:
     rng = np.random.default_rng(7)
     covered = 0
-    for _ in range(100):
-        ref, eng = _interleaved(2.0, blocks=20, block=4, drift=False, rng=rng)
-        s = paired_speedup(ref, eng, block=4, resamples=500)
-        # With multiplicative noise of one distribution on both sides the true ratio of any
-        # quantile is 2.0.
+    for _ in range(400):
+        # the two sides' turn medians per round: one distribution of noise each, the true ratio 2
+        ref = 2e-3 * (1 + rng.exponential(0.05, 12))
+        eng = 1e-3 * (1 + rng.exponential(0.05, 12))
+        s = ratio_speedup(ref, eng)
         covered += s.low <= 2.0 <= s.high
-    assert covered >= 88  # nominal 95%; the bootstrap is a little liberal on 80 samples
+    # the order-statistic interval is exact: 95% or a little more (n = 12: 96.1%), never liberal
+    assert 0.93 * 400 <= covered <= 0.99 * 400
+
+
+class _Machine:
+    """A fake clock and models that advance it: a call of `cost` seconds takes cost x the machine's
+    speed of the moment (drifting slowly from 1x to 2x and back) x positive noise."""
+
+    def __init__(self, seed: int, drift: float = 1.0, noise: float = 0.05) -> None:
+        self.now = 0.0
+        self.rng = np.random.default_rng(seed)
+        self.drift, self.noise = drift, noise
+        self.calls: list[str] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def model(self, name: str, cost: float):  # type: ignore[no-untyped-def]
+        def call() -> None:
+            self.calls.append(name)
+            speed = 1 + self.drift * (0.5 - 0.5 * np.cos(self.now / 20))
+            self.now += cost * speed * (1 + self.rng.exponential(self.noise))
+        return call
+
+
+def test_round_robin_recovers_known_speedups_under_drift() -> None:
+    machine = _Machine(seed=1)
+    robin = RoundRobin({"fast": machine.model("fast", 1e-3), "slow": machine.model("slow", 2e-2)},
+                       machine.model("ref", 4e-3), target_halfwidth=0.03, max_seconds=1e9, timer=machine.clock)
+    measured = robin.run()
+    # The machine's speed doubles over the run, more than any ratio measured: pairing turns of one
+    # round cancels it.  True ratios: 4 ms / 1 ms and 4 ms / 20 ms.
+    for name, true in (("fast", 4.0), ("slow", 0.2)):
+        s = measured[name].speedup
+        assert s is not None and s.low <= true <= s.high and s.relative_halfwidth <= 0.03, (name, s)
+        assert measured[name].stopped == "interval" and len(measured[name].rounds) >= MIN_TURNS
+    assert measured["tensorflow-fp32"].stopped == "reference"
+    # TensorFlow is timed once a round for both engines, not once per engine.
+    assert len(measured["tensorflow-fp32"].rounds) == max(len(m.rounds) for m in measured.values())
+
+
+def test_round_robin_spends_rounds_where_the_uncertainty_is_and_stops_at_the_cap() -> None:
+    machine = _Machine(seed=2)
+    noisy = _Machine(seed=3, noise=0.6)
+    robin = RoundRobin({"steady": machine.model("steady", 1e-3), "noisy": noisy.model("noisy", 1e-3)},
+                       machine.model("ref", 2e-3), target_halfwidth=0.01, max_seconds=2.0, timer=machine.clock)
+    # the noisy engine's calls advance its own clock; keep one clock: both models on `machine`
+    noisy.now = machine.now
+    robin.engines["noisy"] = _noisy_on(machine)
+    measured = robin.run()
+    steady, wild = measured["steady"], measured["noisy"]
+    assert steady.stopped == "interval" and wild.stopped == "time cap"
+    assert len(wild.rounds) > len(steady.rounds)  # the uncertain row got the extra rounds
+    assert wild.speedup is not None and wild.speedup.relative_halfwidth > 0.01
+
+
+def _noisy_on(machine: _Machine):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(5)
+
+    def call() -> None:
+        machine.now += 1e-3 * (1 + rng.exponential(0.6))
+    return call
+
+
+def test_a_failing_engine_fails_its_own_row_only() -> None:
+    machine = _Machine(seed=4)
+
+    def broken() -> None:
+        raise RuntimeError("kernel crashed")
+
+    measured = RoundRobin({"ok": machine.model("ok", 1e-3), "broken": broken}, machine.model("ref", 2e-3),
+                          target_halfwidth=0.05, timer=machine.clock).run()
+    assert isinstance(measured["broken"].error, RuntimeError) and "kernel crashed" in measured["broken"].stopped
+    assert measured["ok"].stopped == "interval"
+
+
+def test_turns_of_short_calls_start_with_an_untimed_call() -> None:
+    machine = _Machine(seed=6, drift=0.0, noise=0.0)
+    measured = RoundRobin({"e": machine.model("e", 1e-3)}, machine.model("r", 1e-3), target_halfwidth=0.5,
+                          timer=machine.clock).run()
+    e = measured["e"]
+    assert e.rewarm and e.block == 50  # 50 ms of 1 ms calls
+    # warm-up: 4 calls each; then per round one untimed + 50 timed calls of each side
+    assert machine.calls.count("e") == 4 + len(e.rounds) * 51 and len(e.seconds) == 50 * len(e.rounds)
+
+
+def test_a_busy_machine_is_seen_and_marked() -> None:
+    if CpuShare().read() is None:
+        pytest.skip("no /proc/stat on this system: the busy check cannot run")
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.3)
+        spin = lambda: sum(range(20000))
+        measured = RoundRobin({"e": spin}, spin, target_halfwidth=1e-9, max_seconds=1.5).run()
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    share = measured["e"].others_share
+    # a burner per CPU takes about half the machine from this process; far over the 10% mark
+    assert share is not None and share > 2 * BUSY_SHARE and measured["e"].busy, share
+
+
+def test_cpu_share_counts_others_not_this_process() -> None:
+    share = CpuShare()
+    share.cpus = 2
+    # 3 s of machine CPU over 2 s of wall on 2 CPUs, 1 s of it this process's: others took 2 of 4
+    assert share.others((10.0, 5.0, 100.0), (13.0, 6.0, 102.0)) == (2.0, 4.0)
+    assert share.others(None, (1.0, 1.0, 1.0)) == (0.0, 0.0)
 
 
 class _Clock:
@@ -134,11 +202,9 @@ def test_added_cost_of_one_block_order_would_be_biased_by_drift() -> None:
     assert abs(cost.point) < 0.1e-6
 
 
-def test_paired_speedup_refuses_unpaired_samples() -> None:
-    with pytest.raises(ValueError, match="blocks of 4"):
-        paired_speedup([1.0] * 6, [1.0] * 6, block=4)
+def test_ratio_speedup_refuses_unpaired_rounds() -> None:
     with pytest.raises(ValueError, match="3 reference and 4 engine"):
-        paired_speedup([1.0] * 3, [1.0] * 4, block=1)
+        ratio_speedup([1.0] * 3, [1.0] * 4)
 
 
 def test_the_gate_calls_a_regression_only_when_the_whole_interval_is_below_the_floor() -> None:

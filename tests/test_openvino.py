@@ -74,3 +74,19 @@ def test_the_runner_is_rebuilt_from_its_recipe(harness_workspace: Workspace) -> 
     with engine.runner as a, copy as b:
         assert type(b) is type(a) and b.precision == "int8"
         np.testing.assert_array_equal(a.infer(feed)["logits"], b.infer(feed)["logits"])
+
+
+def test_an_engine_computing_in_another_precision_fails_naming_both(monkeypatch: pytest.MonkeyPatch,
+                                                                    harness_workspace: Workspace) -> None:
+    """The plugin answering in bf16 for an engine pinned to f32 is a failure, never a skip: a
+    skip would let the run go green without the engine it names."""
+    _bf16_cpu()
+    import harness.backends.openvino as ov
+    from harness.errors import BackendUnavailable, PrecisionMismatch
+
+    engine = harness_workspace.engine(DIGITS, "openvino", "fp32")
+    runner = ov.OpenVinoRunner(engine.plan, engine.spec, "fp32")
+    monkeypatch.setattr(runner, "config", lambda: {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16"})
+    with pytest.raises(PrecisionMismatch, match=r"pinned to f32, but the CPU plugin computes in \S*(bf16|bfloat16)") as caught:
+        runner.activate()
+    assert not isinstance(caught.value, BackendUnavailable)  # what the plugin turns into a skip

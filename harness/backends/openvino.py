@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from harness.backends.base import Runner
-from harness.errors import ArtifactError, BackendUnavailable, UnsupportedModel
+from harness.errors import ArtifactError, BackendUnavailable, PrecisionMismatch, UnsupportedModel
 from harness.lazy import lazy_import
 from harness.spec import ModelSpec
 
@@ -95,7 +95,10 @@ class OpenVinoRunner(Runner):
         if self.pin_precision:  # the plugin says what it will compute in; believe it, not the request
             actual = self._compiled.get_property("INFERENCE_PRECISION_HINT")
             if actual != getattr(ov.Type, HINTS[self.precision]):
-                raise BackendUnavailable("openvino", f"asked for {HINTS[self.precision]}, the CPU plugin runs {actual}")
+                raise PrecisionMismatch(f"{self.onnx_path}: OpenVINO {self.precision} engine pinned to "
+                                        f"{HINTS[self.precision]}, but the CPU plugin computes in {actual}; this "
+                                        "engine would not be the precision it is named (check the OpenVINO version "
+                                        "and the CPU's ISA)")
         self._request = self._compiled.create_infer_request()
 
     def _deactivate(self) -> None:

@@ -80,6 +80,8 @@ def _json(head: bytes) -> Any:
         return json.loads(head)
     except (ValueError, UnicodeDecodeError) as e:
         raise ProtocolError(f"request body is not valid JSON ({e})") from e
+    except RecursionError:
+        raise ProtocolError("request body's JSON is nested too deeply") from None
 
 
 def decode_request(body: bytes | memoryview, header_length: str | None, spec: ModelSpec) -> Request:

@@ -16,6 +16,7 @@ is graceful: no new connections, queued and in-flight requests finish, then the 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import queue
@@ -96,7 +97,9 @@ class InferenceServer:
         self.metrics = Metrics()
         self.worker = Worker(recipe, start_timeout)
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._carry: _Pending | None = None
+        # Requests taken off the queue that could not join the batch being formed (another shape):
+        # the next batches start from them, oldest first.
+        self._held: collections.deque[_Pending] = collections.deque()
         self._engine = threading.Lock()  # held while a batch runs, by the batcher or a lone request's thread
         self._accepting = True
         self._inflight = 0
@@ -213,13 +216,13 @@ class InferenceServer:
 
     def _alone(self) -> bool:
         """No request in flight but the caller's, none queued, none held for a batch."""
-        return self._inflight <= 1 and self._carry is None and self._queue.empty()
+        return self._inflight <= 1 and not self._held and self._queue.empty()
 
     def _next(self, timeout: float | None) -> _Pending | None:
         while True:
             item: _Pending | None
-            if self._carry is not None:
-                item, self._carry = self._carry, None
+            if self._held:
+                item = self._held.popleft()
             else:
                 item = self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
             if item is None or not item.abandoned:
@@ -230,33 +233,52 @@ class InferenceServer:
             pass  # one batch per call: its requests (and their tensors) are let go between batches
 
     def _batch_once(self) -> bool:
-        """Gather one batch and run it; False once stopped (after draining the queue)."""
+        """Gather one batch and run it; False once stopped (after draining the queue).
+
+        A batch is the oldest waiting request and every request that can join it (the same
+        non-batch shapes), in arrival order, up to max_batch samples: first from those held back
+        by earlier batches, then from the queue until the delay is over.  A request that cannot
+        join is held for a later batch instead of ending this one, so traffic whose sequence
+        lengths alternate (3, 5, 3, 5, ...) is served in batches of each length, not of one."""
         first = self._next(None)
         if first is None:
             return False
         batch, samples = [first], first.request.batch
+        kept: collections.deque[_Pending] = collections.deque()
+        while self._held:  # the held requests of this shape join, oldest first; the rest stay held
+            item = self._held.popleft()
+            if (not item.abandoned and samples + item.request.batch <= self.max_batch
+                    and _joinable(first.request, item.request)):
+                batch.append(item)
+                samples += item.request.batch
+            elif not item.abandoned:
+                kept.append(item)
+        self._held = kept
         # Alone with the engine idle, waiting would only add the delay to a lone request's latency.
         alone = self._alone() and not self._engine.locked() and not self.hold_lone_requests
         deadline = time.monotonic() + (0.0 if alone else self.max_delay)
         stopping = False
         while samples < self.max_batch:
             try:
-                item = self._next(deadline - time.monotonic())
+                item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0)) if deadline > time.monotonic() \
+                    else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
                 stopping = True
                 break
+            if item.abandoned:
+                continue
             if samples + item.request.batch > self.max_batch or not _joinable(first.request, item.request):
-                self._carry = item  # first of the next batch
-                break
+                self._held.append(item)  # a later batch's
+                continue
             batch.append(item)
             samples += item.request.batch
         with self._engine:
             self._run(batch)
         if not stopping:
             return True
-        while self._carry is not None or not self._queue.empty():  # drain: graceful stop
+        while self._held or not self._queue.empty():  # drain: graceful stop
             try:
                 last = self._next(0.0)
             except queue.Empty:
@@ -310,6 +332,23 @@ class InferenceServer:
 def _count(value: str | None) -> int | None:
     """A header's non-negative integer (ASCII digits only: "²".isdigit() is True), else None."""
     return int(value) if value is not None and value.isascii() and value.isdigit() else None
+
+
+def _framing_error(headers: HTTPMessage, method: str) -> str:
+    """Why a request's body cannot be delimited without guessing (RFC 9112 6.1-6.3, 11.2), or "".
+    The server reads bodies by Content-Length only: Transfer-Encoding (alone or beside a
+    Content-Length: the smuggling form), a Content-Length that is not one ASCII number, or
+    duplicates, are refused on every route, and a body on a method that takes none."""
+    if headers.get("Transfer-Encoding") is not None:
+        return "Transfer-Encoding is not accepted; send the body with a Content-Length"
+    lengths = headers.get_all("Content-Length") or []
+    if len(lengths) > 1:
+        return "more than one Content-Length"
+    if lengths and _count(lengths[0]) is None:
+        return f"Content-Length {lengths[0][:40]!r} is not a number"
+    if method in ("GET", "HEAD", "DELETE", "OPTIONS") and lengths and _count(lengths[0]) != 0:
+        return f"{method} takes no body"
+    return ""
 
 
 def _head_size(value: str | None, size: int) -> int:
@@ -385,14 +424,20 @@ class _Handler(BaseHTTPRequestHandler):
             if line in (b"\r\n", b"\n", b""):
                 break
             name, colon, value = line.decode("iso-8859-1").partition(":")
-            if not colon or not name.strip() or name[0] in " \t":  # no name, or obsolete line folding
+            # No name, obsolete line folding, or whitespace before the colon (RFC 9112 5.1: a
+            # proxy may read "Content-Length : 5" as another header than this server does).
+            if not colon or not name or name != name.strip() or any(c in name for c in " \t\r\n"):
                 self.send_error(HTTPStatus.BAD_REQUEST, f"bad header line {line[:100]!r}")
                 return False
-            headers[name.strip()] = value.strip()
+            headers[name] = value.strip()
         else:
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"more than {MAX_HEADERS} headers")
             return False
         self.headers = headers
+        framing = _framing_error(headers, self.command)
+        if framing:  # one rule for every method and path: an ambiguous body is never guessed at
+            self.send_error(HTTPStatus.BAD_REQUEST, framing)
+            return False
         connection = headers.get("Connection", "").lower()
         self.close_connection = connection == "close" or (self.request_version == "HTTP/1.0"
                                                           and connection != "keep-alive")
@@ -460,7 +505,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         app = self.server.app
         with app.in_flight() as outcome:
-            status, message = self._infer(app)
+            try:
+                status, message = self._infer(app)
+            except (ConnectionError, TimeoutError):
+                raise  # the client is gone: nobody to answer
+            except Exception as e:  # noqa: BLE001 - a bug of ours still gets an answer, never silence
+                self.close_connection = True
+                status, message = 500, f"internal error: {type(e).__name__}: {e}"
             outcome[0] = status
             if status != 200 and not self._gone:
                 self._error(status, message)
@@ -474,17 +525,13 @@ class _Handler(BaseHTTPRequestHandler):
         if target[0] != app.model_name:
             self._discard_body()
             return 404, f"unknown model {target[0]!r}; this server serves {app.model_name!r}"
-        if self.headers.get("Transfer-Encoding") is not None:  # chunked: this server reads Content-Length only
-            self.close_connection = True
-            return 411, "send the body with a Content-Length, not chunked (Transfer-Encoding)"
-        lengths = set(self.headers.get_all("Content-Length") or [])
-        size = _count(lengths.pop()) if len(lengths) == 1 else None
+        size = _count(self.headers.get("Content-Length"))  # parse_request checked the framing
         if size is None:
             self.close_connection = True
-            return 400, "one Content-Length is required"
-        if size > app.max_body:
+            return 411, "a Content-Length is required"
+        if size > app.max_body:  # said before a buffer is allocated; the body is drained in small reads
             self._discard_body()
-            return 400, f"request body of {size} bytes is over the limit of {app.max_body} bytes"
+            return 413, f"request body of {size} bytes is over the limit of {app.max_body} bytes"
         head = _head_size(self.headers.get(HEADER_LENGTH), size)
         # The tensors of a binary-data request go straight into shared memory the engine reads.
         slot = app.worker.slots.lease(size - head) if head else None

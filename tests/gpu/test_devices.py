@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,9 +24,8 @@ def test_this_process_sees_the_gpu_its_worker_was_given(pytestconfig: pytest.Con
         pytest.skip("no --harness-devices given: nothing pins this process to a GPU")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    expected = devices[int(worker[2:]) % len(devices)] if worker.startswith("gw") else None
-    if expected is not None:
-        assert visible == str(expected) and device_count() == 1  # one GPU, the worker's own
+    if worker.startswith("gw"):  # one GPU, one of those given (which one: the test below, across workers)
+        assert device_count() == 1 and int(visible) in devices
     cudart = import_cudart()
     err, props = cudart.cudaGetDeviceProperties(0)
     assert int(err) == 0
@@ -35,3 +37,24 @@ def test_this_process_sees_the_gpu_its_worker_was_given(pytestconfig: pytest.Con
     if log:
         with open(log, "a") as f:
             f.write(json.dumps(line) + "\n")
+
+
+def test_two_workers_see_two_different_gpus(tmp_path: Path) -> None:
+    """What the option promises, checked from outside: the two workers' devices are two different
+    physical GPUs (by PCI address), each worker always the same one."""
+    if device_count() < 2:
+        pytest.skip(f"needs two CUDA devices, this host has {device_count()}")
+    pytest.importorskip("xdist", reason="pytest-xdist not importable")
+    log = tmp_path / "devices.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "CUDA_VISIBLE_DEVICES"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "harness.pytest_plugin", "--noconftest", __file__,
+                           "-n", "2", "--harness-devices", "0,1", "-k", "sees_the_gpu", "-p", "no:cacheprovider", "-q"],
+                          env={**env, "HARNESS_DEVICE_LOG": str(log)}, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    by_worker: dict[str, set[str]] = {}
+    for line in lines:
+        by_worker.setdefault(line["worker"], set()).add(line["pci"])
+    assert len(by_worker) == 2 and all(len(pcis) == 1 for pcis in by_worker.values()), by_worker
+    assert len(set.union(*by_worker.values())) == 2, by_worker  # two different GPUs

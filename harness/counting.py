@@ -1,0 +1,208 @@
+"""Instructions per inference call, counted under Valgrind's callgrind: a measurement that does
+not move with what else the machine is doing, so a gate on it can catch a 2% slowdown on a
+noisy 2-core runner where wall time cannot (its spread between processes is tens of percent).
+
+- **One process per engine, under Valgrind** (`count_instructions`): `valgrind --tool=callgrind
+  --instr-atstart=no python -m harness.counting JOB OUT`.  The child makes the runner from its
+  recipe (`Runner.recipe()`), single-threaded (one intra-op thread, no spinning thread pool: a
+  thread pool's spin loop counts instructions while it waits), runs `WARMUP` uncounted calls
+  per batch size (first-call tracing, arena growth), then switches instrumentation on for
+  exactly `CALLS` calls, off, and dumps the counts (callgrind's client requests, from a
+  two-function C library compiled once against valgrind's own `callgrind.h`).
+- **The same count on Intel and AMD**: under Valgrind the program does not see the host's
+  CPU.  Valgrind 3.19's amd64 guest answers CPUID with a canned CPU (on an AVX2 host:
+  "GenuineIntel, Intel(R) Core(TM) i7-4910MQ", AVX2, no AVX-512, Intel cache descriptors;
+  seen on an AMD EPYC host), so ONNX Runtime's MLAS, oneDNN and OpenVINO pick the same kernels
+  on any AVX2 machine, and the count depends on the binaries and the inputs, not the vendor.
+  The baseline is therefore keyed by the counting class (`counting_class`: architecture,
+  Valgrind version, library versions), not by the machine class wall-time speedups need.
+- **`CALLS` = 5**: the count is deterministic to about 0.02% between processes (Python's and
+  the libraries' own bookkeeping), so more calls buy nothing; five make a per-call figure that
+  a one-off event in one call (an arena resize) cannot double.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import BackendUnavailable, HarnessError
+
+CALLS = 5
+WARMUP = 2
+VALGRIND_ENV = "HARNESS_VALGRIND"  # another valgrind binary than the one on PATH
+HEADER = Path("/usr/include/valgrind/callgrind.h")
+_CLIENT_C = r"""
+#include <valgrind/callgrind.h>
+void harness_count_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
+void harness_count_stop(const char *name) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS_AT(name); }
+"""
+# The child's environment: one thread everywhere, spinning off, Python's hashing fixed.
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+                     "OMP_WAIT_POLICY": "PASSIVE", "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def valgrind() -> str | None:
+    return os.environ.get(VALGRIND_ENV) or shutil.which("valgrind")
+
+
+def unavailable() -> str | None:
+    """Why instructions cannot be counted here, or None."""
+    if valgrind() is None:
+        return "valgrind not found (Debian/Ubuntu: apt install valgrind)"
+    if not HEADER.is_file():
+        return f"{HEADER} not found (valgrind's client-request header; Debian/Ubuntu ship it with valgrind)"
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        return "no C compiler (cc) to build the two-function client-request library (apt install gcc)"
+    if platform.machine() not in ("x86_64", "AMD64", "aarch64"):
+        return f"valgrind does not run on {platform.machine()}"
+    return None
+
+
+def client_library(root: Path) -> Path:
+    """The client-request library, compiled once into `root` (written aside and renamed in)."""
+    lib = Path(root) / "valgrind" / "libharness_count.so"
+    if lib.is_file():
+        return lib
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+        src = Path(tmp) / "count.c"
+        src.write_text(_CLIENT_C)
+        out = Path(tmp) / lib.name
+        done = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC", "-o", str(out), str(src)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BackendUnavailable("valgrind", f"cannot compile the client-request library: {done.stderr.strip()[:300]}")
+        os.replace(out, lib)
+    return lib
+
+
+def counting_class() -> dict[str, Any]:
+    """What a count depends on: the architecture, Valgrind's version (its guest CPU model) and
+    the libraries; not the host CPU's vendor or model (see the module's docstring)."""
+    from harness.machine import versions
+
+    version = subprocess.run([valgrind() or "valgrind", "--version"], capture_output=True, text=True,
+                             check=False).stdout.strip()
+    libs = {k: v for k, v in versions().items() if k in ("tensorflow", "onnxruntime", "openvino", "numpy") and v}
+    return {"arch": platform.machine(), "valgrind": version, "python": platform.python_version(), "versions": libs}
+
+
+def class_key(cls: Mapping[str, Any]) -> str:
+    libs = ", ".join(f"{k} {v}" for k, v in sorted(cls.get("versions", {}).items()))
+    return f"{cls.get('arch')} under {cls.get('valgrind')}, Python {cls.get('python')}; {libs}"
+
+
+@dataclass(frozen=True)
+class Count:
+    """Instructions per call of one engine at one batch size (CALLS calls counted, after WARMUP)."""
+
+    engine: str
+    batch: int
+    per_call: float
+    calls: int
+
+
+def single_threaded(recipe_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A runner's constructor arguments with one intra-op thread where the runner takes one."""
+    kwargs = dict(recipe_kwargs)
+    if "threads" in kwargs:
+        kwargs["threads"] = 1
+    return kwargs
+
+
+def count_instructions(recipe: Any, batches: Sequence[int], root: Path, calls: int = CALLS,
+                       warmup: int = WARMUP, timeout: float = 1800,
+                       progress: Callable[[str], None] | None = None, name: str = "") -> dict[int, Count]:
+    """Instructions per call of the runner `recipe` makes, at each batch size, counted in one
+    Valgrind process.  Raises BackendUnavailable where counting cannot run, HarnessError (naming
+    the engine and the log) where the child failed."""
+    why = unavailable()
+    if why:
+        raise BackendUnavailable("valgrind", why)
+    lib = client_library(root)
+    work = Path(tempfile.mkdtemp(prefix="count-", dir=Path(root) / "valgrind"))
+    try:
+        job = work / "job.json"
+        job.write_text(json.dumps({"factory": recipe.factory, "kwargs": single_threaded(recipe.kwargs),
+                                   "batches": list(batches), "calls": calls, "warmup": warmup, "library": str(lib)}))
+        out = work / "out.json"
+        cmd = [valgrind() or "valgrind", "--tool=callgrind", "--instr-atstart=no", "--smc-check=all-non-file",
+               f"--callgrind-out-file={work / 'callgrind.out'}", sys.executable, "-m", "harness.counting",
+               str(job), str(out)]
+        env = {**os.environ, **SINGLE_THREAD_ENV}
+        if progress is not None:
+            progress(f"counting instructions of {name or recipe.factory} under valgrind (batches "
+                     f"{','.join(map(str, batches))}; slow: Valgrind runs code about 50x slower) ...")
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        if done.returncode != 0 or not out.is_file():
+            log = work.parent / f"{work.name}.log"
+            log.write_text(done.stdout + "\n" + done.stderr)
+            raise HarnessError(f"{name or recipe.factory}: counting under valgrind failed (exit {done.returncode}); "
+                               f"its output is in {log}: {_last_line(done.stderr)}")
+        counted = json.loads(out.read_text())
+        totals = _dump_totals(work)
+        result = {}
+        for batch in batches:
+            total = totals.get(f"batch{batch}")
+            if total is None:
+                raise HarnessError(f"{name}: callgrind wrote no dump for batch {batch} (dumps: {sorted(totals)})")
+            result[batch] = Count(counted["engine"], batch, total / calls, calls)
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("==")]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _dump_totals(work: Path) -> dict[str, int]:
+    """Callgrind's dumps by trigger name ("batch8") -> instructions (the `summary:`/`totals:` line)."""
+    totals = {}
+    for path in work.glob("callgrind.out*"):
+        text = path.read_text(errors="replace")
+        trigger = re.search(r"^desc: Trigger: Client Request: (\S+)", text, re.MULTILINE)
+        total = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.MULTILINE)
+        if trigger and total:
+            totals[trigger.group(1)] = int(total.group(1))
+    return totals
+
+
+def _child(job_path: str, out_path: str) -> None:
+    """In the Valgrind process: make the runner, warm it, count CALLS calls per batch size."""
+    import ctypes
+
+    from harness.backends.base import RunnerRecipe
+
+    job = json.loads(Path(job_path).read_text())
+    lib = ctypes.CDLL(job["library"])
+    lib.harness_count_stop.argtypes = [ctypes.c_char_p]
+    runner = RunnerRecipe(job["factory"], job["kwargs"]).build()
+    with runner:
+        for batch in job["batches"]:
+            feed = runner.spec.check_feed(runner.spec.random_feed(batch, seed=batch))
+            infer = runner.infer_checked
+            for _ in range(job["warmup"]):
+                infer(feed)
+            calls = range(job["calls"])
+            lib.harness_count_start()
+            for _ in calls:
+                infer(feed)
+            lib.harness_count_stop(f"batch{batch}".encode())
+    Path(out_path).write_text(json.dumps({"engine": runner.name}))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], sys.argv[2])

@@ -1,0 +1,59 @@
+"""What the harness needs from pytest-benchmark that is not its public API, in one place, each
+assumption tested by name in tests/test_thirdparty.py (a release that breaks one fails there).
+
+- `benchmark_clock`: the timer and gc setting a `benchmark` fixture was made with
+  (`--benchmark-timer`, `--benchmark-disable-gc`), so the harness times the reference with the
+  same clock as pytest-benchmark times the rows.  Read from the fixture's `_timer` and
+  `_disable_gc` attributes.
+- `record_rounds`: a row's times measured by the harness's round-robin (harness.measure), given
+  to pytest-benchmark as that row's rounds.  pytest-benchmark times a call between two readings
+  of the fixture's `_timer`; `pedantic` runs with a clock that replays the measured durations,
+  so its statistics, table, JSON and --benchmark-compare see exactly the measured calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def benchmark_clock(benchmark: Any) -> tuple[Callable[[], float], bool]:
+    """(timer, disable_gc) of a pytest-benchmark fixture; perf_counter and False for anything else."""
+    return getattr(benchmark, "_timer", time.perf_counter), bool(getattr(benchmark, "_disable_gc", False))
+
+
+class _Replay:
+    """A clock for pytest-benchmark's runner, which reads it once before and once after each
+    round: each pair of readings is `seconds[i]` apart."""
+
+    def __init__(self, seconds: Sequence[float]) -> None:
+        self.seconds = list(seconds)
+        self.now = 0.0
+        self.reads = 0
+
+    def __call__(self) -> float:
+        if self.reads % 2:
+            self.now += self.seconds[self.reads // 2]
+        self.reads += 1
+        return self.now
+
+
+def record_rounds(benchmark: Any, seconds: Sequence[float]) -> None:
+    """Make `seconds` the rounds of `benchmark` (one call each)."""
+    if not seconds:
+        raise ValueError("no rounds to record")
+    replay = _Replay(seconds)
+    real = benchmark._timer
+    benchmark._timer = replay
+    try:
+        benchmark.pedantic(_nothing, rounds=len(seconds), iterations=1, warmup_rounds=0)
+    finally:
+        benchmark._timer = real
+    if replay.reads != 2 * len(seconds):
+        raise RuntimeError(f"pytest-benchmark read its timer {replay.reads} times for {len(seconds)} rounds "
+                           "(expected two a round): harness.thirdparty.record_rounds needs updating")
+
+
+def _nothing() -> None:
+    pass

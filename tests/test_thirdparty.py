@@ -1,0 +1,39 @@
+"""Each assumption harness.thirdparty makes about pytest-benchmark's internals, tested by name:
+a pytest-benchmark release that breaks one fails here, saying which."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from harness.thirdparty import _Replay, benchmark_clock, record_rounds
+
+
+def _enabled(benchmark: Any) -> None:
+    if getattr(benchmark, "disabled", False):
+        pytest.skip("pytest-benchmark is disabled in this run (--benchmark-disable): its fixture records nothing")
+
+
+def test_the_benchmark_fixture_keeps_its_timer_and_gc_setting(benchmark: Any, pytestconfig: pytest.Config) -> None:
+    timer, disable_gc = benchmark_clock(benchmark)
+    # The fixture was made with --benchmark-timer (time.perf_counter unless given) and --benchmark-disable-gc.
+    assert f"{timer.__module__}.{timer.__name__}" == str(pytestconfig.getoption("benchmark_timer"))
+    assert disable_gc is bool(pytestconfig.getoption("benchmark_disable_gc"))
+    assert not hasattr(object(), "_timer") and benchmark_clock(object()) == (time.perf_counter, False)
+
+
+def test_recorded_rounds_are_the_rounds_pytest_benchmark_reports(benchmark: Any) -> None:
+    _enabled(benchmark)
+    seconds = [0.004, 0.001, 0.003, 0.002]
+    record_rounds(benchmark, seconds)
+    stats = benchmark.stats.stats  # what the table and the JSON are made of
+    assert list(stats.data) == pytest.approx(seconds) and stats.rounds == 4
+    assert stats.median == pytest.approx(0.0025) and stats.min == pytest.approx(0.001)
+    assert not isinstance(benchmark._timer, _Replay)  # the fixture's own clock is back
+
+
+def test_recording_nothing_is_refused(benchmark: Any) -> None:
+    with pytest.raises(ValueError, match="no rounds"):
+        record_rounds(benchmark, [])
