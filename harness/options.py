@@ -147,6 +147,7 @@ def _show(value: Any) -> str:
 @functools.cache
 def option_table() -> tuple[Option, ...]:
     from harness.artifacts import DEFAULT_ROOT
+    from harness.backends.names import BACKENDS, ENGINE_BACKENDS, TRT_LIBRARIES
     from harness.backends.onnxrt import PROVIDERS
     from harness.backends.trt.build import (
         DEFAULT_MAX_BATCH,
@@ -160,14 +161,8 @@ def option_table() -> tuple[Option, ...]:
     from harness.measure import MAX_SECONDS, TARGET_HALFWIDTH
     from harness.precision import ALL_PRECISIONS, BACKEND_PRECISIONS, PRECISIONS
     from harness.precision.calibration import DEFAULT_PREPROCESS, METHODS
+    from harness.stages.calibrate import DEFAULT_CALIBRATION_METHOD, DEFAULT_CALIBRATION_SAMPLES
     from harness.timing import DEFAULT_MAX_INCREASE
-    from harness.workspace import (
-        BACKENDS,
-        DEFAULT_CALIBRATION_METHOD,
-        DEFAULT_CALIBRATION_SAMPLES,
-        ENGINE_BACKENDS,
-        TRT_LIBRARIES,
-    )
 
     models = MODEL_COMMANDS + (PYTEST,)
     engines = ENGINE_COMMANDS + (PYTEST,)
@@ -340,7 +335,7 @@ def build_options(get: Get, opt_batch: int | None = None) -> Any:
 
 
 def calibration_options(get: Get) -> Any:
-    from harness.workspace import CalibrationOptions
+    from harness.stages.calibrate import CalibrationOptions
 
     return CalibrationOptions(get("calibration"), get("calibration_samples"), get("calibration_method"),
                               get("calibration_preprocess"))

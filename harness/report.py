@@ -192,8 +192,8 @@ def _colour(engine: str) -> Any:
     """One colour per engine in every plot of every report: its place among all the engines the
     harness knows, not among those a plot happens to show (OpenVINO int8 was pink in one plot and
     grey in the next)."""
+    from harness.backends.names import ENGINE_BACKENDS
     from harness.precision import ALL_PRECISIONS
-    from harness.workspace import ENGINE_BACKENDS
 
     known = [REFERENCE] + [f"{b}-{p}" for b in ENGINE_BACKENDS for p in ALL_PRECISIONS if not p.endswith("-mixed")]
     known += [f"{b}-{p}" for b in ENGINE_BACKENDS for p in ALL_PRECISIONS if p.endswith("-mixed")]

@@ -16,6 +16,7 @@ from typing import Any
 from harness import __version__, stages
 from harness.artifacts import DEFAULT_ROOT, ArtifactStore, digest_json
 from harness.backends.base import Runner
+from harness.backends.names import BACKENDS, ENGINE_BACKENDS, TRT_LIBRARIES
 from harness.backends.onnxrt import OrtRunner
 from harness.backends.tf import TFRunner
 from harness.backends.trt.build import BuildOptions
@@ -49,15 +50,11 @@ from harness.stages.export import OnnxModel
 from harness.stages.freeze import FrozenModel
 from harness.stages.plan import Plan
 
-# Engines: what is built from the ONNX and checked against TensorFlow.
-ENGINE_BACKENDS = ("onnxruntime", "openvino", "tensorrt", "tensorrt_rtx")
 # The int8 placement each ONNX-running backend builds from (harness.precision.int8.TARGETS).
 # OpenVINO runs TensorRT's own file as fast as ONNX Runtime's form (InceptionV3, 2-core Intel
 # Xeon with AMX: 8.0 vs 7.5 ms at batch 1, 176 vs 182 ms at batch 32), so one int8 file serves
 # TensorRT and OpenVINO, and the golden check of one is the check of the other.
 INT8_FORM = {"onnxruntime": "onnxruntime", "openvino": "tensorrt"}
-TRT_LIBRARIES = ("tensorrt", "tensorrt_rtx")
-BACKENDS = ("tensorflow", *ENGINE_BACKENDS)  # what `harness compare --backends` accepts
 DEFAULT_GOLDEN_SAMPLES = 32  # user models: enough that one flipped sample moves top-1 by 0.03, not 0.25
 DEFAULT_SEED = 0
 DEFAULT_CALIBRATION = CalibrationOptions()  # the model's own calibration data (see CalibrationOptions)

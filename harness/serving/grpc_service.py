@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import math
 from concurrent import futures
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from harness import __version__
 from harness.errors import BackendUnavailable, InputError
-from harness.serving.protocol import DATATYPES, Request, datatype_of
-
-if TYPE_CHECKING:
-    from harness.serving.server import InferenceServer
+from harness.serving.protocol import DATATYPES, Request, Serving, datatype_of
 
 # typed `contents` field of each datatype (InferTensorContents)
 _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
@@ -40,7 +37,7 @@ def _stubs() -> tuple[Any, Any, Any]:
     return grpc, service_pb2, service_pb2_grpc
 
 
-def start_grpc(app: InferenceServer, host: str, port: int, threads: int = 64) -> tuple[Any, int]:
+def start_grpc(app: Serving, host: str, port: int, threads: int = 64) -> tuple[Any, int]:
     """A started grpc.Server serving `app`, and the port it bound (`port` 0: a free one)."""
     grpc, pb, pb_grpc = _stubs()
 
@@ -115,7 +112,7 @@ def start_grpc(app: InferenceServer, host: str, port: int, threads: int = 64) ->
     return server, bound
 
 
-def decode(request: Any, app: InferenceServer) -> dict[str, np.ndarray]:
+def decode(request: Any, app: Serving) -> dict[str, np.ndarray]:
     """The request's inputs as arrays, checked against the model (InputError naming the tensor)."""
     by_name = {t.name: t for t in app.spec.inputs}
     raw = list(request.raw_input_contents)

@@ -5,11 +5,13 @@ which `tritonclient[http]` uses by default."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -187,3 +189,26 @@ def encode_response(
     if not blobs:
         return head, {}
     return head + b"".join(blobs), {HEADER_LENGTH: str(len(head))}
+
+
+class _Ready(Protocol):
+    @property
+    def ready(self) -> threading.Event: ...
+
+
+class Serving(Protocol):
+    """What a front end (HTTP, gRPC) needs of the server behind it: the server implements it, and
+    the gRPC service is typed against it, so the two modules need not import each other."""
+
+    model_name: str
+    metadata: dict[str, Any]
+    spec: ModelSpec
+    max_body: int
+    max_batch: int
+
+    @property
+    def worker(self) -> _Ready: ...
+
+    def in_flight(self) -> contextlib.AbstractContextManager[list[int]]: ...
+
+    def answer(self, request: Request) -> tuple[int, dict[str, Any] | None, str]: ...

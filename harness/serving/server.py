@@ -259,14 +259,15 @@ class InferenceServer:
         deadline = time.monotonic() + (0.0 if alone else self.max_delay)
         stopping = False
         while samples < self.max_batch:
+            left = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0)) if deadline > time.monotonic() \
-                    else self._queue.get_nowait()
+                got = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is None:
+            if got is None:
                 stopping = True
                 break
+            item = got
             if item.abandoned:
                 continue
             if samples + item.request.batch > self.max_batch or not _joinable(first.request, item.request):
