@@ -101,8 +101,8 @@ def _record(benchmark: Any, runner: Runner, batch: int, result: BatchMeasurement
             tensorflow_interleaved_p50_ms=float(np.median(ref.seconds)) * 1e3,
             interleave_block=m.block,
             speedup_method=f"{ESTIMATOR}: each round times a turn of TensorFlow and of every engine still "
-                           "measuring; the ratio of the two sides' median call per turn, median over rounds; "
-                           "interval: the median's order-statistic 95% interval",
+                           "measuring; TensorFlow's median turn over the engine's (a turn's figure: the median "
+                           "of its calls); interval: percentile bootstrap over whole rounds",
         )
     elif why and runner.name != REFERENCE:
         benchmark.extra_info.update(no_speedup=why)

@@ -104,9 +104,9 @@ def summary_lines(rows: Sequence[Row], unmeasured: Sequence[Unmeasured] = ()) ->
         lines.append((f"{u.model:14s} {u.batch:5d} {u.engine:22s} {u.outcome.upper():>10s}  {u.reason}",
                       u.outcome != "skipped"))
     if any(r.engine != REFERENCE and r.speedup is not None for r in rows):
-        lines.append(((f"speedup = {ESTIMATOR} (TensorFlow and every engine timed in turns, one round at a time); "
-                       "[interval] = 95% interval of that median; 'cap' = stopped by the time cap before the "
-                       "interval reached its target"), False))
+        lines.append((("speedup = TensorFlow's median turn / the engine's, TensorFlow and every engine timed in "
+                       "turns, one round at a time; [interval] = 95% bootstrap interval over whole rounds; 'cap' = "
+                       "stopped by the time cap before the interval reached its target"), False))
     if any(r.busy for r in rows):
         lines.append(((f"BUSY = other processes took more than {BUSY_SHARE:.0%} of the machine while the row was "
                        "measured: its figures may be wrong in either direction; measure again on an idle machine"),

@@ -174,7 +174,10 @@ def test_speedup_intervals_and_thin_percentiles_are_shown(tmp_path: Path) -> Non
     run.write_text(json.dumps(data))
     written = write_report(tmp_path / "out", [run])
     rows = {(r[0], r[1], r[2]): r for r in table(written.markdown.read_text(), "m")}
-    _, _, _, p50, p90, p99, _, speedup, _, _ = rows[("onnxruntime", "int8", "8")]
+    # a benchmark run alone knows no golden results: no golden and accuracy columns of dashes
+    _, _, _, p50, p90, p99, _, speedup = rows[("onnxruntime", "int8", "8")]
+    assert "| golden |" not in written.markdown.read_text()
+    assert "~ before a latency: that percentile comes from fewer calls than it needs" in written.markdown.read_text()
     low, high = marked["speedup_interval"]
     assert speedup == f"{marked['speedup_vs_tensorflow']:.2f}x [{low:.2f}, {high:.2f}]"
     assert p99 == f"~{marked['p99_ms']:.2f}" and not p90.startswith("~") and not p50.startswith("~")
@@ -195,3 +198,17 @@ def test_shards_from_two_machines_merge_into_one_report(tmp_path: Path) -> None:
     assert len(table(markdown, "alpha")) == 6 and len(table(markdown, "beta")) == 6  # 3 engines x 2 batches each
     # beta's TensorFlow at batch 1 is its own run's (scale 2: 20 ms), alpha's its own (10 ms)
     assert table(markdown, "alpha")[0][3] == "10.00" and table(markdown, "beta")[0][3] == "20.00"
+
+
+def test_each_engine_has_one_colour_in_every_plot() -> None:
+    """OpenVINO int8 was pink in one plot and grey in the next: colours came from each plot's own
+    list of engines.  Now from the engine's place among all the harness knows."""
+    from harness.backends.names import ENGINE_BACKENDS
+    from harness.precision import ALL_PRECISIONS
+    from harness.report import _colour
+
+    pytest.importorskip("matplotlib", reason="matplotlib not importable (pip install -e '.[report]')")
+    engines = ["tensorflow-fp32"] + [f"{b}-{p}" for b in ENGINE_BACKENDS for p in ALL_PRECISIONS]
+    colours = [_colour(e) for e in engines]
+    assert len(set(colours)) == len(engines)  # every engine its own
+    assert colours == [_colour(e) for e in reversed(engines)][::-1]  # whatever else a plot shows
