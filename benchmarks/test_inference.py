@@ -55,8 +55,8 @@ def _record(benchmark: Any, runner: Runner, batch: int, result: BatchMeasurement
     m = result.measured.get(runner.name)
     if m is None:
         pytest.fail(f"{runner.name} was not in the batch {batch} round-robin", pytrace=False)
-    if m.error is not None:
-        raise m.error
+    if m.error is not None:  # raised in the row that ran the round-robin; this row's failure says so
+        pytest.fail(f"{runner.name} at batch {batch}: {m.stopped}", pytrace=False)
     record_rounds(benchmark, m.seconds)
     latency = Latency.of(m.seconds)
     speedup = m.speedup if result.measured.get(REFERENCE) is not None else None

@@ -97,7 +97,7 @@ def test_serving(benchmark: Any, batching: str, pytestconfig: pytest.Config, har
     benchmark.extra_info.update(
         model=spec.name, served_engine=engine.id, batching=batching, engine_p50_ms=engine_p50,
         serving_p50_ms=serving_p50, serving_overhead_ms=serving_p50 - engine_p50, request_bytes=size,
-        # the paired-block estimate (at the percentile speedups use, with its interval), beside the medians' ratio
+        # the round-robin estimate (with its interval), beside the medians' ratio
         serving_ratio=serving_p50 / engine_p50, serving_ratio_paired=1 / ratio.point,
         serving_ratio_paired_interval=[1 / ratio.high, 1 / ratio.low],
         sweep=[{"concurrency": r.concurrency, "p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms,

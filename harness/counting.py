@@ -144,7 +144,11 @@ def count_instructions(recipe: Any, batches: Sequence[int], root: Path, calls: i
         if progress is not None:
             progress(f"counting instructions of {name or recipe.factory} under valgrind (batches "
                      f"{','.join(map(str, batches))}; slow: Valgrind runs code about 50x slower) ...")
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        except subprocess.TimeoutExpired as e:
+            raise HarnessError(f"{name or recipe.factory}: counting under valgrind took over {timeout:.0f} s; "
+                               "count fewer batch sizes or a smaller model") from e
         if done.returncode != 0 or not out.is_file():
             log = work.parent / f"{work.name}.log"
             log.write_text(done.stdout + "\n" + done.stderr)
@@ -169,12 +173,13 @@ def _last_line(text: str) -> str:
 
 
 def _dump_totals(work: Path) -> dict[str, int]:
-    """Callgrind's dumps by trigger name ("batch8") -> instructions (the `summary:`/`totals:` line)."""
+    """Callgrind's dumps by trigger name ("batch8") -> instructions (the `totals:` line; a dump
+    triggered by a client request has `summary: 0` and its counts under `totals:`)."""
     totals = {}
     for path in work.glob("callgrind.out*"):
         text = path.read_text(errors="replace")
         trigger = re.search(r"^desc: Trigger: Client Request: (\S+)", text, re.MULTILINE)
-        total = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.MULTILINE)
+        total = re.search(r"^totals:\s+(\d+)", text, re.MULTILINE)
         if trigger and total:
             totals[trigger.group(1)] = int(total.group(1))
     return totals

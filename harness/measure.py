@@ -143,9 +143,10 @@ def ratio_speedup(reference_turns: Sequence[float], engine_turns: Sequence[float
 
 
 class CpuShare:
-    """What other processes took of the machine between `start()` and `stop()`: the machine's
-    busy CPU time (/proc/stat: user, nice, system, irq, softirq, steal) less this process's own
-    (os.times: every thread of it), over wall time x CPUs.  None where /proc/stat is missing."""
+    """What other processes took of the machine between two `read()`s: the machine's busy CPU
+    time (/proc/stat: user, nice, system, irq, softirq, steal) less this process's own (os.times:
+    every thread of it), over wall time x CPUs.  Host-wide: in a container with a CPU quota,
+    other tenants' work on other cores counts too.  Nothing where /proc/stat is missing."""
 
     def __init__(self) -> None:
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -170,7 +171,9 @@ class CpuShare:
         if before is None or after is None:
             return 0.0, 0.0
         busy, own, wall = (a - b for a, b in zip(after, before))
-        return max(0.0, busy - own), max(wall, 0.0) * self.cpus
+        # signed: /proc/stat counts 10 ms ticks, so a short round can read less than this process's
+        # own time; clamping each round would bias the sum upward (`Measured.others_share` clamps once)
+        return busy - own, max(wall, 0.0) * self.cpus
 
 
 @dataclass
@@ -192,7 +195,7 @@ class Measured:
 
     @property
     def others_share(self) -> float | None:
-        return self.others_cpu / self.capacity if self.capacity > 0 else None
+        return max(0.0, self.others_cpu) / self.capacity if self.capacity > 0 else None
 
     @property
     def busy(self) -> bool:
@@ -222,6 +225,7 @@ class RoundRobin:
     progress_every: float = 10.0
     label: str = ""
     reference_name: str = "tensorflow-fp32"
+    wall: Timer = time.monotonic  # what the time cap and the progress lines count (tests give a fake one)
 
     def run(self) -> dict[str, Measured]:
         calls = dict(self.engines)
@@ -242,7 +246,7 @@ class RoundRobin:
             raise ref.error
         active = [n for n in calls if measured[n].error is None]
         share = CpuShare()
-        start = time.monotonic()
+        start = self.wall()
         last_progress = start
         r = 0
         while any(n != self.reference_name for n in active):
@@ -265,7 +269,7 @@ class RoundRobin:
             if ref is not None and ref.error is not None:  # no reference, no ratio: the run is over
                 raise ref.error
             active = [n for n in active if measured[n].error is None]
-            elapsed = time.monotonic() - start
+            elapsed = self.wall() - start
             ref_turns = dict(zip(ref.rounds, ref.turns)) if ref is not None else {}
             for name in [n for n in active if n != self.reference_name]:
                 m = measured[name]
@@ -283,9 +287,9 @@ class RoundRobin:
                 if m.stopped:
                     active.remove(name)
             r += 1
-            if self.progress is not None and (time.monotonic() - last_progress >= self.progress_every or
+            if self.progress is not None and (self.wall() - last_progress >= self.progress_every or
                                               not any(n != self.reference_name for n in active)):
-                last_progress = time.monotonic()
+                last_progress = self.wall()
                 self.progress(self._progress_line(measured, active, r, elapsed))
         if ref is not None:
             ref.stopped = "reference"

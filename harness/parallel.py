@@ -7,9 +7,9 @@ benchmark at a time on the host, and the controller gathers what they measured.
 - A benchmark's timed call holds one file lock the workers of the host share, whatever GPU
   each worker has: every engine row also times the TensorFlow reference beside it on the host
   (and CPU engines run there), so two timed calls at once would time each other's load; the
-  benchmarks run one after another.  Setup (freezing, export, plans) is not locked: with a
-  cold cache it can overlap another worker's timing, so time with a warm cache (`harness
-  build`, or a first run).
+  benchmarks run one after another.  A batch size's round-robin (harness.suite) runs in the
+  first row of it a worker gets, over every engine row that worker collected, and builds the
+  engines it lacks inside the lock: time with a warm cache (`harness build`, or a first run).
 - At its end a worker sends its rows, unmeasured rows and its pytest-benchmark JSON to the
   controller (xdist's `workeroutput`); the controller's end-of-run table, gate, report and
   `--benchmark-json` cover every worker's."""

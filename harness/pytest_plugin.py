@@ -575,7 +575,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         mine: list[Any] = config.stash.get(ROWS, [])
         missing: list[Any] = config.stash.get(UNMEASURED, [])
         payload = rows_out(mine, missing)
-        if bench is not None and bench.benchmarks and config.getoption("benchmark_json", None):
+        if bench is not None and bench.benchmarks and (config.getoption("benchmark_json", None)
+                                                        or _only_benchmarks(config)):  # the controller's default
             info = bench.get_machine_info()
             commit = config.hook.pytest_benchmark_generate_commit_info(config=config)
             doc = config.hook.pytest_benchmark_generate_json(config=config, benchmarks=bench.benchmarks,
@@ -650,7 +651,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Ite
         for line, failure in counts.lines():
             tw.line(line, red=failure)
     not_run = config.stash.get(NOT_RUN, [])
-    if not_run and (rows or unmeasured):
+    if not_run:
         tw.line(f"harness: not run: the {', '.join(not_run)} benchmark suite(s); run them with: pytest benchmarks/ "
                 f"--benchmark-only --harness-suites {','.join(not_run)}")
     target = config.getoption("harness_update_baseline")

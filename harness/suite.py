@@ -102,8 +102,8 @@ class RoundRobins:
         for backend, precision in self.combos(request, batch):
             try:
                 built = self.build(request, backend, precision, calibration)
-            except HarnessError:
-                continue  # its row reports why
+            except Exception:  # noqa: BLE001, S112 - its own row (the engine fixture) reports why
+                continue
             if built.runner.max_batch is not None and batch > built.runner.max_batch:
                 continue  # its row skips, naming the plan's max batch
             runners[built.runner.name] = built.runner
@@ -112,10 +112,18 @@ class RoundRobins:
         timer, disable_gc = benchmark_clock(benchmark)
         model = (reference if not isinstance(reference, str) else next(iter(runners.values()), None))
         label = f"{getattr(getattr(model, 'spec', None), 'name', 'model')} batch {batch}"
-        robin = RoundRobin(calls, None if isinstance(reference, str) else self._call(reference, batch, gpu),
-                           self.target_halfwidth, self.max_seconds, timer, disable_gc, self.progress,
-                           label=label, reference_name=REFERENCE)
-        return BatchMeasurement(batch, robin.run(), reference if isinstance(reference, str) else "", gpu)
+        def run(ref: Any) -> BatchMeasurement:
+            robin = RoundRobin(calls, None if isinstance(ref, str) else self._call(ref, batch, gpu),
+                               self.target_halfwidth, self.max_seconds, timer, disable_gc, self.progress,
+                               label=label, reference_name=REFERENCE)
+            return BatchMeasurement(batch, robin.run(), ref if isinstance(ref, str) else "", gpu)
+
+        try:
+            return run(reference)
+        except Exception as e:
+            if isinstance(reference, str):
+                raise
+            return run(f"TensorFlow failed: {type(e).__name__}: {e}")
 
     @staticmethod
     def _call(runner: Any, batch: int, gpu: dict[str, list[Any]]) -> Callable[[], object]:
@@ -156,8 +164,9 @@ class Counter:
                 batches = [b for b in self.batches if runner.max_batch is None or b <= runner.max_batch]
                 self._done[key] = count_instructions(runner.recipe(), batches, self.root, progress=self.progress,
                                                      name=runner.name)
-            except HarnessError as e:
-                self._done[key] = e
+            except Exception as e:  # noqa: BLE001 - remembered: the engine's other rows say the same, not again
+                self._done[key] = e if isinstance(e, HarnessError) else HarnessError(f"{runner.name}: counting failed: "
+                                                                                      f"{type(e).__name__}: {e}")
         got = self._done[key]
         if isinstance(got, BaseException):
             raise got

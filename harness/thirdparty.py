@@ -43,6 +43,8 @@ def record_rounds(benchmark: Any, seconds: Sequence[float]) -> None:
     """Make `seconds` the rounds of `benchmark` (one call each)."""
     if not seconds:
         raise ValueError("no rounds to record")
+    if getattr(benchmark, "disabled", False):  # --benchmark-disable: pytest-benchmark records nothing
+        return
     replay = _Replay(seconds)
     real = benchmark._timer
     benchmark._timer = replay
@@ -50,6 +52,9 @@ def record_rounds(benchmark: Any, seconds: Sequence[float]) -> None:
         benchmark.pedantic(_nothing, rounds=len(seconds), iterations=1, warmup_rounds=0)
     finally:
         benchmark._timer = real
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and isinstance(getattr(stats, "options", None), dict):
+        stats.options["timer"] = real  # the JSON names the clock the calls were timed with, not the replay
     if replay.reads != 2 * len(seconds):
         raise RuntimeError(f"pytest-benchmark read its timer {replay.reads} times for {len(seconds)} rounds "
                            "(expected two a round): harness.thirdparty.record_rounds needs updating")

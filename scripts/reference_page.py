@@ -38,8 +38,8 @@ def page() -> str:
         places = ", ".join("pytest" if w == PYTEST else f"`harness {w}`" for w in option.where)
         help_text = option.at(PYTEST if PYTEST in option.where else option.where[0]).kwargs()["help"]
         out.append(f"| `{option.name}` | {places} | {help_text.replace('|', '/')} |")
-    out += ["", "Besides the table: `--harness-model NAME|PATH[,...]` (default inception_v3) and "
-            "`--harness-shard K/N`.", "", "## Fixtures", "", "| fixture | what it gives |", "|---|---|"]
+    out += ["", ("Besides the table: `--harness-model NAME|PATH[,...]` (default inception_v3) and "
+            "`--harness-shard K/N`."), "", "## Fixtures", "", "| fixture | what it gives |", "|---|---|"]
     out += [f"| `{name}` | {doc.replace('|', '/')} |" for name, doc in fixtures()]
     out += ["", "## Benchmark JSON: `extra_info` of each row", "", "| key | meaning |", "|---|---|"]
     out += [f"| `{key}` | {text} |" for key, text in EXTRA_INFO.items()]

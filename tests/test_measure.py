@@ -83,7 +83,8 @@ class _Machine:
 def test_round_robin_recovers_known_speedups_under_drift() -> None:
     machine = _Machine(seed=1)
     robin = RoundRobin({"fast": machine.model("fast", 1e-3), "slow": machine.model("slow", 2e-2)},
-                       machine.model("ref", 4e-3), target_halfwidth=0.03, max_seconds=1e9, timer=machine.clock)
+                       machine.model("ref", 4e-3), target_halfwidth=0.03, max_seconds=1e9, timer=machine.clock,
+                       wall=machine.clock)
     measured = robin.run()
     # The machine's speed doubles over the run, more than any ratio measured: pairing turns of one
     # round cancels it.  True ratios: 4 ms / 1 ms and 4 ms / 20 ms.
@@ -91,19 +92,24 @@ def test_round_robin_recovers_known_speedups_under_drift() -> None:
         s = measured[name].speedup
         assert s is not None and s.low <= true <= s.high and s.relative_halfwidth <= 0.03, (name, s)
         assert measured[name].stopped == "interval" and len(measured[name].rounds) >= MIN_TURNS
-    assert measured["tensorflow-fp32"].stopped == "reference"
-    # TensorFlow is timed once a round for both engines, not once per engine.
-    assert len(measured["tensorflow-fp32"].rounds) == max(len(m.rounds) for m in measured.values())
+    ref = measured["tensorflow-fp32"]
+    assert ref.stopped == "reference"
+    # TensorFlow is timed once a round for both engines, not once per engine: its calls are the
+    # warm-up (1 + 3) and one turn (an untimed call and its block) per round, however many engines.
+    rounds = max(len(m.rounds) for m in measured.values())
+    assert machine.calls.count("ref") == 4 + rounds * (ref.block + 1)
 
 
 def test_round_robin_spends_rounds_where_the_uncertainty_is_and_stops_at_the_cap() -> None:
     machine = _Machine(seed=2)
-    noisy = _Machine(seed=3, noise=0.6)
-    robin = RoundRobin({"steady": machine.model("steady", 1e-3), "noisy": noisy.model("noisy", 1e-3)},
-                       machine.model("ref", 2e-3), target_halfwidth=0.01, max_seconds=2.0, timer=machine.clock)
-    # the noisy engine's calls advance its own clock; keep one clock: both models on `machine`
-    noisy.now = machine.now
-    robin.engines["noisy"] = _noisy_on(machine)
+    rng = np.random.default_rng(5)
+
+    def noisy() -> None:  # the same cost as "steady", ten times its noise
+        machine.calls.append("noisy")
+        machine.now += 1e-3 * (1 + rng.exponential(0.6))
+
+    robin = RoundRobin({"steady": machine.model("steady", 1e-3), "noisy": noisy}, machine.model("ref", 2e-3),
+                       target_halfwidth=0.01, max_seconds=2.0, timer=machine.clock, wall=machine.clock)
     measured = robin.run()
     steady, wild = measured["steady"], measured["noisy"]
     assert steady.stopped == "interval" and wild.stopped == "time cap"
@@ -111,12 +117,13 @@ def test_round_robin_spends_rounds_where_the_uncertainty_is_and_stops_at_the_cap
     assert wild.speedup is not None and wild.speedup.relative_halfwidth > 0.01
 
 
-def _noisy_on(machine: _Machine):  # type: ignore[no-untyped-def]
-    rng = np.random.default_rng(5)
-
-    def call() -> None:
-        machine.now += 1e-3 * (1 + rng.exponential(0.6))
-    return call
+def test_nothing_stops_before_six_rounds_not_even_at_the_cap() -> None:
+    machine = _Machine(seed=3, drift=0.0, noise=0.0)
+    measured = RoundRobin({"e": machine.model("e", 0.5)}, machine.model("r", 1.0), target_halfwidth=0.5,
+                          max_seconds=0.0, timer=machine.clock, wall=machine.clock).run()
+    e = measured["e"]
+    # noise-free: the interval is exact from the first round, and the cap is over at once; still six rounds
+    assert len(e.rounds) == MIN_TURNS and e.stopped == "interval" and e.speedup == Speedup(2.0, 2.0, 2.0)
 
 
 def test_a_failing_engine_fails_its_own_row_only() -> None:
@@ -126,7 +133,7 @@ def test_a_failing_engine_fails_its_own_row_only() -> None:
         raise RuntimeError("kernel crashed")
 
     measured = RoundRobin({"ok": machine.model("ok", 1e-3), "broken": broken}, machine.model("ref", 2e-3),
-                          target_halfwidth=0.05, timer=machine.clock).run()
+                          target_halfwidth=0.05, timer=machine.clock, wall=machine.clock).run()
     assert isinstance(measured["broken"].error, RuntimeError) and "kernel crashed" in measured["broken"].stopped
     assert measured["ok"].stopped == "interval"
 
@@ -134,7 +141,7 @@ def test_a_failing_engine_fails_its_own_row_only() -> None:
 def test_turns_of_short_calls_start_with_an_untimed_call() -> None:
     machine = _Machine(seed=6, drift=0.0, noise=0.0)
     measured = RoundRobin({"e": machine.model("e", 1e-3)}, machine.model("r", 1e-3), target_halfwidth=0.5,
-                          timer=machine.clock).run()
+                          timer=machine.clock, wall=machine.clock).run()
     e = measured["e"]
     assert e.rewarm and e.block == 50  # 50 ms of 1 ms calls
     # warm-up: 4 calls each; then per round one untimed + 50 timed calls of each side
