@@ -61,6 +61,7 @@ MIN_BLOCK = 5
 REWARM_BELOW = 0.1  # seconds per call: shorter calls get an untimed first call in each turn
 CONFIDENCE = 0.95
 RESAMPLES = 2000
+ROUND_RESAMPLES = 1000  # the round-robin's bootstrap, recomputed as rounds come in
 # Rounds before a row may stop: fewer give a bootstrap of a handful of pairs (its coverage measured
 # on synthetic timings shaped like the 2-core machine's: 94% at 6 rounds, 96-97% from 13 on).
 MIN_TURNS = 6
@@ -190,6 +191,7 @@ class Measured:
     speedup: Speedup | None = None
     stopped: str = ""  # "interval", "time cap", "reference", or the error
     error: BaseException | None = None
+    checked: int = 0  # rounds its speedup was last computed from
     others_cpu: float = 0.0  # seconds other processes took during its rounds
     capacity: float = 0.0  # wall seconds x CPUs of its rounds
 
@@ -273,8 +275,12 @@ class RoundRobin:
             ref_turns = dict(zip(ref.rounds, ref.turns)) if ref is not None else {}
             for name in [n for n in active if n != self.reference_name]:
                 m = measured[name]
-                if ref is not None:
-                    m.speedup = ratio_speedup([ref_turns[i] for i in m.rounds], m.turns)
+                n = len(m.rounds)
+                # The interval is checked every round up to 40 rounds, then every n/20 (a long row of a
+                # tiny model runs hundreds of rounds), and once more at the end if it moved on since.
+                if ref is not None and (n <= 40 or n % (n // 20) == 0):
+                    m.speedup = ratio_speedup([ref_turns[i] for i in m.rounds], m.turns, resamples=ROUND_RESAMPLES)
+                    m.checked = n
                 # Nothing stops before MIN_TURNS rounds, the cap included: fewer have no 95% interval.
                 # (A long call's row may stop under the median's MIN_ROUNDS samples: its p50 is then
                 # listed as low-confidence, while the speedup's interval is what the rounds are for.)
@@ -294,6 +300,10 @@ class RoundRobin:
         if ref is not None:
             ref.stopped = "reference"
             ref.speedup = Speedup.exact(1.0)
+            ref_turns = dict(zip(ref.rounds, ref.turns))
+            for m in measured.values():  # the reported interval covers every round the row had
+                if m is not ref and m.error is None and m.rounds and m.checked != len(m.rounds):
+                    m.speedup = ratio_speedup([ref_turns[i] for i in m.rounds], m.turns, resamples=ROUND_RESAMPLES)
         return measured
 
     def _estimate(self, call: Callable[[], object]) -> float:
