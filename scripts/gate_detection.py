@@ -44,7 +44,8 @@ SIZES = "0.02,0.05,0.1,0.2"
 BATCHES = (1, 8)
 # .ci/run's gate command, without the gate (judged here, at several margins).
 CI_ARGS = ["benchmarks/", "--benchmark-only", "--harness-model", "digits", "--harness-batch-sizes", "1,8",
-           "--harness-backends", "onnxruntime", "--harness-report", "none", "-p", "no:cacheprovider", "-q"]
+           "--harness-backends", "onnxruntime", "--harness-max-seconds", "10", "--harness-report", "none",
+           "-p", "no:cacheprovider", "-q"]
 
 
 def _pairs(text: str) -> dict[str, str]:

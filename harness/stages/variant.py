@@ -17,7 +17,7 @@ from harness.stages.export import OnnxModel
 
 # Changed when the conversion itself changes, so no file made the old way is reused.
 FP16_RECIPE = "casts-from-integers-kept"
-INT8_RECIPE = "integer-paths-and-detection-head-unquantized"
+INT8_RECIPE = "integer-paths-and-detection-head-unquantized; onnxruntime form reduce_range"
 
 
 def variant(store: ArtifactStore, fp32: OnnxModel, precision: str, calibration: Calibration | None, target: str,
