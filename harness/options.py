@@ -128,7 +128,8 @@ class Option:
 
     def kwargs(self) -> dict[str, Any]:
         shown = self.default_text if self.default_text is not None else _show(self.default)
-        kw: dict[str, Any] = {"help": f"{self.help} (default: {shown})", "default": self.default}
+        # argparse formats help with %: a "95%" in the text would be a format error at --help
+        kw: dict[str, Any] = {"help": f"{self.help} (default: {shown})".replace("%", "%%"), "default": self.default}
         if self.action:
             kw["action"] = self.action
         if self.type is not None:

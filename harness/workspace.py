@@ -213,7 +213,7 @@ class Workspace:
                         f"({len(next(iter(feed.values())))} samples)"):
             report = debug_precision(fp32.path, model.path, precision, feed, fp32.name,
                                      cal.table if cal is not None else None, symmetric=target == "tensorrt")
-        with OrtRunner(model.path, model.spec, precision) as runner:
+        with OrtRunner(model.path, model.spec, precision, exact_qdq=target == "tensorrt") as runner:
             comparison = golden.check(runner, self.policy)
         report.passed = comparison.passed
         failed = [f"{r.output}: {'; '.join(r.failures)}" for r in comparison.results if r.failures]
@@ -256,7 +256,7 @@ class Workspace:
                 def passes(kept: Sequence[str]) -> bool:
                     path = Path(trials) / f"trial-{next(count)}.onnx"
                     write_mixed(fp32.path, base, kept, path, table, method, "tensorrt")
-                    with OrtRunner(path, fp32.spec, precision) as runner:
+                    with OrtRunner(path, fp32.spec, precision, exact_qdq=True) as runner:  # TensorRT's form
                         return golden.check(runner, self.policy).passed
 
                 with self._step(f"searching the fewest nodes of {fp32.name} to keep out of {base} "

@@ -36,7 +36,7 @@ def page() -> str:
            "| option | where | what (default) |", "|---|---|---|"]
     for option in option_table():
         places = ", ".join("pytest" if w == PYTEST else f"`harness {w}`" for w in option.where)
-        help_text = option.at(PYTEST if PYTEST in option.where else option.where[0]).kwargs()["help"]
+        help_text = option.at(PYTEST if PYTEST in option.where else option.where[0]).kwargs()["help"].replace("%%", "%")
         out.append(f"| `{option.name}` | {places} | {help_text.replace('|', '/')} |")
     out += ["", ("Besides the table: `--harness-model NAME|PATH[,...]` (default inception_v3) and "
             "`--harness-shard K/N`."), "", "## Fixtures", "", "| fixture | what it gives |", "|---|---|"]

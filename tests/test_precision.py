@@ -51,7 +51,7 @@ def test_tensorrt_form_int8_matches_golden_under_the_repository_policy(name: str
     """The symmetric int8 file TensorRT builds, run by ONNX Runtime: what CI can check of it."""
     request = ModelRequest.of(name)
     model, _ = harness_workspace.variant(request, "int8", target="tensorrt")
-    with OrtRunner(model.path, model.spec, "int8") as runner:
+    with OrtRunner(model.path, model.spec, "int8", exact_qdq=True) as runner:
         comparison = harness_workspace.golden(request).check(runner, REPO_POLICY)
     assert comparison.passed, str(comparison)
 
