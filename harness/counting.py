@@ -47,8 +47,11 @@ _CLIENT_C = r"""
 void harness_count_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
 void harness_count_stop(const char *name) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS_AT(name); }
 """
-# The child's environment: one thread everywhere, spinning off, Python's hashing fixed.
-SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+# The child's environment: one thread everywhere, spinning off, Python's hashing fixed.  OpenBLAS
+# (numpy's) keeps a thread per core spinning after its calls: on a loaded machine those threads
+# added up to 1.8% to a count (the same 5 calls read 918,335 and 935,591 per call); with one
+# thread, ONNX Runtime's counts repeat to 0.02% between processes.
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
                      "OMP_WAIT_POLICY": "PASSIVE", "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -138,6 +141,7 @@ def count_instructions(recipe: Any, batches: Sequence[int], root: Path, calls: i
                                    "batches": list(batches), "calls": calls, "warmup": warmup, "library": str(lib)}))
         out = work / "out.json"
         cmd = [valgrind() or "valgrind", "--tool=callgrind", "--instr-atstart=no", "--smc-check=all-non-file",
+               "--separate-threads=yes",
                f"--callgrind-out-file={work / 'callgrind.out'}", sys.executable, "-m", "harness.counting",
                str(job), str(out)]
         env = {**os.environ, **SINGLE_THREAD_ENV}
@@ -180,8 +184,8 @@ def _dump_totals(work: Path) -> dict[str, int]:
         text = path.read_text(errors="replace")
         trigger = re.search(r"^desc: Trigger: Client Request: (\S+)", text, re.MULTILINE)
         total = re.search(r"^totals:\s+(\d+)", text, re.MULTILINE)
-        if trigger and total:
-            totals[trigger.group(1)] = int(total.group(1))
+        if trigger and total:  # one file per thread and dump: a dump's threads are summed
+            totals[trigger.group(1)] = totals.get(trigger.group(1), 0) + int(total.group(1))
     return totals
 
 
