@@ -179,7 +179,7 @@ def _last_line(text: str) -> str:
 def _dump_totals(work: Path) -> dict[str, int]:
     """Callgrind's dumps by trigger name ("batch8") -> instructions (the `totals:` line; a dump
     triggered by a client request has `summary: 0` and its counts under `totals:`)."""
-    totals = {}
+    totals: dict[str, int] = {}
     for path in work.glob("callgrind.out*"):
         text = path.read_text(errors="replace")
         trigger = re.search(r"^desc: Trigger: Client Request: (\S+)", text, re.MULTILINE)
