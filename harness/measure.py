@@ -58,7 +58,10 @@ MAX_BLOCK = 64
 # Calls per turn at least, where calls are short: single alternating calls of InceptionV3
 # (batch 1) had OpenVINO int8 at 18 ms (3.8x TensorFlow) where back to back it runs 7.5 ms.
 MIN_BLOCK = 5
-REWARM_BELOW = 0.1  # seconds per call: shorter calls get an untimed first call in each turn
+# Seconds per call under which a turn starts with an untimed call.  At 0.1 s, ONNX Runtime fp16
+# at batch 1 on the 2-core AVX2 EPYC (86-141 ms a call) fell on either side between runs: with
+# the untimed call its turns read 86 ms (1.31x TensorFlow), without it 141 ms (0.92x).
+REWARM_BELOW = 0.25
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 ROUND_RESAMPLES = 1000  # the round-robin's bootstrap, recomputed as rounds come in
