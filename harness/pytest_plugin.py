@@ -416,11 +416,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    if _is_worker(session.config) and _only_benchmarks(session.config):
+        from harness.thirdparty import reenable_in_worker
 
-    bench = getattr(session.config, "_benchmarksession", None)
-    if _is_worker(session.config) and bench is not None and _only_benchmarks(session.config):
-        bench.disabled = False  # back on in this worker: harness.parallel serialises the timing
-        bench.json = None  # the controller writes the one JSON, from every worker's
+        reenable_in_worker(session.config)  # harness.parallel serialises the timing
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -571,17 +570,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     config = session.config
     if _is_worker(config) and hasattr(config, "workeroutput"):  # hand what was measured to the controller
-        bench = getattr(config, "_benchmarksession", None)
+        from harness.thirdparty import worker_json
+
         mine: list[Any] = config.stash.get(ROWS, [])
         missing: list[Any] = config.stash.get(UNMEASURED, [])
         payload = rows_out(mine, missing)
-        if bench is not None and bench.benchmarks and (config.getoption("benchmark_json", None)
-                                                        or _only_benchmarks(config)):  # the controller's default
-            info = bench.get_machine_info()
-            commit = config.hook.pytest_benchmark_generate_commit_info(config=config)
-            doc = config.hook.pytest_benchmark_generate_json(config=config, benchmarks=bench.benchmarks,
-                                                             include_data=True, machine_info=info, commit_info=commit)
-            config.hook.pytest_benchmark_update_json(config=config, benchmarks=bench.benchmarks, output_json=doc)
+        doc = worker_json(config) if config.getoption("benchmark_json", None) or _only_benchmarks(config) else None
+        if doc is not None:  # the controller writes it (its own --benchmark-json or the default)
             payload["benchmark_json"] = json.dumps(doc, default=str)
         config.workeroutput["harness"] = payload
         return

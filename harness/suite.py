@@ -14,8 +14,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.measure import MAX_SECONDS, TARGET_HALFWIDTH, Measured, RoundRobin
-
-REFERENCE = "tensorflow-fp32"
+from harness.timing import REFERENCE
 
 # Every key a benchmark row's `extra_info` can carry (benchmarks/test_inference.py writes them; a
 # test checks that each one written is here, and docs/reference.md is generated from this).

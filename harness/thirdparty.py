@@ -5,6 +5,9 @@ assumption tested by name in tests/test_thirdparty.py (a release that breaks one
   (`--benchmark-timer`, `--benchmark-disable-gc`), so the harness times the reference with the
   same clock as pytest-benchmark times the rows.  Read from the fixture's `_timer` and
   `_disable_gc` attributes.
+- `reenable_in_worker`, `worker_json`: pytest-benchmark's session object (`config._benchmarksession`,
+  its `disabled`, `json`, `benchmarks` and `get_machine_info()`), which the plugin needs under
+  xdist: a worker turns the session back on and hands its rows' JSON to the controller.
 - `record_rounds`: a row's times measured by the harness's round-robin (harness.measure), given
   to pytest-benchmark as that row's rounds.  pytest-benchmark times a call between two readings
   of the fixture's `_timer`; `pedantic` runs with a clock that replays the measured durations,
@@ -16,6 +19,32 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+
+def _session(config: Any) -> Any:
+    return getattr(config, "_benchmarksession", None)
+
+
+def reenable_in_worker(config: Any) -> None:
+    """pytest-benchmark turns itself off under xdist; an xdist worker timing benchmarks turns it
+    back on and writes no JSON of its own (the controller writes one from every worker's)."""
+    session = _session(config)
+    if session is not None:
+        session.disabled = False
+        session.json = None
+
+
+def worker_json(config: Any) -> dict[str, Any] | None:
+    """This process's pytest-benchmark JSON (with every round's data), or None without rows."""
+    session = _session(config)
+    if session is None or not session.benchmarks:
+        return None
+    info = session.get_machine_info()
+    commit = config.hook.pytest_benchmark_generate_commit_info(config=config)
+    doc: dict[str, Any] = config.hook.pytest_benchmark_generate_json(
+        config=config, benchmarks=session.benchmarks, include_data=True, machine_info=info, commit_info=commit)
+    config.hook.pytest_benchmark_update_json(config=config, benchmarks=session.benchmarks, output_json=doc)
+    return doc
 
 
 def benchmark_clock(benchmark: Any) -> tuple[Callable[[], float], bool]:

@@ -37,3 +37,27 @@ def test_recorded_rounds_are_the_rounds_pytest_benchmark_reports(benchmark: Any)
 def test_recording_nothing_is_refused(benchmark: Any) -> None:
     with pytest.raises(ValueError, match="no rounds"):
         record_rounds(benchmark, [])
+
+
+def test_the_benchmark_session_can_be_turned_back_on_and_gives_this_process_json(benchmark: Any,
+                                                                                pytestconfig: pytest.Config) -> None:
+    """Under xdist a worker turns pytest-benchmark's session back on and sends its JSON on: both
+    go through `config._benchmarksession` (its disabled, json, benchmarks, get_machine_info)."""
+    from harness.thirdparty import _session, reenable_in_worker, worker_json
+
+    _enabled(benchmark)
+    session = _session(pytestconfig)
+    assert session is not None and hasattr(session, "benchmarks") and callable(session.get_machine_info)
+    disabled, json_path = session.disabled, session.json
+    try:
+        reenable_in_worker(pytestconfig)
+        assert session.disabled is False and session.json is None
+    finally:
+        session.disabled, session.json = disabled, json_path
+    record_rounds(benchmark, [0.001, 0.002])
+    doc = worker_json(pytestconfig)  # this session's rows so far; the fixture's own is added at its teardown
+    if session.benchmarks:  # earlier tests of this run recorded some
+        assert doc is not None and {"machine_info", "commit_info", "benchmarks"} <= set(doc)
+        assert len(doc["benchmarks"]) == len(session.benchmarks)
+    else:
+        assert doc is None
