@@ -37,7 +37,7 @@ def _count(counter: Any, request: Any, runner: Runner, batch: int, benchmark: An
         reason = getattr(e, "reason", str(e))
         benchmark.extra_info.update(instructions_per_call=None, instructions_unavailable=reason)
         return None, reason
-    benchmark.extra_info.update(instructions_per_call=count.per_call, instructions_calls_counted=count.calls,
+    benchmark.extra_info.update(instructions_per_call=count.per_call, instructions_calls_counted=len(count.calls),
                                 instructions_method="callgrind, one thread, instrumentation on around the counted "
                                                     "calls only (harness.counting)")
     return count.per_call, ""

@@ -6,11 +6,9 @@ noisy 2-core runner where wall time cannot (its spread between processes is tens
   --instr-atstart=no python -m harness.counting JOB OUT`.  The child makes the runner from its
   recipe (`Runner.recipe()`), single-threaded (one intra-op thread, no spinning thread pool: a
   thread pool's spin loop counts instructions while it waits), runs `WARMUP` uncounted calls
-  per batch size (first-call tracing, arena growth; with 2, ONNX Runtime int8's count at batch 1
-  differed by 0.6% in one process of eight, with 5 seven of eight were identical to the
-  instruction), then switches instrumentation on for
-  exactly `CALLS` calls, off, and dumps the counts (callgrind's client requests, from a
-  two-function C library compiled once against valgrind's own `callgrind.h`).
+  per batch size (first-call tracing, arena growth), then counts `CALLS` calls one by one: the
+  counters zeroed before each call and dumped after it (callgrind's client requests, from a
+  four-function C library compiled once against valgrind's own `callgrind.h`).
 - **The same count on Intel and AMD**: under Valgrind the program does not see the host's
   CPU.  Valgrind 3.19's amd64 guest answers CPUID with a canned CPU (on an AVX2 host:
   "GenuineIntel, Intel(R) Core(TM) i7-4910MQ", AVX2, no AVX-512, Intel cache descriptors;
@@ -18,11 +16,13 @@ noisy 2-core runner where wall time cannot (its spread between processes is tens
   on any AVX2 machine, and the count depends on the binaries and the inputs, not the vendor.
   The baseline is therefore keyed by the counting class (`counting_class`: architecture,
   Valgrind version, library versions), not by the machine class wall-time speedups need.
-- **`CALLS` = 5**: the count repeats between processes to 0.003-0.2% per row, with a rare
-  outlier of up to 0.8% (ONNX Runtime fp32 at batch 1 reads ~175.3k or ~176.5k per call: two
-  modes this module has not pinned down), so more calls buy nothing; five make a per-call figure
-  that a one-off event in one call (an arena resize) cannot double.  The gate's margin (1% in CI)
-  sits above that spread, and a baseline is best recorded as the higher of two processes.
+- **The median of `CALLS` = 5 calls, each counted alone**: a sum over the calls took in whatever
+  one-off work fell inside them.  ONNX Runtime fp32 at batch 1 read 175,272 or 176,580 per call
+  (0.75% apart) in about a third of processes: one call in those ran ~6,500 more instructions of
+  one-time work in ONNX Runtime (string parsing among it) at a moment that varies between
+  processes.  The median of single calls leaves such an event out: ten processes then read
+  178,609-178,639 (0.02%; the figure includes the zero/dump requests around each call, so it sits
+  above the old sum's, and a baseline counted the old way is not comparable).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,8 @@ from harness.errors import BackendUnavailable, HarnessError
 
 CALLS = 5
 WARMUP = 5
+# What a count means; a baseline counted another way is not compared (harness.timing.check_counts).
+METHOD = f"median of {CALLS} single calls after {WARMUP} uncounted, one thread, callgrind Ir"
 VALGRIND_ENV = "HARNESS_VALGRIND"  # another valgrind binary than the one on PATH
 KEPT_ENV = ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "VALGRIND_LIB", "TMPDIR",
             "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "HARNESS_VERBOSE")
@@ -51,7 +54,9 @@ HEADER = Path("/usr/include/valgrind/callgrind.h")
 _CLIENT_C = r"""
 #include <valgrind/callgrind.h>
 void harness_count_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
-void harness_count_stop(const char *name) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS_AT(name); }
+void harness_count_zero(void) { CALLGRIND_ZERO_STATS; }
+void harness_count_dump(const char *name) { CALLGRIND_DUMP_STATS_AT(name); }
+void harness_count_stop(void) { CALLGRIND_STOP_INSTRUMENTATION; }
 """
 # The child's environment: one thread everywhere, spinning off, Python's hashing fixed.  OpenBLAS
 # (numpy's) keeps a thread per core spinning after its calls: on a loaded machine those threads
@@ -80,7 +85,7 @@ def unavailable() -> str | None:
 
 def client_library(root: Path) -> Path:
     """The client-request library, compiled once into `root` (written aside and renamed in)."""
-    lib = Path(root) / "valgrind" / "libharness_count.so"
+    lib = Path(root) / "valgrind" / "libharness_count2.so"  # 2: per-call dumps
     if lib.is_file():
         return lib
     lib.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +109,8 @@ def counting_class() -> dict[str, Any]:
     version = subprocess.run([valgrind() or "valgrind", "--version"], capture_output=True, text=True,
                              check=False).stdout.strip()
     libs = {k: v for k, v in versions().items() if k in ("tensorflow", "onnxruntime", "openvino", "numpy") and v}
-    return {"arch": platform.machine(), "valgrind": version, "python": platform.python_version(), "versions": libs}
+    return {"arch": platform.machine(), "valgrind": version, "python": platform.python_version(), "versions": libs,
+            "method": METHOD}
 
 
 def class_key(cls: Mapping[str, Any]) -> str:
@@ -114,12 +120,13 @@ def class_key(cls: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Count:
-    """Instructions per call of one engine at one batch size (CALLS calls counted, after WARMUP)."""
+    """Instructions per call of one engine at one batch size: the median of CALLS calls, each
+    counted on its own, after WARMUP uncounted ones; `calls` holds every call's count."""
 
     engine: str
     batch: int
     per_call: float
-    calls: int
+    calls: tuple[int, ...]
 
 
 def single_threaded(recipe_kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -174,10 +181,11 @@ def count_instructions(recipe: Any, batches: Sequence[int], root: Path, calls: i
         totals = _dump_totals(work, main_thread_only=counted.get("backend") != "tensorflow")
         result = {}
         for batch in batches:
-            total = totals.get(f"batch{batch}")
-            if total is None:
-                raise HarnessError(f"{name}: callgrind wrote no dump for batch {batch} (dumps: {sorted(totals)})")
-            result[batch] = Count(counted["engine"], batch, total / calls, calls)
+            each = tuple(totals.get(f"batch{batch}.call{i}", -1) for i in range(calls))
+            if min(each) < 0:
+                raise HarnessError(f"{name}: callgrind wrote no dump for some calls at batch {batch} "
+                                   f"(dumps: {sorted(totals)})")
+            result[batch] = Count(counted["engine"], batch, float(statistics.median(each)), each)
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -213,7 +221,7 @@ def _child(job_path: str, out_path: str) -> None:
 
     job = json.loads(Path(job_path).read_text())
     lib = ctypes.CDLL(job["library"])
-    lib.harness_count_stop.argtypes = [ctypes.c_char_p]
+    lib.harness_count_dump.argtypes = [ctypes.c_char_p]
     runner = RunnerRecipe(job["factory"], job["kwargs"]).build()
     with runner:
         for batch in job["batches"]:
@@ -221,15 +229,16 @@ def _child(job_path: str, out_path: str) -> None:
             infer = runner.infer_checked
             for _ in range(job["warmup"]):
                 infer(feed)
-            calls = range(job["calls"])
             # Python's cycle collector ran inside the counted calls in some processes and not in
             # others (+0.7% to one count of 20): collected before, off during.
             gc.collect()
             gc.disable()
             lib.harness_count_start()
-            for _ in calls:
+            for i in range(job["calls"]):
+                lib.harness_count_zero()
                 infer(feed)
-            lib.harness_count_stop(f"batch{batch}".encode())
+                lib.harness_count_dump(f"batch{batch}.call{i}".encode())
+            lib.harness_count_stop()
             gc.enable()
     Path(out_path).write_text(json.dumps({"engine": runner.name, "backend": runner.backend}))
 

@@ -445,6 +445,12 @@ def check_counts(rows: Sequence[Row], baseline: Mapping[str, Any], this_class: M
     if not 0 <= max_increase < 1:
         raise UsageError(f"max increase {max_increase}: a fraction in [0, 1), e.g. 0.01")
     table = baseline.get("instructions", {})
+    method = table.get("class", {}).get("method")
+    if table.get("models") and method != this_class.get("method"):
+        why = (f"NOT COMPARED: the baseline's counts were made as \"{method or 'an older method'}\", this run's as "
+               f"\"{this_class.get('method')}\"; record again with --harness-count-instructions --harness-update-baseline")
+        return CountGateReport((), (why,),
+                               allow_missing, table.get("class", {}), this_class)
     counted = {(r.model, r.engine, r.batch): r.instructions for r in rows if r.instructions is not None}
     why = {(r.model, r.engine, r.batch): r.no_instructions for r in rows if r.instructions is None}
     models_run = sorted({r.model for r in rows})

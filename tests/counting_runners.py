@@ -43,3 +43,21 @@ class SpinOrt(OrtRunner):
         for _ in range(self.spin):
             pass
         return out
+
+
+class OnceOrt(OrtRunner):
+    """ONNX Runtime plus one-off work (`spin` Python iterations) in its `at`-th call only: an
+    event like the one-time work ONNX Runtime does at a varying moment, which a count must not
+    take for a change in every call."""
+
+    def __init__(self, *args: Any, spin: int = 0, at: int = 7, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spin, self.at, self.done = spin, at, 0
+
+    def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+        out = super().infer_checked(feed)
+        self.done += 1
+        if self.done == self.at:
+            for _ in range(self.spin):
+                pass
+        return out

@@ -375,7 +375,8 @@ def test_an_empty_shard_skips_the_benchmarks_with_why() -> None:
 def test_the_count_gate_flags_a_rise_over_its_margin_and_never_passes_on_nothing(tmp_path: Path) -> None:
     from harness.timing import Row, check_counts, load_baseline, update_baseline
 
-    this = {"arch": "x86_64", "valgrind": "valgrind-3.19.0", "python": "3.11.7", "versions": {"onnxruntime": "1.32.0"}}
+    this = {"arch": "x86_64", "valgrind": "valgrind-3.19.0", "python": "3.11.7", "versions": {"onnxruntime": "1.32.0"},
+            "method": "median of single calls"}
     rows = [Row("m", "onnxruntime-fp32", 1, 0.001, instructions=1_020_000.0),
             Row("m", "onnxruntime-int8", 1, 0.001, instructions=1_009_000.0),
             Row("m", "openvino-fp32", 1, 0.001, no_instructions="valgrind not found")]
@@ -394,11 +395,14 @@ def test_the_count_gate_flags_a_rise_over_its_margin_and_never_passes_on_nothing
     # Counted with another library version: said, beside the verdict.
     moved = check_counts(rows, baseline, {**this, "versions": {"onnxruntime": "1.33.0"}}, 0.01)
     assert "onnxruntime 1.32.0 -> 1.33.0" in moved.lines()[0][0]
+    # Counted by another method (a sum over calls, say): not compared, and not a pass.
+    other = check_counts(rows, baseline, {**this, "method": "sum of 5 calls"}, 0.01)
+    assert other.failed and not other.results and "NOT COMPARED" in other.problems[0]
     # A baseline row not counted, or a run that counted nothing, fails unless allowed.
     baseline["instructions"]["models"]["m"]["openvino-fp32"] = {"1": 5}
     missing = check_counts(rows[1:], baseline, this, 0.01)
     assert missing.failed and "NOT COUNTED" in str(missing.results[-1]) and "valgrind not found" in str(missing.results[-1])
-    assert not check_counts(rows[1:2], {"instructions": {"models": {"m": {"onnxruntime-int8": {"1": 1e6}}}}}, this,
+    assert not check_counts(rows[1:2], {"instructions": {"class": this, "models": {"m": {"onnxruntime-int8": {"1": 1e6}}}}}, this,
                             0.01, allow_missing=True).failed
     nothing = check_counts(rows[2:], baseline, this, 0.01)
     assert nothing.failed and "no row was counted in this run (valgrind not found)" in nothing.problems

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.backends.base import RunnerRecipe
-from harness.counting import count_instructions, unavailable
+from harness.counting import CALLS, WARMUP, count_instructions, unavailable
 from harness.sources import ModelRequest
 from harness.workspace import Workspace
 
@@ -40,6 +40,17 @@ def test_counts_repeat_across_processes_and_a_doubled_call_counts_double(harness
     # A known regression: every call's work done twice.
     twice = count_instructions(_recipe(harness_workspace, "tests.counting_runners:TwiceOrt"), [1], root)
     assert 1.9 <= twice[1].per_call / first[1].per_call <= 2.05
+
+
+def test_one_off_work_in_one_counted_call_does_not_move_the_count(harness_workspace: Workspace) -> None:
+    root = Path(harness_workspace.store.root)
+    recipe = _recipe(harness_workspace, "tests.counting_runners:OnceOrt")
+    plain = count_instructions(replace(recipe, kwargs={**recipe.kwargs, "spin": 0}), [1], root)[1]
+    assert len(plain.calls) == CALLS
+    # ~20% of a call's work, once, in the second counted call: a sum over the calls moves by ~4%.
+    got = count_instructions(replace(recipe, kwargs={**recipe.kwargs, "spin": 4_000, "at": WARMUP + 2}), [1], root)[1]
+    assert got.calls[1] > 1.1 * plain.per_call, got.calls  # the event was counted, in that call
+    assert abs(got.per_call - plain.per_call) / plain.per_call <= 0.001, (got.per_call, plain.per_call)
 
 
 def test_a_failing_child_names_the_engine_and_its_log(harness_workspace: Workspace) -> None:
