@@ -447,9 +447,9 @@ def check_counts(rows: Sequence[Row], baseline: Mapping[str, Any], this_class: M
     table = baseline.get("instructions", {})
     method = table.get("class", {}).get("method")
     if table.get("models") and method != this_class.get("method"):
-        why = (f"NOT COMPARED: the baseline's counts were made as \"{method or 'an older method'}\", this run's as "
+        refused = (f"NOT COMPARED: the baseline's counts were made as \"{method or 'an older method'}\", this run's as "
                f"\"{this_class.get('method')}\"; record again with --harness-count-instructions --harness-update-baseline")
-        return CountGateReport((), (why,),
+        return CountGateReport((), (refused,),
                                allow_missing, table.get("class", {}), this_class)
     counted = {(r.model, r.engine, r.batch): r.instructions for r in rows if r.instructions is not None}
     why = {(r.model, r.engine, r.batch): r.no_instructions for r in rows if r.instructions is None}
