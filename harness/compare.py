@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.floor import OutputFloor
 
 Statistic = Literal["max", "p99", "mean", "median"]
 STATISTICS: tuple[Statistic, ...] = ("max", "p99", "mean", "median")
@@ -95,7 +98,7 @@ class ErrorStats:
     cosine_per_sample: list[float] = field(default_factory=list, repr=False)
 
 
-def _stat(values: np.ndarray, statistic: Statistic) -> float:
+def statistic_of(values: np.ndarray, statistic: Statistic) -> float:
     if statistic == "max":
         return float(values.max())
     if statistic == "p99":
@@ -180,10 +183,19 @@ class OutputComparison:
     reference_accuracy: float | None = None  # the same for the reference outputs
     calibration: str | None = None  # int8: what it was calibrated on
     calibration_synthetic: bool = False  # int8 calibrated on seeded synthetic inputs (no data given)
+    unstable: tuple[str, ...] = ()  # how the reference fails this tolerance against itself (harness.floor)
+    within_floor: bool = False  # the failures are within the reference's own floor (FLOOR_SLACK times it)
+    floor: dict[str, Any] | None = None  # the reference's floor figures, where the golden has them
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        """No failure, or failures the reference itself cannot hold steady (its floor fails this
+        tolerance and the engine is within that floor): not an engine's fault."""
+        return not self.failures or (bool(self.unstable) and self.within_floor)
+
+    @property
+    def verdict(self) -> str:
+        return "FAIL" if not self.passed else "UNSTABLE" if self.failures else "PASS"
 
     def record(self) -> dict[str, Any]:
         """One JSON record: what `harness compare --json` writes."""
@@ -192,6 +204,9 @@ class OutputComparison:
             "precision": self.precision,
             "output": self.output,
             "passed": self.passed,
+            "verdict": self.verdict,
+            "reference_unstable": list(self.unstable),
+            "reference_floor": self.floor,
             **asdict(self.stats),
             "accuracy": self.accuracy,
             "reference_accuracy": self.reference_accuracy,
@@ -206,7 +221,7 @@ class OutputComparison:
 
     def __str__(self) -> str:
         s, t = self.stats, self.tolerance
-        head = f"{self.backend}-{self.precision} output {self.output!r}: {'PASS' if self.passed else 'FAIL'}"
+        head = f"{self.backend}-{self.precision} output {self.output!r}: {self.verdict}"
         lines = [
             head,
             _row("abs error", s.max_abs_error, s.p99_abs_error, s.mean_abs_error, s.median_abs_error),
@@ -223,9 +238,20 @@ class OutputComparison:
         ]
         if self.calibration_synthetic:
             lines.append(f"  note: {SYNTHETIC_NOTE}")
-        lines += [f"  failed: {f}" for f in self.failures]
-        if not self.passed:
+        lines += [f"  {'failed' if not self.passed else 'outside the tolerance'}: {f}" for f in self.failures]
+        if self.failures:
             lines.append(f"  smallest atol that would have passed: {self.smallest_passing_atol:.3g}")
+        if self.floor is not None:
+            f = self.floor
+            lines.append(f"  reference's own floor: max {f['max_abs']:.3g}  p99 {f['p99_abs']:.3g}  worst cosine "
+                         f"{f['cosine']:.8f}" + (f"  top-1 {f['top1']:.4f}" if f.get("top1") is not None else ""))
+        if self.unstable:
+            from harness.floor import ADVICE, FLOOR_SLACK
+
+            lines.append(f"  reference unstable: {'; '.join(self.unstable)}")
+            lines.append(f"  {'the engine is within ' if self.within_floor else 'the engine is NOT within '}"
+                         f"{FLOOR_SLACK:g}x the reference's floor" + ("" if self.within_floor else ": a failure of its own"))
+            lines.append(f"  what to do: {ADVICE}")
         return "\n".join(lines)
 
 
@@ -250,6 +276,7 @@ def compare_output(
     precision: str = "",
     labels: np.ndarray | None = None,
     classes: bool = False,
+    floor: OutputFloor | None = None,
 ) -> OutputComparison:
     """`classes`: the output is class scores, so top-1/top-5 agreement (and accuracy, given
     labels) are computed and `tolerance.min_top1` applies; otherwise they are not."""
@@ -260,7 +287,7 @@ def compare_output(
     stats = error_stats(actual, ref, classes)
     a, r = np.asarray(actual, np.float64), np.asarray(ref, np.float64)
     excess = (np.abs(a - r) - tolerance.rtol * np.abs(r)).ravel()
-    needed = max(_stat(excess, tolerance.statistic), 0.0) if excess.size else 0.0
+    needed = max(statistic_of(excess, tolerance.statistic), 0.0) if excess.size else 0.0
     failures = []
     if not np.all(np.isfinite(a)):
         failures.append(f"{int(np.sum(~np.isfinite(a)))} non-finite values")
@@ -270,9 +297,14 @@ def compare_output(
         failures.append(f"cosine similarity {stats.cosine_similarity:.8f} < {tolerance.min_cosine}")
     if tolerance.min_top1 is not None and stats.top1_agreement is not None and stats.top1_agreement < tolerance.min_top1:
         failures.append(f"top-1 agreement {stats.top1_agreement:.4f} < {tolerance.min_top1}")
+    unstable = tuple(floor.exceeds(r, tolerance, classes)) if floor is not None else ()
+    # A non-finite value is never the reference's noise.
+    within = (bool(unstable) and np.all(np.isfinite(a))
+              and floor is not None and floor.holds(r, tolerance, needed, stats.cosine_similarity, stats.top1_agreement))
     return OutputComparison(
         name, stats, tolerance, needed, tuple(failures), backend, precision,
         top1_accuracy(actual, labels, classes), top1_accuracy(ref, labels, classes),
+        unstable=unstable, within_floor=bool(within), floor=floor.summary() if floor is not None else None,
     )
 
 
@@ -301,9 +333,11 @@ def compare(
     precision: str = "",
     labels: np.ndarray | None = None,
     classes: Collection[str] = (),
+    floors: Mapping[str, OutputFloor] | None = None,
 ) -> Comparison:
     """Compare every reference output; `tolerance` may be one for all or one per output;
-    `classes` names the outputs that are class scores."""
+    `classes` names the outputs that are class scores; `floors` the reference's own noise
+    floor per output (harness.floor), where the golden has one."""
     missing = [k for k in reference if k not in actual]
     if missing:
         raise HarnessError(f"outputs {missing} missing from {backend or 'the engine'}'s results ({sorted(actual)})")
@@ -311,5 +345,5 @@ def compare(
     for name, ref in reference.items():
         tol = tolerance if isinstance(tolerance, Tolerance) else tolerance[name]
         results.append(compare_output(name, np.asarray(actual[name]), np.asarray(ref), tol, backend, precision, labels,
-                                      name in classes))
+                                      name in classes, (floors or {}).get(name)))
     return Comparison(tuple(results))

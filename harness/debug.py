@@ -60,6 +60,9 @@ class DebugReport:
     passed: bool | None = None  # the golden check of the variant, where it was run
     golden_summary: str = ""
     notes: list[str] = field(default_factory=list)
+    # Failing outputs that TensorFlow does not hold steady even in fp32 (their noise floor fails
+    # the fp32 tolerance: harness.floor): no mixed-precision model can be judged on them.
+    unstable_fp32: list[str] = field(default_factory=list)
 
     def first_overflow(self) -> TensorReport | None:
         return next((r for r in self.rows if r.overflow), None) or next((r for r in self.rows if r.nonfinite), None)
@@ -127,14 +130,16 @@ class DebugReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "precision": self.precision, "samples": self.samples, "passed": self.passed,
-                "golden_summary": self.golden_summary, "rows": [asdict(r) for r in self.rows], "notes": self.notes}
+                "golden_summary": self.golden_summary, "rows": [asdict(r) for r in self.rows], "notes": self.notes,
+                "unstable_fp32": self.unstable_fp32}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DebugReport:
         """What `to_dict` wrote (`harness debug --json`)."""
         rows = [TensorReport(**{**r, "consumers": tuple(r.get("consumers", ()))}) for r in data["rows"]]
         return cls(data["model"], data["precision"], int(data["samples"]), rows, data.get("passed"),
-                   str(data.get("golden_summary", "")), list(data.get("notes", [])))
+                   str(data.get("golden_summary", "")), list(data.get("notes", [])),
+                   list(data.get("unstable_fp32", [])))
 
 
 def _exposed(path: Path, names: Sequence[str]) -> bytes:

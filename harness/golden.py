@@ -27,6 +27,7 @@ from harness.artifacts import atomic_write_bytes, atomic_write_json, digest_json
 from harness.backends.base import Runner
 from harness.compare import Comparison, Tolerance, compare, compare_output
 from harness.errors import GoldenError, GoldenMissing, GoldenStale
+from harness.floor import HOW, OutputFloor, unstable_warnings
 from harness.policy import TolerancePolicy
 
 DEFAULT_GOLDEN_DIR = Path("golden")  # users' models, relative to the working directory
@@ -48,6 +49,7 @@ class Golden:
     labels: np.ndarray | None
     meta: dict[str, Any]
     classes: tuple[str, ...] = ()  # outputs the model declares as class scores
+    floors: Mapping[str, OutputFloor] | None = None  # the reference's own noise floor (harness.floor)
 
     @property
     def description(self) -> str:
@@ -74,9 +76,10 @@ class Golden:
         per_output = tolerance if not isinstance(tolerance, Tolerance) else {o: tolerance for o in self.outputs}
         comparison = compare(
             runner.infer_batched(self.inputs), self.outputs, per_output, runner.backend, runner.precision,
-            self.labels, all_classes,
+            self.labels, all_classes, self.floors,
         )
         found = golden_warnings(self.outputs, all_classes, {runner.precision: per_output})
+        found += unstable_warnings(self.floors or {}, self.outputs, {runner.precision: per_output}, all_classes)
         for warning in found:  # pytest lists these in its warnings summary, pass or fail
             warnings.warn(GoldenWarning(f"{self.where}: {warning}"), stacklevel=2)
         return replace(comparison, warnings=tuple(found), reference=self.reference)
@@ -171,15 +174,23 @@ def write_golden(
     outputs: dict[str, np.ndarray],
     labels: np.ndarray | None,
     meta: dict[str, Any],
+    floors: Mapping[str, OutputFloor] | None = None,
 ) -> Path:
     """Replace the golden's own files one by one, never the directory (a golden of a SavedModel
     `m` and one of `m/x.keras` nest).  meta.json goes first and comes back last: an interrupted
-    write leaves a golden that reads as missing, never a mix that reads as valid."""
+    write leaves a golden that reads as missing, never a mix that reads as valid.  `floors`: the
+    reference's noise floor (floor.npz, and its figures in meta.json)."""
     final = golden_path(root, key)
     final.mkdir(parents=True, exist_ok=True)
     (final / "meta.json").unlink(missing_ok=True)
     atomic_write_bytes(final / "inputs.npz", _npz(inputs))
     atomic_write_bytes(final / "outputs.npz", _npz(outputs))
+    if floors:
+        atomic_write_bytes(final / "floor.npz", _npz({o: f.abs_error for o, f in floors.items()}))
+        meta = {**meta, "floor": {"how": HOW, "outputs": {o: f.summary() for o, f in floors.items()}}}
+    else:
+        (final / "floor.npz").unlink(missing_ok=True)
+        meta = {k: v for k, v in meta.items() if k != "floor"}
     if labels is not None:
         buf = io.BytesIO()
         np.save(buf, labels)
@@ -188,6 +199,19 @@ def write_golden(
         (final / "labels.npy").unlink(missing_ok=True)
     atomic_write_json(final / "meta.json", {"format": FORMAT, **meta})
     return final
+
+
+def add_floor(golden: Golden, floors: Mapping[str, OutputFloor]) -> Path:
+    """Store `floors` in an existing golden, its inputs and outputs untouched (a golden written
+    before floors were): meta.json out first, back last, as in write_golden."""
+    if golden.path is None:
+        raise GoldenError(f"{golden.model}: no stored golden to add a noise floor to")
+    meta = {k: v for k, v in golden.meta.items() if k != "floor"}
+    (golden.path / "meta.json").unlink(missing_ok=True)
+    atomic_write_bytes(golden.path / "floor.npz", _npz({o: f.abs_error for o, f in floors.items()}))
+    atomic_write_json(golden.path / "meta.json",
+                      {**meta, "floor": {"how": HOW, "outputs": {o: f.summary() for o, f in floors.items()}}})
+    return golden.path
 
 
 def _load_npz(path: Path, hint: str) -> dict[str, np.ndarray]:
@@ -221,6 +245,13 @@ def load_golden(root: Path, key: str, model: str, digest: str, command: str, cla
             labels = np.load(path / "labels.npy", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise GoldenError(f"{path / 'labels.npy'}: unreadable ({e}); {hint}") from e
+    floors = None
+    if "floor" in meta and (path / "floor.npz").is_file():
+        arrays = _load_npz(path / "floor.npz", hint)
+        figures = meta["floor"].get("outputs", {})
+        floors = {o: OutputFloor(o, arrays[o], float(figures[o]["cosine"]), figures[o].get("top1"))
+                  for o in arrays if o in figures}
     return Golden(
-        model, path, _load_npz(path / "inputs.npz", hint), _load_npz(path / "outputs.npz", hint), labels, meta, classes
+        model, path, _load_npz(path / "inputs.npz", hint), _load_npz(path / "outputs.npz", hint), labels, meta, classes,
+        floors,
     )

@@ -217,9 +217,34 @@ class Workspace:
             comparison = golden.check(runner, self.policy)
         report.passed = comparison.passed
         failed = [f"{r.output}: {'; '.join(r.failures)}" for r in comparison.results if r.failures]
-        report.golden_summary = "passes" if comparison.passed else "FAILS (" + " | ".join(failed)[:400] + ")"
+        report.golden_summary = ("FAILS (" + " | ".join(failed)[:400] + ")" if not comparison.passed
+                                 else "passes" if not failed else
+                                 "UNSTABLE: outside the tolerance only within the reference's own noise floor ("
+                                 + " | ".join(failed)[:400] + ")")
+        report.notes += self._floor_notes(golden, report, [r.output for r in comparison.results if r.verdict != "PASS"],
+                                          self.golden_command(request))
         self._debugged[memo] = report
         return report
+
+    def _floor_notes(self, golden: Golden, report: DebugReport, failing: Sequence[str], command: str) -> list[str]:
+        """The reference's own noise floor per output (intermediate tensors have none: a golden
+        stores outputs only), and which failing outputs it cannot hold steady in fp32."""
+        if golden.path is None:
+            return [f"reference's noise floor: not measured (no golden; `{command}` writes one with its floor)"]
+        if not golden.floors:
+            return [f"reference's noise floor: not in this golden ({golden.where}); measure it with: "
+                    + f"{command} --floor-only"]
+        classes = set(golden.classes) | self.policy.classes(golden.model)
+        fp32 = self.policy.for_outputs("fp32", golden.model, list(golden.outputs))
+        notes = ["reference's own noise floor per output (TensorFlow against itself; outputs only):"]
+        for name, floor in golden.floors.items():
+            why = floor.exceeds(golden.outputs[name], fp32[name], name in classes)
+            notes.append(f"  {name}: max {floor.max_abs:.3g}, p99 {floor.p99_abs:.3g}, worst cosine {floor.cosine:.6f}"
+                         + (f", top-1 {floor.top1:.4f}" if floor.top1 is not None else "")
+                         + (f"; UNSTABLE in fp32 ({'; '.join(why)})" if why else "; steady within the fp32 tolerance"))
+            if why and name in failing:
+                report.unstable_fp32.append(name)
+        return notes
 
     def _mixed(self, request: ModelRequest, precision: str, calibration: CalibrationOptions,
                target: str) -> tuple[OnnxModel, Calibration | None]:
@@ -246,6 +271,10 @@ class Workspace:
             import tempfile
 
             report = self.debug(request, base, calibration)
+            if report.unstable_fp32:
+                from harness.floor import refusal
+
+                raise HarnessError(refusal(fp32.name, base, report.unstable_fp32))
             if report.passed:
                 self.warn(f"{fp32.name}: plain {base} already passes its golden check; {precision} keeps nothing")
             table = cal.table if cal is not None else None
@@ -407,9 +436,18 @@ class Workspace:
         """Run the TensorFlow reference on representative inputs and store the result; returns
         where, and warnings about outputs that could not tell a broken engine from a good one
         (under `policy`'s tolerances of every precision)."""
+        from harness.floor import measure_floor, unstable_warnings
+
         frozen = self.frozen(request)
         feed, labels, description = self._golden_inputs(request, samples, seed)
-        outputs = self._reference_outputs(request, feed)
+        policy = policy or TolerancePolicy()
+        classes = set(frozen.spec.classes) | policy.classes(frozen.name)
+        with self.tf_runner(request) as tf:
+            with self._step(f"computing TensorFlow reference outputs of {request.model}"):
+                outputs = tf.infer(feed)
+            with self._step(f"measuring the reference's own noise floor of {request.model} (3 more runs)"):
+                fixed = any(t.shape and t.shape[0] is not None for t in frozen.spec.inputs)
+                floors = measure_floor(tf.infer, feed, outputs, classes, one_at_a_time=not fixed)
         root, key = self.golden_location(request)
         meta = {
             "model": frozen.name,
@@ -422,11 +460,28 @@ class Workspace:
             "harness": __version__,
             "command": self.golden_command(request),
         }
-        path = write_golden(root, key, feed, outputs, labels, meta)
-        policy = policy or TolerancePolicy()
-        classes = set(frozen.spec.classes) | policy.classes(frozen.name)
+        path = write_golden(root, key, feed, outputs, labels, meta, floors)
         tolerances = {p: policy.for_outputs(p, frozen.name, list(outputs)) for p in PRECISIONS}
-        return path, golden_warnings(outputs, classes, tolerances)
+        return path, golden_warnings(outputs, classes, tolerances) + unstable_warnings(floors, outputs, tolerances,
+                                                                                       classes)
+
+    def write_floor(self, request: ModelRequest, policy: TolerancePolicy | None = None) -> tuple[Path, list[str]]:
+        """Measure the reference's noise floor on an existing golden's inputs and store it there,
+        its inputs and outputs untouched (goldens written before floors were)."""
+        from harness.floor import measure_floor, unstable_warnings
+        from harness.golden import add_floor
+
+        golden = self.golden(request)
+        frozen = self.frozen(request)
+        policy = policy or TolerancePolicy()
+        classes = set(golden.classes) | policy.classes(frozen.name)
+        with self.tf_runner(request) as tf, self._step(f"measuring the reference's own noise floor of {request.model}"):
+            now = tf.infer(golden.inputs)
+            fixed = any(t.shape and t.shape[0] is not None for t in frozen.spec.inputs)
+            floors = measure_floor(tf.infer, golden.inputs, now, classes, one_at_a_time=not fixed)
+        path = add_floor(golden, floors)
+        tolerances = {p: policy.for_outputs(p, frozen.name, list(golden.outputs)) for p in PRECISIONS}
+        return path, unstable_warnings(floors, golden.outputs, tolerances, classes)
 
     def compare(
         self,

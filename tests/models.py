@@ -111,3 +111,21 @@ def with_changed_weight(src: Path, dst: Path, pick: Callable[[Any], Any], change
     tensor.CopyFrom(numpy_helper.from_array(change(array).astype(array.dtype), tensor.name))
     onnx.save(model, str(dst))
     return dst
+
+
+def write_cancelling_softmax_pb(directory: Path, common: float = 1e8) -> Path:
+    """An ill-conditioned model, as an untrained network with huge logits is: every logit
+    carries the same huge term (`common` times x.u) that the softmax cancels, so what decides
+    the output is smaller than the rounding of that term.  Input x: ?x16, output `probs`: a
+    softmax saturated by logits ~1e8 whose differences are ~10-40."""
+    tf = import_tensorflow()
+    rng = np.random.default_rng(7)
+    u = rng.standard_normal((16, 1)) / 4
+    w = (common * u @ np.ones((1, 10)) + 10 * rng.standard_normal((16, 10))).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 16], name="x")
+        tf.nn.softmax(tf.matmul(x, tf.constant(w)), name="probs")
+    path = directory / "cancelling.pb"
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    return path

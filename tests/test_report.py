@@ -78,6 +78,15 @@ def test_tables_match_the_input_and_plots_are_valid_images(tmp_path: Path) -> No
     text = write_report(tmp_path / "out3", [live_run], [tmp_path / "live.json"]).markdown.read_text()
     assert "compared with TensorFlow run now on 32 seeded random samples (no golden)" in text
     assert f"onnxruntime-int8 (benchmarked): {SYNTHETIC_NOTE}" in text
+    # A check that passed only within the reference's own noise floor reads "unstable", with why.
+    shaky = [{**r, "passed": True, "verdict": "UNSTABLE" if r["precision"] == "int8" else "PASS",
+              "reference_unstable": ["its own max error 0.9 > atol 0.0005"] if r["precision"] == "int8" else []}
+             for r in records]
+    (tmp_path / "shaky.json").write_text(json.dumps(shaky))
+    text = write_report(tmp_path / "out4", [run], [tmp_path / "shaky.json"]).markdown.read_text()
+    assert {tuple(r[1:2]) + (r[8],) for r in table(text, "m") if r[0] == "onnxruntime"} == {("fp32", "pass"),
+                                                                                            ("int8", "unstable")}
+    assert "onnxruntime-int8 output 'logits': reference unstable (its own max error 0.9 > atol 0.0005)" in text
     other_class = tmp_path / "other.json"
     other_class.write_text(baseline.read_text().replace("CPU A, 2 cores", "CPU Z, 64 cores"))
     elsewhere = write_report(tmp_path / "out2", [run], [], other_class)
