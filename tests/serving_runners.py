@@ -60,3 +60,22 @@ class NapDouble(SlowDouble):
 
 def nap_double() -> Runner:
     return NapDouble(0.0)
+
+
+class FlakyDouble(SlowDouble):
+    """SlowDouble that cannot load while the file `flag` exists: an engine that fails to start
+    until something outside it is fixed."""
+
+    def __init__(self, flag: str) -> None:
+        super().__init__(0.0)
+        self.flag = flag
+
+    def _activate(self) -> None:
+        from pathlib import Path
+
+        if Path(self.flag).exists():
+            raise RuntimeError(f"cannot load while {self.flag} exists")
+
+
+def flaky_double(flag: str) -> Runner:
+    return FlakyDouble(flag)

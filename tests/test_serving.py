@@ -91,7 +91,7 @@ def test_concurrent_requests_match_the_runner_called_directly(server: InferenceS
         assert got is not None, f"request {i} failed"
         np.testing.assert_allclose(got, expected[i : i + 1 + i % 3], rtol=1e-5, atol=1e-5)
     # Under this load the batcher put several requests into one engine batch.
-    assert max(server.metrics.batches) > 3, server.metrics.batches[-20:]
+    assert max(server.metrics.batches) > 3, list(server.metrics.batches)[-20:]
     text = call(server.url, "GET", "/metrics")[2].decode()
     assert 'harness_requests_total{code="200"}' in text and "harness_batch_size_bucket" in text
 
@@ -648,7 +648,7 @@ def test_batching_under_load_still_makes_batches() -> None:
 
         with ThreadPoolExecutor(8) as pool:
             requests = sum(pool.map(client, range(8)))
-        batches = s.metrics.batches
+        batches = list(s.metrics.batches)
         assert sum(batches) == requests
         # Measured on the 2-core machine with other work running, 3 runs each: this rule 4.3-4.6
         # samples a batch; running a request whenever the queue looked empty, 2.6-2.9.

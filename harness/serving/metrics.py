@@ -1,5 +1,7 @@
 """Server metrics in the Prometheus text format: request counts by status, latency
-quantiles over the most recent requests, executed batch sizes, worker restarts."""
+quantiles over the most recent requests, executed batch sizes, worker restarts.  Bounded
+memory for a server's whole life: latencies in a ring of the last WINDOW, batch sizes as a
+histogram (bucket counts) plus the last RECENT sizes for tests and the load test to read."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 WINDOW = 10_000  # latencies kept for the quantiles
+RECENT = 1_000  # batch sizes kept as they came
 
 
 class Metrics:
@@ -19,7 +22,10 @@ class Metrics:
         self.latencies: deque[float] = deque(maxlen=WINDOW)
         self.latency_sum = 0.0
         self.latency_count = 0
-        self.batches: list[int] = []
+        self.batches: deque[int] = deque(maxlen=RECENT)  # the most recent batch sizes
+        self.batch_buckets = [0] * len(BATCH_BUCKETS)  # batches of at most each bound (cumulative on output)
+        self.batch_count = 0
+        self.batch_samples = 0
         self.restarts = 0
 
     def request(self, status: int, seconds: float | None = None) -> None:
@@ -33,6 +39,12 @@ class Metrics:
     def batch(self, size: int) -> None:
         with self._lock:
             self.batches.append(size)
+            self.batch_count += 1
+            self.batch_samples += size
+            for i, bound in enumerate(BATCH_BUCKETS):
+                if size <= bound:
+                    self.batch_buckets[i] += 1
+                    break
 
     def text(self) -> str:
         with self._lock:
@@ -52,11 +64,12 @@ class Metrics:
                       f"harness_request_latency_seconds_count {self.latency_count}",
                       "# HELP harness_batch_size Samples per batch the engine ran.",
                       "# TYPE harness_batch_size histogram"]
-            sizes = np.asarray(self.batches, dtype=np.int64)
-            for bound in BATCH_BUCKETS:
-                lines.append(f'harness_batch_size_bucket{{le="{bound}"}} {int(np.sum(sizes <= bound))}')
-            lines += [f'harness_batch_size_bucket{{le="+Inf"}} {sizes.size}',
-                      f"harness_batch_size_sum {int(sizes.sum())}", f"harness_batch_size_count {sizes.size}",
+            below = 0
+            for bound, n in zip(BATCH_BUCKETS, self.batch_buckets, strict=True):
+                below += n
+                lines.append(f'harness_batch_size_bucket{{le="{bound}"}} {below}')
+            lines += [f'harness_batch_size_bucket{{le="+Inf"}} {self.batch_count}',
+                      f"harness_batch_size_sum {self.batch_samples}", f"harness_batch_size_count {self.batch_count}",
                       "# HELP harness_worker_restarts_total Times the engine worker was restarted.",
                       "# TYPE harness_worker_restarts_total counter", f"harness_worker_restarts_total {self.restarts}"]
             return "\n".join(lines) + "\n"

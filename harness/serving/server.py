@@ -11,8 +11,19 @@ only parse, validate and wait; the batcher gathers requests into one engine batc
 --dynamic-batch samples or --max-delay-ms), the worker runs it, the batcher splits the outputs.
 
 If the worker dies, the requests it held get 503 with the reason, none hang (every wait has
-a timeout), and a new worker is started; /v2/health/ready is 503 until it is up. Stopping
-is graceful: no new connections, queued and in-flight requests finish, then the worker."""
+a timeout), and a new worker is started, again and again with a growing pause (backoff) until
+one comes up; meanwhile /v2/health/ready is 503 with the reason, requests get 503 at once
+instead of waiting, and after LIVE_FAILURES failed starts in a row /v2/health/live is 503 too
+(a supervisor should restart the whole server).  Stopping is graceful: no new connections,
+queued and in-flight requests finish, then the worker.
+
+Bounded: a connection must send its request head within --header-timeout and its body within
+--body-timeout, an idle kept-alive one is closed after --idle-timeout (a reaper thread shuts
+the socket: a drip-fed header cannot hold a thread for ever), at most --max-connections are
+served at once (the next waits in the listen backlog for up to the header timeout, then gets
+503 and is closed; no thread is started for it), a body is read as it arrives
+(nothing of its announced size is allocated first), a binary request's shared memory is leased
+once its JSON header has come, and a request counts as in flight only once its body is in."""
 
 from __future__ import annotations
 
@@ -20,6 +31,8 @@ import collections
 import contextlib
 import json
 import queue
+import re
+import socket
 import sys
 import threading
 import time
@@ -44,14 +57,21 @@ from harness.serving.protocol import (
     encode_response,
     model_metadata,
 )
-from harness.serving.worker import RunnerRecipe, Worker, WorkerDied, WorkerNotReady, buffer
+from harness.serving.worker import RunnerRecipe, Worker, WorkerDied, WorkerNotReady, buffer, clean_stale
 from harness.spec import ModelSpec
 
 DEFAULT_MAX_BODY = 64 << 20
 DEFAULT_TIMEOUT = 60.0
 MAX_HEADERS, MAX_HEADER_LINE = 100, 65536  # the standard library's limits
 DRAIN_LIMIT_FACTOR = 16  # an unwanted body up to 16x the limit is read and dropped, not left unread
-KEEP_BUFFER = 4 << 20  # a connection keeps a body buffer up to this size for its next requests
+KEEP_BUFFER = 1 << 20  # a connection keeps a body buffer up to this size for its next requests
+HEADER_TIMEOUT = 10.0  # seconds for a request's line and headers to arrive
+IDLE_TIMEOUT = 15.0  # seconds a kept-alive connection may wait for its next request
+BODY_TIMEOUT = 60.0  # seconds for a body to arrive once its headers have
+MAX_CONNECTIONS = 1024  # served at once (each is a thread); more wait in the backlog, then get 503
+REAP_EVERY = 0.25  # how often the reaper looks for connections past their deadline
+RESTART_BACKOFF = (0.5, 30.0)  # the first pause between failed worker starts, and the longest
+LIVE_FAILURES = 5  # failed worker starts in a row after which /v2/health/live says 503
 
 
 @dataclass
@@ -80,9 +100,18 @@ class InferenceServer:
         start_timeout: float = 300.0,
         hold_lone_requests: bool = False,
         grpc_port: int | None = None,
+        header_timeout: float = HEADER_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if max_batch < 1 or max_delay_ms < 0:
             raise HarnessError(f"max batch {max_batch} must be >= 1 and max delay {max_delay_ms} ms >= 0")
+        if min(header_timeout, idle_timeout, body_timeout) <= 0 or max_connections < 1:
+            raise HarnessError(f"timeouts (header {header_timeout}, idle {idle_timeout}, body {body_timeout} s) must be "
+                               f"> 0 and max connections ({max_connections}) >= 1")
+        self.header_timeout, self.idle_timeout, self.body_timeout = header_timeout, idle_timeout, body_timeout
+        self.max_connections = max_connections
         self.spec = spec
         self.model_name = model_name
         self.metadata = model_metadata(spec, model_name, platform)
@@ -104,6 +133,10 @@ class InferenceServer:
         self._accepting = True
         self._inflight = 0
         self._idle = threading.Condition()
+        self._restarting = threading.Lock()  # one restart loop at a time
+        self._stopped = threading.Event()  # ends a restart loop's pause
+        self.failed_starts = 0  # failed worker starts in a row
+        self.starting = False  # a worker start is under way
         self._http = _HTTPServer((host, port), _Handler, self)
         self._threads: list[threading.Thread] = []
         self._grpc_address = (host, grpc_port) if grpc_port is not None else None
@@ -119,10 +152,15 @@ class InferenceServer:
 
     def start(self, wait_ready: bool = True) -> None:
         """Serve at once (live), load the engine in the worker (ready when it is warmed up)."""
-        loader = threading.Thread(target=self._load, name="harness-loader", daemon=True)
+        clean_stale()  # shared memory a killed server left behind
+        # Told to wait, a worker that cannot start is an error for the caller; not told to, it is
+        # restarted with backoff, as after a crash.
+        loader = threading.Thread(target=self._load if wait_ready else self._keep_up, name="harness-loader",
+                                  daemon=True)
         self._threads = [
             threading.Thread(target=self._http.serve_forever, name="harness-http", daemon=True),
             threading.Thread(target=self._batch_loop, name="harness-batcher", daemon=True),
+            threading.Thread(target=self._http.reap, name="harness-reaper", daemon=True),
         ]
         if self._grpc_address is not None:
             from harness.serving.grpc_service import start_grpc
@@ -141,22 +179,53 @@ class InferenceServer:
                 raise WorkerNotReady(f"engine worker could not start: {self.worker.last_error}")
 
     def _load(self, restart: bool = False) -> None:
+        self.starting = True
         try:
             self.worker.restart() if restart else self.worker.start()
         except WorkerNotReady:
             pass  # last_error says why; /v2/health/ready stays 503
         except Exception as e:  # noqa: BLE001 - the process could not even start: say why, not ""
             self.worker.last_error = f"{type(e).__name__}: {e}"
+        finally:
+            self.starting = False
+        self.failed_starts = 0 if self.worker.ready.is_set() else self.failed_starts + 1
+
+    def _keep_up(self, restart: bool = False) -> None:
+        """Start the worker, and again after each failure, pausing twice as long each time (up to
+        RESTART_BACKOFF's longest), until one comes up or the server stops."""
+        if not self._restarting.acquire(blocking=False):
+            return  # a loop is already at it
+        try:
+            pause = RESTART_BACKOFF[0]
+            while self._accepting:
+                if restart:
+                    self.metrics.restarts += 1
+                self._load(restart=restart)
+                if self.worker.ready.is_set() or self._stopped.wait(pause):
+                    return
+                pause, restart = min(2 * pause, RESTART_BACKOFF[1]), True
+        finally:
+            self._restarting.release()
 
     def _restart(self) -> None:
-        self.metrics.restarts += 1
-        self._load(restart=True)
+        self._keep_up(restart=True)
+
+    def health(self) -> tuple[bool, bool, str]:
+        """(live, ready, why not ready): live unless LIVE_FAILURES worker starts failed in a row."""
+        ready = self.worker.ready.is_set() and self._accepting
+        why = "" if ready else ("server is shutting down" if not self._accepting else
+                                f"engine worker {'starting' if self.starting else 'down'}"
+                                + (f" ({self.failed_starts} failed start(s) in a row): {self.worker.last_error}"
+                                   if self.failed_starts else ""))
+        return self.failed_starts < LIVE_FAILURES, ready, why
 
     def stop(self) -> None:
         """Graceful: stop accepting, let queued and in-flight requests finish, stop the worker."""
         self._accepting = False
+        self._stopped.set()
         if self._grpc is not None:
             self._grpc.stop(grace=self.request_timeout).wait()  # no new calls; calls in flight finish
+        self._http.close_gate()
         self._http.shutdown()  # no new connections
         with self._idle:  # requests in flight get their answers
             self._idle.wait_for(lambda: self._inflight == 0, timeout=self.request_timeout + 5)
@@ -191,6 +260,19 @@ class InferenceServer:
                 self._inflight -= 1
                 self._idle.notify_all()
             self.metrics.request(outcome[0], time.perf_counter() - start if outcome[0] == 200 else None)
+
+    @contextlib.contextmanager
+    def counted(self) -> Iterator[None]:
+        """In flight (a graceful stop waits for it, a lone request sees it), without the metrics:
+        an HTTP request enters once its body is in, so a stalled upload is not engine work."""
+        with self._idle:
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
 
     def answer(self, request: Request) -> tuple[int, dict[str, np.ndarray] | None, str]:
         """Queue a decoded request and wait for it: (status, outputs or None, error)."""
@@ -290,6 +372,10 @@ class InferenceServer:
         return False
 
     def _run(self, batch: list[_Pending]) -> None:
+        if not self.worker.ready.is_set() and not self.starting and self.failed_starts:
+            # Down between restart attempts: an answer now, not after the request timeout.
+            self._fail(batch, 503, self.health()[2] + "; retry later")
+            return
         if not self.worker.ready.wait(self.request_timeout):
             self._fail(batch, 503, f"engine worker not ready: {self.worker.last_error or 'starting'}")
             return
@@ -328,6 +414,9 @@ class InferenceServer:
         for p in batch:
             p.status, p.error = status, message
             p.done.set()
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.6.2: what a method may be
 
 
 def _count(value: str | None) -> int | None:
@@ -377,11 +466,84 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: Any, app: InferenceServer) -> None:
         self.app = app
+        self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
+        self.closing = False  # stop() under way: nothing waits for a free place any more
+        self.connections = 0  # served now, each by a thread
+        self.refused = 0  # turned away with 503: over --max-connections
+        self.reaped = 0  # closed by the reaper: past a header, body or idle deadline
+        self._deadlines: dict[_Handler, tuple[float, bytes]] = {}  # handler -> (when, what to send then)
         super().__init__(address, handler)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            # Full: this (accepting) thread waits, so further clients queue in the kernel's backlog.
+            full = not self._freed.wait_for(lambda: self.connections < self.app.max_connections or self.closing,
+                                            timeout=self.app.header_timeout) or self.closing
+            if not full:
+                self.connections += 1
+        if full:  # no thread for it: a short answer, without waiting on the client, and closed
+            self.refused += 1
+            body = json.dumps({"error": f"over {self.app.max_connections} connections; retry"}).encode()
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                             b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def close_gate(self) -> None:
+        """Stopping: a connection waiting for a free place is refused now."""
+        with self._freed:
+            self.closing = True
+            self._freed.notify_all()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self.connections -= 1
+                self._freed.notify()
+
+    def expire(self, handler: _Handler, seconds: float | None, say: bytes = b"") -> None:
+        """Close `handler`'s connection `seconds` from now unless called again first (None: no
+        deadline); `say`: what to send it then (a 408 mid-request; nothing to an idle one)."""
+        with self._lock:
+            if seconds is None:
+                self._deadlines.pop(handler, None)
+            else:
+                self._deadlines[handler] = (time.monotonic() + seconds, say)
+
+    def reap(self) -> None:
+        """The reaper thread: shut the sockets of connections past their deadline (the thread
+        blocked reading one then sees the end of its input and finishes)."""
+        while True:
+            time.sleep(REAP_EVERY)
+            now = time.monotonic()
+            with self._lock:
+                late = [(h, say) for h, (when, say) in self._deadlines.items() if when <= now]
+                for h, _ in late:
+                    del self._deadlines[h]
+            for handler, say in late:
+                handler.expired = True
+                self.reaped += 1
+                with contextlib.suppress(OSError):
+                    if say:
+                        handler.connection.setblocking(False)
+                        handler.connection.send(say)
+                    handler.connection.shutdown(socket.SHUT_RDWR)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exception(), ConnectionError):  # a client that left is not news
+        if not isinstance(sys.exception(), ConnectionError | TimeoutError):  # a client that left is not news
             super().handle_error(request, client_address)
+
+
+def _timeout_answer(what: str) -> bytes:
+    body = json.dumps({"error": f"{what} did not arrive in time"}).encode()
+    return (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -397,6 +559,24 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self._buffer = bytearray()
         self._gone = False  # the client left mid-body: nobody to answer
+        self.expired = False  # the reaper closed the connection: past a deadline
+        self._served = 0
+
+    def handle_one_request(self) -> None:
+        app = self.server.app
+        # A new connection has the header timeout to send its request; a kept-alive one the idle timeout.
+        self.server.expire(self, app.idle_timeout if self._served else app.header_timeout)
+        try:
+            super().handle_one_request()
+        finally:
+            self._served += 1
+            if self.expired:
+                self.close_connection = True
+
+    def finish(self) -> None:
+        self.server.expire(self, None)
+        with contextlib.suppress(OSError, ValueError):  # the reaper may have shut it already
+            super().finish()
 
     def parse_request(self) -> bool:
         """The request line and headers of HTTP/1.0 and 1.1, as the standard library's
@@ -405,6 +585,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.command = None  # type: ignore[assignment]  # until the request line is read
         self.request_version = "HTTP/1.1"  # errors go out with a status line (HTTP/0.9 had none; not spoken here)
         self.close_connection = True
+        app = self.server.app
+        self.server.expire(self, app.header_timeout, _timeout_answer("the request's headers"))
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
         words = self.requestline.split()
         if not words:
@@ -415,6 +597,9 @@ class _Handler(BaseHTTPRequestHandler):
         if words[2] not in ("HTTP/1.0", "HTTP/1.1"):
             self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"{words[2]} is not supported, use HTTP/1.1")
             return False
+        if not _TOKEN.fullmatch(words[0]):
+            self.send_error(HTTPStatus.BAD_REQUEST, f"bad method {words[0][:40]!r}")
+            return False
         self.command, self.path, self.request_version = words
         headers = HTTPMessage()
         for _ in range(MAX_HEADERS + 1):
@@ -422,7 +607,10 @@ class _Handler(BaseHTTPRequestHandler):
             if len(line) > MAX_HEADER_LINE:
                 self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "header line too long")
                 return False
-            if line in (b"\r\n", b"\n", b""):
+            if line == b"":  # the client left, or the reaper closed it, mid-headers: no request to answer
+                self._gone = True
+                return False
+            if line in (b"\r\n", b"\n"):
                 break
             name, colon, value = line.decode("iso-8859-1").partition(":")
             # No name, obsolete line folding, or whitespace before the colon (RFC 9112 5.1: a
@@ -435,6 +623,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"more than {MAX_HEADERS} headers")
             return False
         self.headers = headers
+        self.server.expire(self, None)  # the head is in
         framing = _framing_error(headers, self.command)
         if framing:  # one rule for every method and path: an ambiguous body is never guessed at
             self.send_error(HTTPStatus.BAD_REQUEST, framing)
@@ -446,11 +635,19 @@ class _Handler(BaseHTTPRequestHandler):
             return self.handle_expect_100()  # curl asks before sending a body over 1 MB
         return True
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Every error as JSON, as the routes answer them (the standard library sends HTML: an
+        unknown method's 501, a request line over 64 KiB's 414), and the connection closed."""
+        self.close_connection = True
+        self._error(code, message or HTTPStatus(code).phrase)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request on stderr would cost more than serving it
 
     def _send(self, status: int, body: bytes = b"", content_type: str = "application/json",
               headers: dict[str, str] | None = None) -> None:
+        if self.expired or self._gone:
+            return  # closed under us: nobody to answer
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -481,10 +678,11 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.server.app
         path = self.path.split("?", 1)[0].rstrip("/")
         if path == "/v2/health/live":
-            self._json(200, {"live": True})
+            live, _, why = app.health()
+            self._json(200 if live else 503, {"live": True} if live else {"live": False, "reason": why})
         elif path == "/v2/health/ready":
-            ready = app.worker.ready.is_set() and app._accepting
-            self._json(200 if ready else 503, {"ready": ready})
+            _, ready, why = app.health()
+            self._json(200 if ready else 503, {"ready": True} if ready else {"ready": False, "reason": why})
         elif path == "/v2":
             self._json(200, {"name": "harness", "version": __version__, "extensions": ["binary_tensor_data"]})
         elif path == "/metrics":
@@ -496,8 +694,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif tail == "":
                 self._json(200, app.metadata)
             elif tail == "ready":
-                ready = app.worker.ready.is_set()
-                self._json(200 if ready else 503, {"name": name, "ready": ready})
+                _, ready, why = app.health()
+                self._json(200 if ready else 503, {"name": name, "ready": ready, **({"reason": why} if why else {})})
             else:
                 self._error(404, f"no route GET {path}")
         else:
@@ -505,17 +703,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         app = self.server.app
-        with app.in_flight() as outcome:
-            try:
-                status, message = self._infer(app)
-            except (ConnectionError, TimeoutError):
-                raise  # the client is gone: nobody to answer
-            except Exception as e:  # noqa: BLE001 - a bug of ours still gets an answer, never silence
-                self.close_connection = True
-                status, message = 500, f"internal error: {type(e).__name__}: {e}"
-            outcome[0] = status
-            if status != 200 and not self._gone:
-                self._error(status, message)
+        start = time.perf_counter()
+        try:
+            status, message = self._infer(app)
+        except (ConnectionError, TimeoutError):
+            raise  # the client is gone: nobody to answer
+        except Exception as e:  # noqa: BLE001 - a bug of ours still gets an answer, never silence
+            self.close_connection = True
+            status, message = 500, f"internal error: {type(e).__name__}: {e}"
+        if self.expired:
+            return  # the reaper answered 408 and closed it: a client too slow, not a request served
+        app.metrics.request(status, time.perf_counter() - start if status == 200 else None)
+        if status != 200 and not self._gone:
+            self._error(status, message)
 
     def _infer(self, app: InferenceServer) -> tuple[int, str]:
         path = self.path.split("?", 1)[0].rstrip("/")
@@ -534,39 +734,63 @@ class _Handler(BaseHTTPRequestHandler):
             self._discard_body()
             return 413, f"request body of {size} bytes is over the limit of {app.max_body} bytes"
         head = _head_size(self.headers.get(HEADER_LENGTH), size)
-        # The tensors of a binary-data request go straight into shared memory the engine reads.
-        slot = app.worker.slots.lease(size - head) if head else None
+        self.server.expire(self, app.body_timeout, _timeout_answer("the request's body"))
+        slot = None
         try:
             try:
-                if slot is not None:
-                    header, binary = bytearray(head), buffer(slot)[: size - head]
-                    complete = self._read_into(memoryview(header)) and self._read_into(binary)
-                    request = decode_split(bytes(header), binary, app.spec) if complete else None
-                else:
-                    if size > KEEP_BUFFER:  # a big body's buffer is not kept: 512 connections would hold 512 of them
-                        body = memoryview(bytearray(size))
+                if head:
+                    # The JSON header first, as it arrives; then, with the body coming, the tensors
+                    # straight into shared memory the engine reads (ordinary memory if no slot is free).
+                    header = self._read_growing(head)
+                    slot = app.worker.slots.lease(size - head) if header is not None else None
+                    if slot is not None:
+                        binary = buffer(slot)[: size - head]
+                        complete = header is not None and self._read_into(binary)
+                        request = decode_split(bytes(header or b""), binary, app.spec) if complete else None
                     else:
-                        if len(self._buffer) < size:  # kept for the connection's next requests
-                            self._buffer = bytearray(size)
-                        body = memoryview(self._buffer)[:size]
-                    complete = self._read_into(body)
-                    request = decode_request(body, self.headers.get(HEADER_LENGTH), app.spec) if complete else None
+                        rest = self._read_growing(size - head) if header is not None else None
+                        request = (decode_request(memoryview(header + rest), self.headers.get(HEADER_LENGTH), app.spec)
+                                   if header is not None and rest is not None else None)
+                elif size > KEEP_BUFFER:  # a big body grows as it arrives, and its buffer is not kept
+                    body = self._read_growing(size)
+                    request = (decode_request(memoryview(body), self.headers.get(HEADER_LENGTH), app.spec)
+                               if body is not None else None)
+                else:
+                    if len(self._buffer) < size:  # kept for the connection's next requests
+                        self._buffer = bytearray(size)
+                    view = memoryview(self._buffer)[:size]
+                    request = (decode_request(view, self.headers.get(HEADER_LENGTH), app.spec)
+                               if self._read_into(view) else None)
             except ProtocolError as e:
                 return 400, str(e)
+            finally:
+                self.server.expire(self, None)
             if request is None:
                 self.close_connection = self._gone = True
                 return 400, f"the body ended before its Content-Length of {size} bytes"
             if request.batch > app.max_batch and app.max_batch > 1:
                 return 400, f"batch of {request.batch} is over the server's --dynamic-batch {app.max_batch}"
-            status, outputs, error = app.answer(request)
-            if outputs is None:
-                return status, error
-            answer, headers = encode_response(request, outputs, app.model_name)
-            self._send(200, answer, "application/octet-stream" if headers else "application/json", headers)
+            with app.counted():  # in flight from here: the body is in
+                status, outputs, error = app.answer(request)
+                if outputs is None:
+                    return status, error
+                answer, headers = encode_response(request, outputs, app.model_name)
+                self._send(200, answer, "application/octet-stream" if headers else "application/json", headers)
             return 200, ""
         finally:
             if slot is not None:
                 app.worker.slots.give_back(slot)
+
+    def _read_growing(self, size: int) -> bytearray | None:
+        """`size` bytes of the body, in a buffer that grows only as they arrive (an announced
+        size costs nothing until it is sent); None if the body ends first."""
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.rfile.read1(min(size - len(data), 1 << 20))
+            if not chunk:
+                return None
+            data += chunk
+        return data
 
     def _read_into(self, view: memoryview) -> bool:
         """Fill `view` from the request body; False if the body ends first."""

@@ -17,6 +17,7 @@ import itertools
 import math
 import multiprocessing as mp
 import os
+import secrets
 import signal
 import threading
 import time
@@ -24,6 +25,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
@@ -67,20 +69,58 @@ def write_into(buf: Any, layout: Layout, parts: Sequence[Mapping[str, np.ndarray
             start += len(a)
 
 
+# Every segment is named for the process that made it: harness_<pid>_<n>_<random>.  One whose
+# process is gone (the server group killed with SIGKILL: no resource tracker unlinked it) is
+# removed by the next server's start (`clean_stale`): /dev/shm is memory, and it is not freed
+# until the name is unlinked.
+SHM_PREFIX = "harness_"
+SHM_DIR = Path("/dev/shm")
+_segments = itertools.count()
+
+
 def create(size: int) -> shared_memory.SharedMemory:
     """A new segment with its space reserved. Creating one only sets its size, whatever room
     /dev/shm has (a container's default is 64 MB); the first write past the room is SIGBUS, the
     whole process gone. Reserving it here turns that into an error that says what to do."""
-    shm = shared_memory.SharedMemory(create=True, size=max(size, 1))
-    fd = getattr(shm, "_fd", -1)
-    if fd >= 0 and hasattr(os, "posix_fallocate"):
+    name = f"{SHM_PREFIX}{os.getpid()}_{next(_segments)}_{secrets.token_hex(3)}"
+    shm = shared_memory.SharedMemory(name=name, create=True, size=max(size, 1))
+    path = SHM_DIR / name
+    if hasattr(os, "posix_fallocate") and path.exists():  # Linux: the segment is this file
+        fd = os.open(path, os.O_RDWR)
         try:
             os.posix_fallocate(fd, 0, shm.size)
         except OSError as e:
             _close(shm, unlink=True)
             raise HarnessError(f"no room in /dev/shm for {size} bytes of tensors ({e.strerror}); give it more "
                                f"(docker run --shm-size=1g) or send smaller batches") from None
+        finally:
+            os.close(fd)
     return shm
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
+
+
+def clean_stale(directory: Path = SHM_DIR) -> list[str]:
+    """Unlink the segments of harness processes that no longer exist; their names."""
+    removed = []
+    for path in sorted(directory.glob(f"{SHM_PREFIX}*")) if directory.is_dir() else []:
+        owner = path.name[len(SHM_PREFIX):].split("_", 1)[0]
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        try:
+            path.unlink()
+            removed.append(path.name)
+        except OSError:  # another server removed it first, or not ours to remove
+            pass
+    return removed
 
 
 def buffer(shm: shared_memory.SharedMemory) -> memoryview:

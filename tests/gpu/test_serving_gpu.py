@@ -60,7 +60,7 @@ def test_concurrent_requests_served_by_the_worker_that_owns_the_context() -> Non
         assert len(owners) == 1, owners
         pid, thread, context = owners.pop()
         assert pid == server.worker.process.pid and pid != os.getpid()
-        batches = server.metrics.batches
+        batches = list(server.metrics.batches)
         print(f"\n{REQUESTS} requests from {THREADS} threads in {seconds:.2f} s ({REQUESTS / seconds:.0f} req/s), "
               f"all 200 and exact; computed by worker pid {pid} (server pid {os.getpid()}), one thread {thread}, "
               f"one CUDA context 0x{context:x}; {len(batches)} engine batches, largest {max(batches)} samples")
