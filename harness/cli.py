@@ -114,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "interface, no engine is built): what serving costs with the engine taken out, for "
                        "`harness loadtest`")
     serve.add_argument("--max-body-mib", type=positive_int, default=64, help="largest request body (default: 64)")
+    serve.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds a connection has to send a request's line and headers; then 408 and closed "
+                       "(default: 10)")
+    serve.add_argument("--body-timeout", type=float, default=60.0, metavar="S",
+                       help="seconds a request's body has to arrive once its headers have (default: 60)")
+    serve.add_argument("--idle-timeout", type=float, default=15.0, metavar="S",
+                       help="seconds a kept-alive connection may wait for its next request (default: 15)")
+    serve.add_argument("--max-connections", type=positive_int, default=1024, metavar="N",
+                       help="connections served at once, a thread each; the next waits in the backlog up to the "
+                       "header timeout, then gets 503 (default: 1024)")
 
     load = sub.add_parser("loadtest", help="closed-loop load test of a serving endpoint at several concurrencies")
     load.add_argument("url", help="server URL, e.g. http://127.0.0.1:8000")
@@ -328,7 +338,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = "null" if args.null_engine else f"{args.backend}-{runner.precision}"
     server = InferenceServer(recipe_for(runner), spec, spec.name, f"harness-{engine}",
                              args.host, args.port, args.dynamic_batch, args.max_delay_ms, args.max_body_mib << 20,
-                             hold_lone_requests=args.hold_lone_requests, grpc_port=args.grpc_port)
+                             hold_lone_requests=args.hold_lone_requests, grpc_port=args.grpc_port,
+                             header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
+                             body_timeout=args.body_timeout, max_connections=args.max_connections)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
