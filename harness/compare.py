@@ -5,7 +5,7 @@ have passed, so a failure message is enough to decide whether it is a bug or a p
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,6 +14,7 @@ import numpy as np
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
+    from harness.detections import DetectionComparison, DetectionOutputs, DetectionTolerance
     from harness.floor import OutputFloor
 
 Statistic = Literal["max", "p99", "mean", "median"]
@@ -186,6 +187,7 @@ class OutputComparison:
     unstable: tuple[str, ...] = ()  # how the reference fails this tolerance against itself (harness.floor)
     within_floor: bool = False  # the failures are within the reference's own floor (FLOOR_SLACK times it)
     floor: dict[str, Any] | None = None  # the reference's floor figures, where the golden has them
+    detection: DetectionComparison | None = None  # a detector's outputs judged as detections (harness.detections)
 
     @property
     def passed(self) -> bool:
@@ -207,6 +209,8 @@ class OutputComparison:
             "verdict": self.verdict,
             "reference_unstable": list(self.unstable),
             "reference_floor": self.floor,
+            **({"detections": {"outputs": list(self.detection.outputs.names), **self.detection.figures()}}
+               if self.detection is not None else {}),
             **asdict(self.stats),
             "accuracy": self.accuracy,
             "reference_accuracy": self.reference_accuracy,
@@ -238,8 +242,12 @@ class OutputComparison:
         ]
         if self.calibration_synthetic:
             lines.append(f"  note: {SYNTHETIC_NOTE}")
+        if self.detection is not None:
+            lines[0] += f" (detections: {', '.join(self.detection.outputs.names)})"
+            lines[-1] = "  judged as detections, not elementwise (the error figures above are the boxes' as arrays)"
+            lines += self.detection.lines()
         lines += [f"  {'failed' if not self.passed else 'outside the tolerance'}: {f}" for f in self.failures]
-        if self.failures:
+        if self.failures and self.detection is None:
             lines.append(f"  smallest atol that would have passed: {self.smallest_passing_atol:.3g}")
         if self.floor is not None:
             f = self.floor
@@ -334,6 +342,7 @@ def compare(
     labels: np.ndarray | None = None,
     classes: Collection[str] = (),
     floors: Mapping[str, OutputFloor] | None = None,
+    detections: Sequence[tuple[DetectionOutputs, DetectionTolerance]] = (),
 ) -> Comparison:
     """Compare every reference output; `tolerance` may be one for all or one per output;
     `classes` names the outputs that are class scores; `floors` the reference's own noise
@@ -342,8 +351,31 @@ def compare(
     if missing:
         raise HarnessError(f"outputs {missing} missing from {backend or 'the engine'}'s results ({sorted(actual)})")
     results = []
+    grouped = {n: (which, tol) for which, tol in detections for n in which.names}
     for name, ref in reference.items():
+        if name in grouped:
+            which, det_tol = grouped[name]
+            if name == which.boxes:
+                results.append(_detection_result(actual, reference, which, det_tol, backend, precision))
+            continue
         tol = tolerance if isinstance(tolerance, Tolerance) else tolerance[name]
         results.append(compare_output(name, np.asarray(actual[name]), np.asarray(ref), tol, backend, precision, labels,
                                       name in classes, (floors or {}).get(name)))
     return Comparison(tuple(results))
+
+
+def _detection_result(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], which: DetectionOutputs,
+                      tolerance: DetectionTolerance, backend: str, precision: str) -> OutputComparison:
+    from harness.detections import compare_detections
+
+    judged = compare_detections(actual, reference, which, tolerance)
+    failures = list(judged.failures)
+    for name in which.names:
+        if np.issubdtype(np.asarray(actual[name]).dtype, np.floating) and not np.all(np.isfinite(actual[name])):
+            failures.append(f"{name}: {int(np.sum(~np.isfinite(actual[name])))} non-finite values")
+    boxes_a, boxes_r = np.asarray(actual[which.boxes]), np.asarray(reference[which.boxes])
+    if boxes_a.shape != boxes_r.shape:  # a data-dependent count: no elementwise figures to show
+        boxes_a = boxes_r
+    stats = error_stats(boxes_a, boxes_r)
+    return OutputComparison(which.boxes, stats, Tolerance(atol=INF), 0.0, tuple(failures), backend, precision,
+                            detection=judged)

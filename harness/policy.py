@@ -9,6 +9,10 @@ per output, from `[tool.harness]` in pyproject.toml or in code (a conftest.py):
     min_cosine = 0.999
     [tool.harness.model.mymodel.output.scores]           # this output is class scores:
     classes = true                                       # top-1/top-5 are computed and gated on it
+    [tool.harness.model.ssd.output.boxes]                # a detector: judged as detections
+    detections = {scores = "scores", classes = "classes", valid = "valid"}
+    [tool.harness.model.ssd.output.boxes.detection_tolerance.int8]
+    min_matched = 0.9                                    # harness.detections.DetectionTolerance's fields
 
 The most specific setting wins field by field: output > model > all models > default.
 Top-1/top-5 agreement is computed only on outputs that are class scores: a built-in model
@@ -20,10 +24,13 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.compare import DEFAULT_TOLERANCES, Tolerance
 from harness.errors import HarnessError, UsageError
+
+if TYPE_CHECKING:
+    from harness.detections import DetectionOutputs, DetectionTolerance
 
 FIELDS = {f.name for f in fields(Tolerance)}
 Overrides = Mapping[str, Mapping[str, Any]]  # precision -> {field: value}
@@ -50,6 +57,24 @@ def _check(overrides: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]
     return checked
 
 
+def _detection_overrides(table: Mapping[str, Any], where: str) -> dict[str, dict[str, float]]:
+    from dataclasses import fields as dataclass_fields
+
+    from harness.detections import DetectionTolerance
+
+    allowed = {f.name for f in dataclass_fields(DetectionTolerance)}
+    checked: dict[str, dict[str, float]] = {}
+    for precision, values in table.items():
+        if precision not in DEFAULT_TOLERANCES or not isinstance(values, Mapping):
+            raise UsageError(f"{where}.{precision}: expected a precision of {sorted(DEFAULT_TOLERANCES)} "
+                             f"holding {sorted(allowed)}")
+        unknown = sorted(set(values) - allowed)
+        if unknown or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
+            raise UsageError(f"{where}.{precision}: numbers for {sorted(allowed)} only (got {dict(values)!r})")
+        checked[precision] = {k: float(v) for k, v in values.items()}
+    return checked
+
+
 @dataclass(frozen=True)
 class TolerancePolicy:
     defaults: Mapping[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
@@ -57,6 +82,17 @@ class TolerancePolicy:
     models: Mapping[str, Overrides] = field(default_factory=dict)
     outputs: Mapping[tuple[str, str], Overrides] = field(default_factory=dict)
     class_outputs: Mapping[str, frozenset[str]] = field(default_factory=dict)  # model -> outputs that are class scores
+    # model -> detectors' outputs (harness.detections), and their tolerance overrides per precision
+    detection_outputs: Mapping[str, tuple[DetectionOutputs, ...]] = field(default_factory=dict)
+    detection_overrides: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
+
+    def detections(self, model: str, precision: str) -> list[tuple[DetectionOutputs, DetectionTolerance]]:
+        """The model's detectors' outputs, each with its tolerance at `precision`."""
+        from harness.detections import detection_tolerance
+        from harness.precision import base_precision
+
+        return [(d, detection_tolerance(precision, self.detection_overrides.get((model, d.boxes), {}).get(
+            base_precision(precision)))) for d in self.detection_outputs.get(model, ())]
 
     def classes(self, model: str) -> frozenset[str]:
         return self.class_outputs.get(model, frozenset())
@@ -105,6 +141,8 @@ class TolerancePolicy:
         models: dict[str, Overrides] = {}
         outputs: dict[tuple[str, str], Overrides] = {}
         classes: dict[str, frozenset[str]] = {}
+        detections: dict[str, tuple[DetectionOutputs, ...]] = {}
+        detection_overrides: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
         for model, body in table.get("model", {}).items():
             from harness.models import DESCRIBES
 
@@ -114,10 +152,25 @@ class TolerancePolicy:
                                  f"and what describes the model: {', '.join(sorted(DESCRIBES))}")
             models[model] = _check(body.get("tolerance", {}), f"{where}.model.{model}.tolerance")
             for output, obody in body.get("output", {}).items():
-                bad = sorted(set(obody) - {"tolerance", "classes"})
+                here = f"{where}.model.{model}.output.{output}"
+                bad = sorted(set(obody) - {"tolerance", "classes", "detections", "detection_tolerance"})
                 if bad:
-                    raise UsageError(f"{where}.model.{model}.output.{output}: unknown key(s) {bad}; "
-                                     "expected 'tolerance' and 'classes'")
+                    raise UsageError(f"{here}: unknown key(s) {bad}; "
+                                     "expected 'tolerance', 'classes', 'detections' and 'detection_tolerance'")
+                if "detections" in obody:
+                    from harness.detections import DetectionOutputs
+
+                    if not isinstance(obody["detections"], Mapping):
+                        raise UsageError(f"{here}.detections: a table naming the scores, classes and valid outputs")
+                    try:
+                        group = DetectionOutputs.from_table(output, obody["detections"], here)
+                    except HarnessError as e:
+                        raise UsageError(str(e)) from e
+                    detections[model] = (*detections.get(model, ()), group)
+                    detection_overrides[(model, output)] = _detection_overrides(
+                        obody.get("detection_tolerance", {}), f"{here}.detection_tolerance")
+                elif "detection_tolerance" in obody:
+                    raise UsageError(f"{here}.detection_tolerance: only for an output declared with detections = {{...}}")
                 if "classes" in obody:
                     if not isinstance(obody["classes"], bool):
                         raise UsageError(f"{where}.model.{model}.output.{output}.classes: "
@@ -127,7 +180,7 @@ class TolerancePolicy:
                 outputs[(model, output)] = _check(
                     obody.get("tolerance", {}), f"{where}.model.{model}.output.{output}.tolerance"
                 )
-        return cls(dict(DEFAULT_TOLERANCES), everywhere, models, outputs, classes)
+        return cls(dict(DEFAULT_TOLERANCES), everywhere, models, outputs, classes, detections, detection_overrides)
 
     @classmethod
     def from_pyproject(cls, path: Path) -> TolerancePolicy:

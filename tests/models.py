@@ -129,3 +129,36 @@ def write_cancelling_softmax_pb(directory: Path, common: float = 1e8) -> Path:
     path = directory / "cancelling.pb"
     path.write_bytes(graph.as_graph_def().SerializeToString())
     return path
+
+
+def write_ssd_saved_model(directory: Path, seed: int = 0) -> Path:
+    """A small SSD-style detector as a TF2 SavedModel (a tf.Module): a strided conv backbone,
+    per-anchor box offsets and class scores, and tf.image.combined_non_max_suppression as the
+    head (padded to 20 detections, with an int32 count of valid rows).  Input image: ?x32x32x3;
+    outputs boxes (?, 20, 4), scores (?, 20), classes (?, 20), valid (?)."""
+    tf = import_tensorflow()
+    rng = np.random.default_rng(seed)
+
+    class Detector(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = tf.Variable(rng.standard_normal((3, 3, 3, 16)).astype(np.float32) * 0.3)
+            self.box = tf.Variable(rng.standard_normal((16, 4)).astype(np.float32) * 0.3)
+            self.cls = tf.Variable(rng.standard_normal((16, 3)).astype(np.float32) * 0.3)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32, name="image")])
+        def __call__(self, image: Any) -> dict[str, Any]:
+            n = tf.shape(image)[0]
+            feats = tf.nn.relu(tf.reshape(tf.nn.conv2d(image, self.conv, 4, "VALID"), [n, -1, 16]))
+            raw = feats @ self.box
+            # boxes of 0.2-0.6 of the image around each anchor; scores spread over (0, 1), as a
+            # trained head's are (saturated, near-tied scores would make NMS's choice a coin toss)
+            centers, sizes = tf.sigmoid(raw[..., :2]), 0.2 + 0.4 * tf.sigmoid(raw[..., 2:])
+            boxes = tf.concat([centers - sizes / 2, centers + sizes / 2], -1)
+            scores = tf.sigmoid(feats @ self.cls - 2.0)
+            b, s, c, v = tf.image.combined_non_max_suppression(boxes[:, :, None, :], scores, 10, 20, 0.5, 0.3)
+            return {"boxes": b, "scores": s, "classes": c, "valid": v}
+
+    path = directory / "ssd"
+    tf.saved_model.save(Detector(), str(path))
+    return path
