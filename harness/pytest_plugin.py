@@ -83,11 +83,12 @@ class _TerminalStream:
         self.err = err  # stderr (a benchmark's progress), not the terminal reporter's stdout
 
     def write(self, text: str) -> int:
+        from harness.thirdparty import terminal_uncaptured
+
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        capture = self.config.pluginmanager.get_plugin("capturemanager")
-        if reporter is None or capture is None:
+        if reporter is None or self.config.pluginmanager.get_plugin("capturemanager") is None:
             return sys.stderr.write(text)
-        with capture.global_and_fixture_disabled():  # what capsys.disabled() does
+        with terminal_uncaptured(self.config):  # what capsys.disabled() does
             reporter.ensure_newline()
             if self.err:
                 sys.stderr.write(text)
@@ -354,11 +355,10 @@ def _attach_debug(item: pytest.Item, report: pytest.TestReport) -> None:
         return
     from harness.workspace import INT8_FORM
 
-    fixtures = item._request  # type: ignore[attr-defined]
-    try:  # the engine's own file: its calibration and its int8 placement
-        summary = fixtures.getfixturevalue("harness_workspace").debug(
-            fixtures.getfixturevalue("harness_request"), engine.precision,
-            fixtures.getfixturevalue("harness_calibration"), INT8_FORM.get(engine.backend, "tensorrt")).summary()
+    try:  # the engine's own file: its calibration and its int8 placement (fixtures `engine` depends on)
+        summary = funcargs["harness_workspace"].debug(
+            funcargs["harness_request"], engine.precision, funcargs["harness_calibration"],
+            INT8_FORM.get(engine.backend, "tensorrt")).summary()
     except Exception as e:  # noqa: BLE001 - a report hook must not crash the run; say why instead
         summary = f"harness debug could not run: {type(e).__name__}: {e}"
     report.sections.append((f"harness debug {engine.precision}", summary))
@@ -371,8 +371,10 @@ def _attach_debug(item: pytest.Item, report: pytest.TestReport) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     devices = config.getoption("harness_devices", None)
     if devices:  # before anything in this process starts CUDA
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-        mine = [devices[int(worker[2:]) % len(devices)]] if worker.startswith("gw") else devices
+        from harness.thirdparty import xdist_worker_index
+
+        index = xdist_worker_index(config)  # xdist's public workerinput, not the environment
+        mine = [devices[index % len(devices)]] if index is not None else devices
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, mine))
     report = config.getoption("harness_report", None)
     if (report is not None and not hasattr(config, "workerinput") and config.getoption("benchmark_only", False)

@@ -1,5 +1,6 @@
-"""What the harness needs from pytest-benchmark that is not its public API, in one place, each
-assumption tested by name in tests/test_thirdparty.py (a release that breaks one fails there).
+"""What the harness needs from pytest-benchmark and pytest that is not their public API, in one
+place, each assumption tested by name in tests/test_thirdparty.py (a release that breaks one
+fails there).  pytest-xdist needs none: a worker is told by its public `config.workerinput`.
 
 - `benchmark_clock`: the timer and gc setting a `benchmark` fixture was made with
   (`--benchmark-timer`, `--benchmark-disable-gc`), so the harness times the reference with the
@@ -12,12 +13,17 @@ assumption tested by name in tests/test_thirdparty.py (a release that breaks one
   to pytest-benchmark as that row's rounds.  pytest-benchmark times a call between two readings
   of the fixture's `_timer`; `pedantic` runs with a clock that replays the measured durations,
   so its statistics, table, JSON and --benchmark-compare see exactly the measured calls.
+- `round_seconds`: a finished row's rounds, in seconds (`benchmark.stats.stats.data`).
+- `terminal_uncaptured`: pytest's capture manager's `global_and_fixture_disabled()` (what the
+  `capsys.disabled()` fixture uses), so a plugin can print progress while tests run; pytest has
+  no public API for it outside a fixture.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 
@@ -91,3 +97,25 @@ def record_rounds(benchmark: Any, seconds: Sequence[float]) -> None:
 
 def _nothing() -> None:
     pass
+
+
+def round_seconds(benchmark: Any) -> list[float]:
+    """Every round of a finished pytest-benchmark row, in seconds."""
+    return [float(x) for x in benchmark.stats.stats.data]
+
+
+@contextlib.contextmanager
+def terminal_uncaptured(config: Any) -> Iterator[bool]:
+    """Output capture off while inside (yields False where it could not be: no capture manager)."""
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if capture is None:
+        yield False
+        return
+    with capture.global_and_fixture_disabled():
+        yield True
+
+
+def xdist_worker_index(config: Any) -> int | None:
+    """This xdist worker's index (gw3 -> 3) from xdist's public `workerinput`; None outside a worker."""
+    worker = getattr(config, "workerinput", {}).get("workerid", "")
+    return int(worker[2:]) if isinstance(worker, str) and worker.startswith("gw") and worker[2:].isdigit() else None

@@ -61,3 +61,37 @@ def test_the_benchmark_session_can_be_turned_back_on_and_gives_this_process_json
         assert len(doc["benchmarks"]) == len(session.benchmarks)
     else:
         assert doc is None
+
+
+def test_a_finished_rows_rounds_are_read_back(benchmark: Any) -> None:
+    from harness.thirdparty import round_seconds
+
+    _enabled(benchmark)
+    record_rounds(benchmark, [0.004, 0.001, 0.002])
+    assert sorted(round_seconds(benchmark)) == pytest.approx([0.001, 0.002, 0.004])
+
+
+def test_output_written_while_uncaptured_reaches_the_terminal(pytestconfig: pytest.Config,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The plugin's progress lines: pytest's capture manager lets them through while inside."""
+    import sys
+
+    from harness.thirdparty import terminal_uncaptured
+
+    print("captured line")
+    with terminal_uncaptured(pytestconfig) as uncaptured:
+        print("uncaptured line")
+        sys.stdout.flush()
+    assert uncaptured is (pytestconfig.pluginmanager.get_plugin("capturemanager") is not None)
+    out = capsys.readouterr().out
+    assert "captured line" in out and ("uncaptured line" not in out) == uncaptured
+
+
+def test_an_xdist_worker_is_known_by_its_public_workerinput() -> None:
+    from types import SimpleNamespace
+
+    from harness.thirdparty import xdist_worker_index
+
+    assert xdist_worker_index(SimpleNamespace(workerinput={"workerid": "gw3"})) == 3
+    assert xdist_worker_index(SimpleNamespace()) is None  # the controller, or no xdist
+    assert xdist_worker_index(SimpleNamespace(workerinput={"workerid": "weird"})) is None
