@@ -105,13 +105,18 @@ def test_a_detector_exports_and_is_judged_as_detections_and_a_broken_int8_fails(
     ws.write_golden(request, policy=policy)
     golden = ws.golden(request)
     assert golden.outputs["valid"].dtype == np.int32 and golden.outputs["boxes"].shape[1:] == (20, 4)
-    clean = ws.compare(request, ["onnxruntime"], ["fp32", "int8"], policy)
+    # fp16: the float16 converter used to leave this graph invalid (NMS's score threshold and a
+    # box-head constant folded into one initializer, kept float32 for NonMaxSuppression).
+    clean = ws.compare(request, ["onnxruntime"], ["fp32", "fp16", "int8"], policy)
     verdicts = {(r.precision, r.output): r for r in clean.results}
-    assert set(verdicts) == {("fp32", "boxes"), ("int8", "boxes")}  # one detection verdict each, not four arrays
-    fp32, int8 = verdicts[("fp32", "boxes")], verdicts[("int8", "boxes")]
+    assert set(verdicts) == {("fp32", "boxes"), ("fp16", "boxes"), ("int8", "boxes")}  # one verdict each, not 4 arrays
+    fp32, fp16, int8 = verdicts[("fp32", "boxes")], verdicts[("fp16", "boxes")], verdicts[("int8", "boxes")]
     assert fp32.passed and fp32.detection is not None and fp32.detection.matched == 1.0, str(fp32)
+    assert fp16.passed and fp16.detection is not None, str(fp16)
+    print(f"\nssd fp16: matched {fp16.detection.matched:.3f}, mean IoU {fp16.detection.mean_iou:.4f}, "
+          f"score error {fp16.detection.worst_score_error:.4f}, AP {fp16.detection.ap:.3f}")
     assert int8.detection is not None and int8.passed, str(int8)  # calibrated on other (seeded) data
-    print(f"\nssd int8: matched {int8.detection.matched:.3f}, mean IoU {int8.detection.mean_iou:.3f}, "
+    print(f"ssd int8: matched {int8.detection.matched:.3f}, mean IoU {int8.detection.mean_iou:.3f}, "
           f"score error {int8.detection.worst_score_error:.3f}, AP {int8.detection.ap:.3f}")
     # Negative control: int8 calibrated on all-zero images.
     zeros = tmp_path / "zeros.npy"

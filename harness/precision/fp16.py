@@ -20,13 +20,15 @@ def convert_fp16(src: Path, dst: Path, keep_io_types: bool = True, keep_nodes: S
     float16 = lazy_import("onnxconverter_common.float16", "onnxconverter-common")
 
     model = onnx.load(str(src))
+    block = [*_casts_from_integers(model), *keep_nodes]
+    _unshare_initializers(model, set(float16.DEFAULT_OP_BLOCK_LIST), set(block))
     try:
         # Weights beyond float16's range are clipped to it (and tiny ones to +-1e-7) rather
         # than becoming inf or 0; the converter warns once per weight, which is only noise.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             converted = float16.convert_float_to_float16(model, keep_io_types=keep_io_types,
-                                                         node_block_list=[*_casts_from_integers(model), *keep_nodes])
+                                                         node_block_list=block)
     except Exception as e:  # the converter raises bare exceptions on graphs it cannot handle
         raise ExportError(f"{src}: float16 conversion failed ({type(e).__name__}: {e})") from e
     try:
@@ -60,3 +62,33 @@ def _casts_from_integers(model: Any) -> list[str]:
 
     visit(onnx.shape_inference.infer_shapes(model).graph, {})
     return found
+
+
+def _unshare_initializers(model: Any, blocked_ops: set[str], blocked_nodes: set[str]) -> list[str]:
+    """Give nodes the converter keeps in float32 their own copy of a float initializer they share
+    with nodes it converts.  tf2onnx folds equal constants into one (a detector's NMS score
+    threshold 0.3 and a 0.3 in its box head); the converter then keeps that one in float32 for
+    NonMaxSuppression and leaves the converted Mul reading a float32 input: an invalid model."""
+    import onnx
+
+    graph = model.graph
+    floats = {t.name: t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    kept: dict[str, list[Any]] = {}
+    converted: set[str] = set()
+    for node in graph.node:
+        keep = node.op_type in blocked_ops or node.name in blocked_nodes
+        for name in node.input:
+            if name in floats:
+                (kept.setdefault(name, []).append(node) if keep else converted.add(name))
+    copied = []
+    for name, nodes in kept.items():
+        if name not in converted:
+            continue
+        copy = onnx.TensorProto()
+        copy.CopyFrom(floats[name])
+        copy.name = f"{name}__float32"
+        graph.initializer.append(copy)
+        for node in nodes:
+            node.input[:] = [copy.name if i == name else i for i in node.input]
+        copied.append(name)
+    return copied
