@@ -22,16 +22,15 @@ and an engine whose error is within `FLOOR_SLACK` times the floor is not reporte
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from harness.compare import Tolerance, error_stats, statistic_of
+from harness.compare import Tolerance, statistic_of
 
-HOW = ("worst of three TensorFlow runs beside the golden one: the samples one at a time instead of as a batch, "
-       "float inputs one ulp up, and one ulp down (harness.floor)")
+HOW = "the elementwise worst of TensorFlow runs beside the golden one (harness.floor): "
 # An engine's error counts as "within the floor" up to this many times the floor's own: the
 # floor is one alternative's distance from the reference; another correct implementation is a
 # further such distance, and three alternatives sample the spread thinly.
@@ -43,13 +42,22 @@ ADVICE = ("declare the output as class scores (`classes = true` in its [tool.har
 
 @dataclass(frozen=True)
 class OutputFloor:
-    """One output's floor: the elementwise worst |alternative - reference| and the worst
-    per-sample cosine and top-1 agreement (class scores) over the alternatives."""
+    """One output's floor over the alternatives: the elementwise worst |alternative - reference|,
+    each sample's worst cosine, and (class scores) whether every alternative kept each sample's
+    top-1 class."""
 
     output: str
     abs_error: np.ndarray
-    cosine: float
-    top1: float | None
+    cosine_per_sample: np.ndarray
+    top1_kept: np.ndarray | None = None
+
+    @property
+    def cosine(self) -> float:
+        return float(self.cosine_per_sample.min(initial=1.0))
+
+    @property
+    def top1(self) -> float | None:
+        return None if self.top1_kept is None else float(np.mean(self.top1_kept))
 
     @property
     def max_abs(self) -> float:
@@ -62,15 +70,21 @@ class OutputFloor:
     def summary(self) -> dict[str, Any]:
         return {"max_abs": self.max_abs, "p99_abs": self.p99_abs, "cosine": self.cosine, "top1": self.top1}
 
-    def needed_atol(self, ref: np.ndarray, tolerance: Tolerance) -> float:
-        """The atol the reference itself needs under `tolerance`'s statistic and rtol."""
-        excess = (self.abs_error.astype(np.float64) - tolerance.rtol * np.abs(np.asarray(ref, np.float64))).ravel()
-        return max(statistic_of(excess, tolerance.statistic), 0.0) if excess.size else 0.0
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What floor.npz holds of this output."""
+        out = {self.output: self.abs_error, f"{self.output}.cosine": self.cosine_per_sample}
+        if self.top1_kept is not None:
+            out[f"{self.output}.top1"] = self.top1_kept
+        return out
+
+    def _excess(self, ref: np.ndarray, tolerance: Tolerance) -> np.ndarray:
+        return self.abs_error.astype(np.float64) - tolerance.rtol * np.abs(np.asarray(ref, np.float64))
 
     def exceeds(self, ref: np.ndarray, tolerance: Tolerance, classes: bool) -> list[str]:
         """How the reference fails `tolerance` against itself (empty: it holds steady within it)."""
         why = []
-        needed = self.needed_atol(ref, tolerance)
+        excess = self._excess(ref, tolerance).ravel()
+        needed = max(statistic_of(excess, tolerance.statistic), 0.0) if excess.size else 0.0
         if needed > tolerance.atol:
             why.append(f"its own {tolerance.statistic} error {needed:.3g} > atol {tolerance.atol:g}")
         if tolerance.min_cosine is not None and self.cosine < tolerance.min_cosine:
@@ -79,15 +93,40 @@ class OutputFloor:
             why.append(f"its own top-1 agreement {self.top1:.4f} < {tolerance.min_top1}")
         return why
 
-    def holds(self, ref: np.ndarray, tolerance: Tolerance, needed: float, cosine: float,
-              top1: float | None) -> bool:
-        """Whether an engine's figures (needed atol, worst cosine, top-1 agreement) are within
-        FLOOR_SLACK times this floor on each of them."""
-        if needed > FLOOR_SLACK * self.needed_atol(ref, tolerance):
+    def holds(self, actual: np.ndarray, ref: np.ndarray, tolerance: Tolerance, classes: bool) -> bool:
+        """Whether an engine's failures all lie where the reference itself is unsteady, each within
+        FLOOR_SLACK times the floor there: every element outside the tolerance is one the floor
+        puts outside it too, every sample under the cosine minimum one whose floor is too, every
+        changed top-1 class one an alternative changed.  Never for integer or boolean outputs."""
+        r, a = np.asarray(ref), np.asarray(actual)
+        if not np.issubdtype(r.dtype, np.floating) or a.shape != r.shape or self.abs_error.shape != r.shape:
             return False
-        if (1 - cosine) > FLOOR_SLACK * (1 - self.cosine):
+        a64, r64 = a.astype(np.float64), r.astype(np.float64)
+        error = np.abs(a64 - r64)
+        outside = error - tolerance.rtol * np.abs(r64) > tolerance.atol
+        if np.any(outside & ~(self._excess(r, tolerance) > tolerance.atol)):
             return False
-        return top1 is None or self.top1 is None or (1 - top1) <= FLOOR_SLACK * (1 - self.top1)
+        if np.any(error[outside] > FLOOR_SLACK * self.abs_error[outside]):
+            return False
+        if tolerance.min_cosine is not None:
+            cosine = _cosines(a64, r64)
+            low = cosine < tolerance.min_cosine
+            floor = self.cosine_per_sample.astype(np.float64)
+            if np.any(low & (floor >= tolerance.min_cosine)) or np.any((1 - cosine[low]) > FLOOR_SLACK * (1 - floor[low])):
+                return False
+        if classes and tolerance.min_top1 is not None and r.ndim == 2:
+            changed = a64.argmax(1) != r64.argmax(1)
+            kept = self.top1_kept if self.top1_kept is not None else np.ones(len(r), bool)
+            if np.any(changed & kept):
+                return False
+        return True
+
+
+def _cosines(a: np.ndarray, r: np.ndarray) -> np.ndarray:
+    fa, fr = a.reshape(len(a), -1), r.reshape(len(r), -1)
+    norms = np.linalg.norm(fa, axis=1) * np.linalg.norm(fr, axis=1)
+    same = np.all(fa == fr, axis=1)
+    return np.where(same, 1.0, np.sum(fa * fr, axis=1) / np.where(norms == 0, 1.0, norms))
 
 
 def _nudged(feed: Mapping[str, np.ndarray], direction: float) -> dict[str, np.ndarray]:
@@ -102,31 +141,38 @@ def _nudged(feed: Mapping[str, np.ndarray], direction: float) -> dict[str, np.nd
 
 def measure_floor(infer: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
                   feed: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray], classes: Collection[str],
-                  one_at_a_time: bool = True) -> dict[str, OutputFloor]:
-    """The floor of every output of `outputs` (the reference's on `feed`), from the alternatives
-    above; `one_at_a_time` False where the model's batch size is fixed."""
+                  one_at_a_time: bool = True,
+                  also: Sequence[Mapping[str, np.ndarray]] = ()) -> tuple[dict[str, OutputFloor], list[str]]:
+    """The floor of every output of `outputs` (the reference's on `feed`) and the alternatives run
+    (their names); `one_at_a_time` False where the model's batch size is fixed; `also`: outputs
+    of other correct runs to count in (TensorFlow run again now, against a stored golden)."""
     n = len(next(iter(feed.values())))
-    alternatives: list[Mapping[str, np.ndarray]] = []
+    alternatives: list[Mapping[str, np.ndarray]] = list(also)
+    ran = ["TensorFlow run again now"] * len(also)
     if one_at_a_time and n > 1:
         singles = [infer({k: np.asarray(v)[i:i + 1] for k, v in feed.items()}) for i in range(n)]
-        alternatives.append({o: np.concatenate([s[o] for s in singles]) for o in outputs})
+        alternatives.append({o: np.concatenate([np.asarray(s[o]) for s in singles]) for o in outputs})
+        ran.append("the samples one at a time")
     alternatives += [infer(_nudged(feed, np.inf)), infer(_nudged(feed, -np.inf))]
+    ran += ["float inputs one ulp up", "one ulp down"]
     floors = {}
     for name, ref in outputs.items():
         r = np.asarray(ref)
         worst = np.zeros(r.shape, np.float32)
-        cosine, top1 = 1.0, None
+        cosine = np.ones(len(r) if r.ndim else 1)
+        is_classes = name in classes and r.ndim == 2 and r.shape[1] >= 2
+        kept = np.ones(len(r), bool) if is_classes else None
         for alt in alternatives:
-            a = np.asarray(alt[name])
+            a = np.asarray(alt[name]).reshape(r.shape)
             # A non-finite difference (inf - inf) is the reference's own: the worst possible.
             diff = np.abs(a.astype(np.float64) - r.astype(np.float64))
             worst = np.maximum(worst, np.nan_to_num(diff, nan=np.inf).astype(np.float32))
-            stats = error_stats(a, r, name in classes and r.ndim == 2 and r.shape[1] >= 2)
-            cosine = min(cosine, stats.cosine_similarity)
-            if stats.top1_agreement is not None:
-                top1 = stats.top1_agreement if top1 is None else min(top1, stats.top1_agreement)
-        floors[name] = OutputFloor(name, worst, cosine, top1)
-    return floors
+            if r.ndim:
+                cosine = np.minimum(cosine, _cosines(a.astype(np.float64), r.astype(np.float64)))
+            if kept is not None:
+                kept &= a.argmax(1) == r.argmax(1)
+        floors[name] = OutputFloor(name, worst, cosine, kept)
+    return floors, ran
 
 
 def unstable_warnings(floors: Mapping[str, OutputFloor], outputs: Mapping[str, np.ndarray],

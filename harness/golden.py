@@ -177,6 +177,7 @@ def write_golden(
     labels: np.ndarray | None,
     meta: dict[str, Any],
     floors: Mapping[str, OutputFloor] | None = None,
+    floor_how: str = "",
 ) -> Path:
     """Replace the golden's own files one by one, never the directory (a golden of a SavedModel
     `m` and one of `m/x.keras` nest).  meta.json goes first and comes back last: an interrupted
@@ -188,8 +189,8 @@ def write_golden(
     atomic_write_bytes(final / "inputs.npz", _npz(inputs))
     atomic_write_bytes(final / "outputs.npz", _npz(outputs))
     if floors:
-        atomic_write_bytes(final / "floor.npz", _npz({o: f.abs_error for o, f in floors.items()}))
-        meta = {**meta, "floor": {"how": HOW, "outputs": {o: f.summary() for o, f in floors.items()}}}
+        atomic_write_bytes(final / "floor.npz", _npz({k: v for f in floors.values() for k, v in f.arrays().items()}))
+        meta = {**meta, "floor": {"how": HOW + floor_how, "outputs": {o: f.summary() for o, f in floors.items()}}}
     else:
         (final / "floor.npz").unlink(missing_ok=True)
         meta = {k: v for k, v in meta.items() if k != "floor"}
@@ -203,16 +204,16 @@ def write_golden(
     return final
 
 
-def add_floor(golden: Golden, floors: Mapping[str, OutputFloor]) -> Path:
+def add_floor(golden: Golden, floors: Mapping[str, OutputFloor], how: str = "") -> Path:
     """Store `floors` in an existing golden, its inputs and outputs untouched (a golden written
     before floors were): meta.json out first, back last, as in write_golden."""
     if golden.path is None:
         raise GoldenError(f"{golden.model}: no stored golden to add a noise floor to")
     meta = {k: v for k, v in golden.meta.items() if k != "floor"}
     (golden.path / "meta.json").unlink(missing_ok=True)
-    atomic_write_bytes(golden.path / "floor.npz", _npz({o: f.abs_error for o, f in floors.items()}))
+    atomic_write_bytes(golden.path / "floor.npz", _npz({k: v for f in floors.values() for k, v in f.arrays().items()}))
     atomic_write_json(golden.path / "meta.json",
-                      {**meta, "floor": {"how": HOW, "outputs": {o: f.summary() for o, f in floors.items()}}})
+                      {**meta, "floor": {"how": HOW + how, "outputs": {o: f.summary() for o, f in floors.items()}}})
     return golden.path
 
 
@@ -224,7 +225,8 @@ def _load_npz(path: Path, hint: str) -> dict[str, np.ndarray]:
         raise GoldenError(f"{path}: unreadable golden data ({e}); {hint}") from e
 
 
-def load_golden(root: Path, key: str, model: str, digest: str, command: str, classes: tuple[str, ...] = ()) -> Golden:
+def load_golden(root: Path, key: str, model: str, digest: str, command: str, classes: tuple[str, ...] = (),
+                with_floor: bool = True) -> Golden:
     """Load the golden of `model` (stored under `key`), refusing one made from a model whose
     digest differs; `classes`: the model's class-score outputs (its spec says, not the golden)."""
     path = golden_path(root, key)
@@ -247,13 +249,20 @@ def load_golden(root: Path, key: str, model: str, digest: str, command: str, cla
             labels = np.load(path / "labels.npy", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise GoldenError(f"{path / 'labels.npy'}: unreadable ({e}); {hint}") from e
-    floors = None
-    if "floor" in meta and (path / "floor.npz").is_file():
-        arrays = _load_npz(path / "floor.npz", hint)
-        figures = meta["floor"].get("outputs", {})
-        floors = {o: OutputFloor(o, arrays[o], float(figures[o]["cosine"]), figures[o].get("top1"))
-                  for o in arrays if o in figures}
-    return Golden(
-        model, path, _load_npz(path / "inputs.npz", hint), _load_npz(path / "outputs.npz", hint), labels, meta, classes,
-        floors,
-    )
+    outputs = _load_npz(path / "outputs.npz", hint)
+    floors = _load_floors(path, meta, outputs, hint) if "floor" in meta and with_floor else None
+    return Golden(model, path, _load_npz(path / "inputs.npz", hint), outputs, labels, meta, classes, floors)
+
+
+def _load_floors(path: Path, meta: Mapping[str, Any], outputs: Mapping[str, np.ndarray],
+                 hint: str) -> dict[str, OutputFloor]:
+    """The floor.npz a meta.json announces, checked against the outputs it is the floor of."""
+    arrays = _load_npz(path / "floor.npz", f"measure it again with --floor-only, or {hint}")
+    floors = {}
+    for name, ref in outputs.items():
+        error, cosine, kept = arrays.get(name), arrays.get(f"{name}.cosine"), arrays.get(f"{name}.top1")
+        if error is None or cosine is None or error.shape != np.shape(ref) or cosine.shape != (len(ref) if np.ndim(ref) else 1,):
+            raise GoldenError(f"{path / 'floor.npz'}: no floor of output {name!r} of its shape {np.shape(ref)} "
+                              f"(a floor from an older harness?); measure it again with --floor-only, or {hint}")
+        floors[name] = OutputFloor(name, error, cosine, kept)
+    return floors

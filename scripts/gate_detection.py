@@ -169,12 +169,43 @@ def wall(args: argparse.Namespace) -> dict[str, Any]:
         print(line)
         summary[str(margin)] = {"false_runs": false, "clean_runs": len(clean),
                                 "flagged": {str(s): list(v) for s, v in per_size.items()}}
+    # Repetition at the process level, where the variance lives: k processes' medians (point,
+    # low, high) judged as one measurement; slowed runs grouped by their (rotating) assignment.
+    for k in (3,):
+        clean_groups = [_median_of(clean[i:i + k]) for i in range(0, len(clean) - k + 1, k)]
+        by_assignment: dict[tuple[tuple[str, float], ...], list[dict[tuple[str, int], Any]]] = {}
+        for assign, measured in slowed_runs:
+            by_assignment.setdefault(tuple(sorted(assign.items())), []).append(measured)
+        slowed_groups = [(dict(a), _median_of(ms[i:i + k])) for a, ms in by_assignment.items()
+                         for i in range(0, len(ms) - k + 1, k)]
+        print(f"\nthe same, each judged measurement the median of {k} processes ({len(clean_groups)} clean groups, "
+              f"{len(slowed_groups)} slowed groups)")
+        for margin in margins:
+            false = sum(any(r.regressed for r in judged(c, margin)) for c in clean_groups)
+            line = f"{margin:7.0%} {false:>20d}/{len(clean_groups):<3d} = {false / max(len(clean_groups), 1):5.1%}"
+            for size in sizes:
+                hit = total = 0
+                for assign, measured in slowed_groups:
+                    for r in judged(measured, margin):
+                        if assign.get(r.engine) == size:
+                            hit, total = hit + r.regressed, total + 1
+                line += f" {hit:>4d}/{total:<3d}={hit / max(total, 1):4.0%}"
+            print(line)
+            summary[f"{margin} x{k}"] = {"false_runs": false, "clean_groups": len(clean_groups)}
     for kind, engine, measured in real_runs:
         changes = [f"b{b} {measured[(engine, b)][0] / table[engine][str(b)] - 1:+.0%}" for b in BATCHES
                    if (engine, b) in measured]
         flagged = [f"{m:.0%}" for m in margins if any(r.regressed and r.engine == engine for r in judged(measured, m))]
         print(f"realistic: {engine} {kind}: speedup {' '.join(changes)}; flagged at margins {flagged or 'none'}")
     return {"machine": here, "baseline": baseline, "runs": runs, "summary": summary}
+
+
+def _median_of(runs: list[dict[tuple[str, int], Any]]) -> dict[tuple[str, int], tuple[float, ...]]:
+    """Rows measured in every one of `runs`: the median of each figure (point, low, high, share)."""
+    import numpy as np
+
+    keys = set.intersection(*(set(r) for r in runs)) if runs else set()
+    return {key: tuple(float(np.median([r[key][i] for r in runs])) for i in range(4)) for key in keys}
 
 
 # --- instruction counts ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.compare import DEFAULT_TOLERANCES, compare_output
+from harness.compare import DEFAULT_TOLERANCES, compare_output, error_stats
 from harness.floor import FLOOR_SLACK, OutputFloor, measure_floor
 from harness.sources import ModelRequest
 from harness.workspace import Workspace
@@ -18,9 +18,13 @@ from harness.workspace import Workspace
 FP32 = DEFAULT_TOLERANCES["fp32"]
 
 
+def _floor(error: np.ndarray, cosine: float = 1.0) -> OutputFloor:
+    return OutputFloor("y", error.astype(np.float32), np.full(len(error), cosine))
+
+
 def test_a_floor_within_the_tolerance_leaves_a_failure_a_failure() -> None:
     ref = np.linspace(-1, 1, 20, dtype=np.float32).reshape(2, 10)
-    steady = OutputFloor("y", np.full(ref.shape, 1e-7, np.float32), 1.0, None)
+    steady = _floor(np.full(ref.shape, 1e-7))
     off = ref + np.float32(0.01)
     r = compare_output("y", off, ref, FP32, floor=steady)
     assert r.verdict == "FAIL" and not r.unstable and not r.passed
@@ -28,7 +32,7 @@ def test_a_floor_within_the_tolerance_leaves_a_failure_a_failure() -> None:
 
 def test_an_unstable_floor_excuses_an_engine_within_it_and_no_further() -> None:
     ref = np.linspace(-1, 1, 20, dtype=np.float32).reshape(2, 10)
-    shaky = OutputFloor("y", np.full(ref.shape, 0.01, np.float32), 0.999, None)  # fails fp32's atol 5e-4 itself
+    shaky = _floor(np.full(ref.shape, 0.01), 0.999)  # fails fp32's atol 5e-4 itself, everywhere
     within = compare_output("y", ref + np.float32(0.02), ref, FP32, floor=shaky)  # 2x the floor
     assert within.failures and within.unstable and within.within_floor
     assert within.verdict == "UNSTABLE" and within.passed
@@ -39,6 +43,39 @@ def test_an_unstable_floor_excuses_an_engine_within_it_and_no_further() -> None:
     broken = compare_output("y", np.full(ref.shape, np.nan, np.float32), ref, FP32, floor=shaky)
     assert broken.verdict == "FAIL"  # a non-finite output is never the reference's noise
     assert json.loads(json.dumps(within.record()))["verdict"] == "UNSTABLE"
+
+
+def test_one_unsteady_element_excuses_that_element_only() -> None:
+    """A reference unsteady in one element of one sample (an argmax, a threshold) does not excuse
+    an engine that is off everywhere."""
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((32, 10)).astype(np.float32)
+    alternative = ref.copy()
+    alternative[3, 4] += np.float32(0.5)  # what one correct alternative computed
+    floor = OutputFloor("y", np.maximum(np.abs(alternative - ref), 1e-7).astype(np.float32),
+                        np.asarray(error_stats(alternative, ref).cosine_per_sample))
+    jumped = ref.copy()
+    jumped[3, 4] += np.float32(0.4)  # where the reference itself jumps: excused
+    assert compare_output("y", jumped, ref, FP32, floor=floor).verdict == "UNSTABLE"
+    off = ref * np.float32(1.05)  # 5% off on every element: not excused
+    assert compare_output("y", off, ref, FP32, floor=floor).verdict == "FAIL"
+    # An integer output (class ids) is never excused, whatever its floor.
+    ids = np.arange(32, dtype=np.int64)
+    r = compare_output("ids", ids + 20, ids, FP32, floor=OutputFloor("ids", np.full(32, 7, np.float32), np.ones(32)))
+    assert r.unstable and r.verdict == "FAIL"
+    # A top-1 class changed only where an alternative changed it too.
+    classes = DEFAULT_TOLERANCES["int8"]
+    kept = np.ones(32, bool)
+    kept[5] = False
+    top = OutputFloor("y", np.full(ref.shape, 1e-7, np.float32), np.ones(32), kept)
+    def swap_top_two(a: np.ndarray, i: int) -> np.ndarray:  # another top-1 class, the cosine barely moved
+        a = a.copy()
+        first, second = np.argsort(-a[i])[:2]
+        a[i, first], a[i, second] = a[i, second], a[i, first]
+        return a
+
+    flipped, elsewhere = swap_top_two(ref, 5), swap_top_two(ref, 6)
+    assert not top.holds(elsewhere, ref, classes, classes=True) and top.holds(flipped, ref, classes, classes=True)
 
 
 def test_measure_floor_sees_a_computation_that_cancels_and_not_one_that_does_not() -> None:
@@ -54,9 +91,11 @@ def test_measure_floor_sees_a_computation_that_cancels_and_not_one_that_does_not
         logits = feed["x"] @ (big + w) - feed["x"] @ big  # mathematically x @ w
         return {"y": logits}
 
-    calm = measure_floor(steady, x, steady(x), ())["y"]
-    assert calm.max_abs < 1e-5 and calm.cosine > 0.9999999
-    wild = measure_floor(cancelling, x, cancelling(x), ())["y"]
+    floors, ran = measure_floor(steady, x, steady(x), ())
+    calm = floors["y"]
+    assert ran == ["the samples one at a time", "float inputs one ulp up", "one ulp down"]
+    assert calm.max_abs < 1e-5 and calm.cosine > 0.9999999 and calm.cosine_per_sample.shape == (8,)
+    wild = measure_floor(cancelling, x, cancelling(x), ())[0]["y"]
     assert wild.max_abs > 1.0, wild.summary()  # rounding of ~1e8 dwarfs values of ~4
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import math
 import queue
 import re
 import socket
@@ -107,7 +108,8 @@ class InferenceServer:
     ) -> None:
         if max_batch < 1 or max_delay_ms < 0:
             raise HarnessError(f"max batch {max_batch} must be >= 1 and max delay {max_delay_ms} ms >= 0")
-        if min(header_timeout, idle_timeout, body_timeout) <= 0 or max_connections < 1:
+        timeouts = (header_timeout, idle_timeout, body_timeout)
+        if not all(math.isfinite(t) and t > 0 for t in timeouts) or max_connections < 1:
             raise HarnessError(f"timeouts (header {header_timeout}, idle {idle_timeout}, body {body_timeout} s) must be "
                                f"> 0 and max connections ({max_connections}) >= 1")
         self.header_timeout, self.idle_timeout, self.body_timeout = header_timeout, idle_timeout, body_timeout
@@ -137,6 +139,7 @@ class InferenceServer:
         self._stopped = threading.Event()  # ends a restart loop's pause
         self.failed_starts = 0  # failed worker starts in a row
         self.starting = False  # a worker start is under way
+        self._attempted = threading.Condition()  # notified at the end of every start attempt
         self._http = _HTTPServer((host, port), _Handler, self)
         self._threads: list[threading.Thread] = []
         self._grpc_address = (host, grpc_port) if grpc_port is not None else None
@@ -179,7 +182,8 @@ class InferenceServer:
                 raise WorkerNotReady(f"engine worker could not start: {self.worker.last_error}")
 
     def _load(self, restart: bool = False) -> None:
-        self.starting = True
+        with self._attempted:
+            self.starting = True
         try:
             self.worker.restart() if restart else self.worker.start()
         except WorkerNotReady:
@@ -187,25 +191,32 @@ class InferenceServer:
         except Exception as e:  # noqa: BLE001 - the process could not even start: say why, not ""
             self.worker.last_error = f"{type(e).__name__}: {e}"
         finally:
-            self.starting = False
-        self.failed_starts = 0 if self.worker.ready.is_set() else self.failed_starts + 1
+            with self._attempted:  # both at once: a request never sees "not starting" with the old count
+                self.failed_starts = 0 if self.worker.ready.is_set() else self.failed_starts + 1
+                self.starting = False
+                self._attempted.notify_all()
 
     def _keep_up(self, restart: bool = False) -> None:
         """Start the worker, and again after each failure, pausing twice as long each time (up to
         RESTART_BACKOFF's longest), until one comes up or the server stops."""
-        if not self._restarting.acquire(blocking=False):
-            return  # a loop is already at it
-        try:
-            pause = RESTART_BACKOFF[0]
-            while self._accepting:
-                if restart:
-                    self.metrics.restarts += 1
-                self._load(restart=restart)
-                if self.worker.ready.is_set() or self._stopped.wait(pause):
-                    return
-                pause, restart = min(2 * pause, RESTART_BACKOFF[1]), True
-        finally:
-            self._restarting.release()
+        while self._accepting:
+            if not self._restarting.acquire(blocking=False):
+                return  # a loop is already at it (and checks again once it is done)
+            try:
+                pause = RESTART_BACKOFF[0]
+                while self._accepting:
+                    if restart:
+                        self.metrics.restarts += 1
+                    self._load(restart=restart)
+                    if self.worker.ready.is_set() or self._stopped.wait(pause):
+                        break
+                    pause, restart = min(2 * pause, RESTART_BACKOFF[1]), True
+            finally:
+                self._restarting.release()
+            # A death between this loop's last look and its release found the lock taken: look again.
+            if self.worker.ready.is_set() or not self._accepting:
+                return
+            restart = True
 
     def _restart(self) -> None:
         self._keep_up(restart=True)
@@ -371,10 +382,24 @@ class InferenceServer:
                     self._run([last])
         return False
 
+    def _wait_ready(self) -> str:
+        """"" once the worker is ready; else why not, as soon as that is known: at once when it is
+        down between restart attempts, at the end of an attempt that failed, or at the timeout."""
+        deadline = time.monotonic() + self.request_timeout
+        with self._attempted:
+            while not self.worker.ready.is_set():
+                if not self.starting and self.failed_starts:
+                    return self.health()[2] + "; retry later"
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return f"engine worker not ready: {self.worker.last_error or 'starting'}"
+                self._attempted.wait(min(left, 0.2))  # ready is set inside an attempt: looked at often
+        return ""
+
     def _run(self, batch: list[_Pending]) -> None:
-        if not self.worker.ready.is_set() and not self.starting and self.failed_starts:
-            # Down between restart attempts: an answer now, not after the request timeout.
-            self._fail(batch, 503, self.health()[2] + "; retry later")
+        why = self._wait_ready()
+        if why:
+            self._fail(batch, 503, why)
             return
         if not self.worker.ready.wait(self.request_timeout):
             self._fail(batch, 503, f"engine worker not ready: {self.worker.last_error or 'starting'}")
@@ -469,6 +494,8 @@ class _HTTPServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
         self.closing = False  # stop() under way: nothing waits for a free place any more
+        self._full_since: float | None = None  # when every place was last taken with nobody leaving
+        self._reaping = threading.Event()  # set: the reaper ends
         self.connections = 0  # served now, each by a thread
         self.refused = 0  # turned away with 503: over --max-connections
         self.reaped = 0  # closed by the reaper: past a header, body or idle deadline
@@ -477,9 +504,20 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._lock:
-            # Full: this (accepting) thread waits, so further clients queue in the kernel's backlog.
-            full = not self._freed.wait_for(lambda: self.connections < self.app.max_connections or self.closing,
-                                            timeout=self.app.header_timeout) or self.closing
+            # Full: this (accepting) thread waits, so further clients queue in the kernel's backlog, for
+            # up to the header timeout since the server became full (not each: a queue of N would
+            # wait N timeouts); past it, each is refused at once until a place frees.
+            def free() -> bool:
+                return self.connections < self.app.max_connections or self.closing
+
+            if not free():
+                self._full_since = self._full_since or time.monotonic()
+                # (at least a reaper's tick: a place a closing client is about to free)
+                left = max(self._full_since + self.app.header_timeout - time.monotonic(), REAP_EVERY)
+                full = left <= 0 or not self._freed.wait_for(free, timeout=left)
+            else:
+                full = False
+            full = full or self.closing
             if not full:
                 self.connections += 1
         if full:  # no thread for it: a short answer, without waiting on the client, and closed
@@ -498,6 +536,7 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._freed:
             self.closing = True
             self._freed.notify_all()
+        self._reaping.set()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -505,29 +544,33 @@ class _HTTPServer(ThreadingHTTPServer):
         finally:
             with self._lock:
                 self.connections -= 1
+                self._full_since = None
                 self._freed.notify()
 
-    def expire(self, handler: _Handler, seconds: float | None, say: bytes = b"") -> None:
+    def expire(self, handler: _Handler, seconds: float | None, say: bytes = b"") -> bool:
         """Close `handler`'s connection `seconds` from now unless called again first (None: no
-        deadline); `say`: what to send it then (a 408 mid-request; nothing to an idle one)."""
+        deadline); `say`: what to send it then (a 408 mid-request; nothing to an idle one).
+        False if the reaper has closed it already: nothing more may be written to it."""
         with self._lock:
+            if handler.expired:
+                return False
             if seconds is None:
                 self._deadlines.pop(handler, None)
             else:
                 self._deadlines[handler] = (time.monotonic() + seconds, say)
+            return True
 
     def reap(self) -> None:
         """The reaper thread: shut the sockets of connections past their deadline (the thread
         blocked reading one then sees the end of its input and finishes)."""
-        while True:
-            time.sleep(REAP_EVERY)
+        while not self._reaping.wait(REAP_EVERY):
             now = time.monotonic()
-            with self._lock:
+            with self._lock:  # marked under the lock: a handler's expire() then says it is closed
                 late = [(h, say) for h, (when, say) in self._deadlines.items() if when <= now]
                 for h, _ in late:
                     del self._deadlines[h]
+                    h.expired = True
             for handler, say in late:
-                handler.expired = True
                 self.reaped += 1
                 with contextlib.suppress(OSError):
                     if say:
@@ -564,8 +607,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         app = self.server.app
-        # A new connection has the header timeout to send its request; a kept-alive one the idle timeout.
-        self.server.expire(self, app.idle_timeout if self._served else app.header_timeout)
+        # A new connection has the header timeout to send its request's head; a kept-alive one the
+        # idle timeout to start the next (then the header timeout for the rest of its head).
+        if self._served:
+            self.server.expire(self, app.idle_timeout)
+        else:
+            self.server.expire(self, app.header_timeout, _timeout_answer("the request's headers"))
         try:
             super().handle_one_request()
         finally:
@@ -586,7 +633,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.request_version = "HTTP/1.1"  # errors go out with a status line (HTTP/0.9 had none; not spoken here)
         self.close_connection = True
         app = self.server.app
-        self.server.expire(self, app.header_timeout, _timeout_answer("the request's headers"))
+        if self._served:  # the request line of a kept-alive connection's next request: its head's deadline
+            self.server.expire(self, app.header_timeout, _timeout_answer("the request's headers"))
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
         words = self.requestline.split()
         if not words:
@@ -623,7 +671,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"more than {MAX_HEADERS} headers")
             return False
         self.headers = headers
-        self.server.expire(self, None)  # the head is in
+        if not self._disarm():  # the head is in; unless the reaper closed it just now
+            return False
         framing = _framing_error(headers, self.command)
         if framing:  # one rule for every method and path: an ambiguous body is never guessed at
             self.send_error(HTTPStatus.BAD_REQUEST, framing)
@@ -639,15 +688,25 @@ class _Handler(BaseHTTPRequestHandler):
         """Every error as JSON, as the routes answer them (the standard library sends HTML: an
         unknown method's 501, a request line over 64 KiB's 414), and the connection closed."""
         self.close_connection = True
-        self._error(code, message or HTTPStatus(code).phrase)
+        if self._disarm():  # not if the reaper answered 408 already
+            self._error(code, message or HTTPStatus(code).phrase)
+
+    def _disarm(self) -> bool:
+        """This connection's deadline off; False if the reaper closed it already."""
+        if self.server.expire(self, None):
+            return True
+        self.expired = self.close_connection = True
+        return False
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request on stderr would cost more than serving it
 
     def _send(self, status: int, body: bytes = b"", content_type: str = "application/json",
               headers: dict[str, str] | None = None) -> None:
-        if self.expired or self._gone:
+        if self._gone or not self._disarm():
             return  # closed under us: nobody to answer
+        # A client that does not read its answer must not hold the thread: the reaper closes it.
+        self.server.expire(self, self.server.app.body_timeout)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -657,6 +716,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
+        self.wfile.flush()
+        self._disarm()
 
     def _json(self, status: int, doc: Any) -> None:
         self._send(status, json.dumps(doc).encode())
@@ -718,6 +779,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(status, message)
 
     def _infer(self, app: InferenceServer) -> tuple[int, str]:
+        # Every body, read or drained, has the body timeout to arrive: a client announcing one and
+        # sending nothing holds its thread no longer.
+        self.server.expire(self, app.body_timeout, _timeout_answer("the request's body"))
+        try:
+            status, message = self._infer_body(app)
+        finally:
+            self._disarm()
+        return status, message
+
+    def _infer_body(self, app: InferenceServer) -> tuple[int, str]:
         path = self.path.split("?", 1)[0].rstrip("/")
         target = self._model_path(path)
         if target is None or target[1] != "infer":
@@ -734,37 +805,38 @@ class _Handler(BaseHTTPRequestHandler):
             self._discard_body()
             return 413, f"request body of {size} bytes is over the limit of {app.max_body} bytes"
         head = _head_size(self.headers.get(HEADER_LENGTH), size)
-        self.server.expire(self, app.body_timeout, _timeout_answer("the request's body"))
         slot = None
         try:
             try:
+                request = None
                 if head:
-                    # The JSON header first, as it arrives; then, with the body coming, the tensors
-                    # straight into shared memory the engine reads (ordinary memory if no slot is free).
-                    header = self._read_growing(head)
-                    slot = app.worker.slots.lease(size - head) if header is not None else None
-                    if slot is not None:
+                    # The JSON header, then the first bytes of the tensors, as they arrive; only then
+                    # (the body is coming) a shared-memory slot the engine reads them from.
+                    first = self._read_growing(head + min(size - head, 1 << 16), size)
+                    slot = app.worker.slots.lease(size - head) if first is not None else None
+                    if first is not None and slot is not None:
                         binary = buffer(slot)[: size - head]
-                        complete = header is not None and self._read_into(binary)
-                        request = decode_split(bytes(header or b""), binary, app.spec) if complete else None
-                    else:
-                        rest = self._read_growing(size - head) if header is not None else None
-                        request = (decode_request(memoryview(header + rest), self.headers.get(HEADER_LENGTH), app.spec)
-                                   if header is not None and rest is not None else None)
+                        binary[: len(first) - head] = first[head:]
+                        if self._read_into(binary[len(first) - head:]):
+                            request = decode_split(bytes(first[:head]), binary, app.spec)
+                    elif first is not None:  # no slot free: ordinary memory, grown as the rest arrives
+                        body = self._read_growing(size, size, first)
+                        if body is not None:
+                            request = decode_request(memoryview(body), self.headers.get(HEADER_LENGTH), app.spec)
                 elif size > KEEP_BUFFER:  # a big body grows as it arrives, and its buffer is not kept
-                    body = self._read_growing(size)
-                    request = (decode_request(memoryview(body), self.headers.get(HEADER_LENGTH), app.spec)
-                               if body is not None else None)
+                    body = self._read_growing(size, size)
+                    if body is not None:
+                        request = decode_request(memoryview(body), self.headers.get(HEADER_LENGTH), app.spec)
                 else:
                     if len(self._buffer) < size:  # kept for the connection's next requests
                         self._buffer = bytearray(size)
                     view = memoryview(self._buffer)[:size]
-                    request = (decode_request(view, self.headers.get(HEADER_LENGTH), app.spec)
-                               if self._read_into(view) else None)
+                    if self._read_into(view):
+                        request = decode_request(view, self.headers.get(HEADER_LENGTH), app.spec)
             except ProtocolError as e:
                 return 400, str(e)
-            finally:
-                self.server.expire(self, None)
+            if not self._disarm():
+                return 408, "the request's body did not arrive in time"  # answered by the reaper already
             if request is None:
                 self.close_connection = self._gone = True
                 return 400, f"the body ended before its Content-Length of {size} bytes"
@@ -781,15 +853,20 @@ class _Handler(BaseHTTPRequestHandler):
             if slot is not None:
                 app.worker.slots.give_back(slot)
 
-    def _read_growing(self, size: int) -> bytearray | None:
-        """`size` bytes of the body, in a buffer that grows only as they arrive (an announced
-        size costs nothing until it is sent); None if the body ends first."""
-        data = bytearray()
-        while len(data) < size:
-            chunk = self.rfile.read1(min(size - len(data), 1 << 20))
-            if not chunk:
+    def _read_growing(self, want: int, size: int, start: bytes | bytearray = b"") -> bytearray | None:
+        """The body's first `want` bytes (beyond `start`, already read), in a buffer that grows as
+        they arrive, at most twice what has come (an announced `size` costs nothing until it is
+        sent); None if the body ends first."""
+        data = bytearray(start)
+        got = len(data)
+        while got < want:
+            if got == len(data):  # full: double it, never past the body's size
+                data.extend(bytes(min(max(len(data), 1 << 16), size - len(data))))
+            n = self.rfile.readinto(memoryview(data)[got:min(len(data), want)])
+            if not n:
                 return None
-            data += chunk
+            got += n
+        del data[got:]
         return data
 
     def _read_into(self, view: memoryview) -> bool:
