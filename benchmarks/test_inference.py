@@ -37,9 +37,10 @@ def _count(counter: Any, request: Any, runner: Runner, batch: int, benchmark: An
         reason = getattr(e, "reason", str(e))
         benchmark.extra_info.update(instructions_per_call=None, instructions_unavailable=reason)
         return None, reason
+    from harness.counting import METHOD
+
     benchmark.extra_info.update(instructions_per_call=count.per_call, instructions_calls_counted=len(count.calls),
-                                instructions_method="callgrind, one thread, instrumentation on around the counted "
-                                                    "calls only (harness.counting)")
+                                instructions_method=METHOD, instructions_aslr_off=count.aslr_off)
     return count.per_call, ""
 
 

@@ -9,7 +9,8 @@ noisy 2-core runner where wall time cannot (its spread between processes is tens
   per batch size (first-call tracing, arena growth), then counts `CALLS` calls one by one: the
   counters zeroed before each call and dumped after it (callgrind's client requests, from a
   four-function C library compiled once against valgrind's own `callgrind.h`), with the
-  kernel's address randomization off for the child.
+  kernel's address randomization off for the child (`setarch -R`; the child reports whether it
+  took: a container whose seccomp profile refuses it counts with a little more spread).
 - **The same count on Intel and AMD**: under Valgrind the program does not see the host's
   CPU.  Valgrind 3.19's amd64 guest answers CPUID with a canned CPU (on an AVX2 host:
   "GenuineIntel, Intel(R) Core(TM) i7-4910MQ", AVX2, no AVX-512, Intel cache descriptors;
@@ -84,7 +85,7 @@ def unavailable() -> str | None:
     if not HEADER.is_file():
         return f"{HEADER} not found (valgrind's client-request header; Debian/Ubuntu ship it with valgrind)"
     if shutil.which(os.environ.get("CC", "cc")) is None:
-        return "no C compiler (cc) to build the two-function client-request library (apt install gcc)"
+        return "no C compiler (cc) to build the client-request library (apt install gcc)"
     if platform.machine() not in ("x86_64", "AMD64", "aarch64"):
         return f"valgrind does not run on {platform.machine()}"
     return None
@@ -134,6 +135,7 @@ class Count:
     batch: int
     per_call: float
     calls: tuple[int, ...]
+    aslr_off: bool | None = None  # the child ran without address randomization (None: not known)
 
 
 def single_threaded(recipe_kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,8 +174,8 @@ def count_instructions(recipe: Any, batches: Sequence[int], root: Path, calls: i
             progress(f"counting instructions of {name or recipe.factory} under valgrind (batches "
                      f"{','.join(map(str, batches))}; slow: Valgrind runs code about 50x slower) ...")
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False,
-                                  preexec_fn=_no_address_randomization)
+            done = subprocess.run(_without_address_randomization(cmd), capture_output=True, text=True, timeout=timeout,
+                                  env=env, check=False)
         except subprocess.TimeoutExpired as e:
             raise HarnessError(f"{name or recipe.factory}: counting under valgrind took over {timeout:.0f} s; "
                                "count fewer batch sizes or a smaller model") from e
@@ -193,7 +195,7 @@ def count_instructions(recipe: Any, batches: Sequence[int], root: Path, calls: i
             if min(each) < 0:
                 raise HarnessError(f"{name}: callgrind wrote no dump for some calls at batch {batch} "
                                    f"(dumps: {sorted(totals)})")
-            result[batch] = Count(counted["engine"], batch, trimmed_mean(each), each)
+            result[batch] = Count(counted["engine"], batch, trimmed_mean(each), each, counted.get("aslr_off"))
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -206,18 +208,13 @@ def trimmed_mean(counts: Sequence[int], trim: int = TRIM) -> float:
     return float(statistics.fmean(kept))
 
 
-def _no_address_randomization() -> None:
-    """In the child before exec: the kernel's ADDR_NO_RANDOMIZE personality (what `setarch -R`
-    sets), so the heap and libraries sit at the same addresses in every process."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        current = libc.personality(0xFFFFFFFF)
-        if current != -1:
-            libc.personality(current | 0x0040000)
-    except (OSError, AttributeError):  # not Linux: the counts just vary a little more
-        pass
+def _without_address_randomization(cmd: list[str]) -> list[str]:
+    """`cmd` under `setarch ARCH -R` (util-linux), which sets the kernel's ADDR_NO_RANDOMIZE
+    personality before exec, so the heap and libraries sit at the same addresses in every
+    process; `cmd` itself where there is no setarch (the counts then vary a little more, and the
+    child says so: `aslr_off` in its answer)."""
+    setarch = shutil.which("setarch")
+    return [setarch, platform.machine(), "-R", *cmd] if setarch else cmd
 
 
 def _last_line(text: str) -> str:
@@ -269,7 +266,16 @@ def _child(job_path: str, out_path: str) -> None:
                 lib.harness_count_dump(f"batch{batch}.call{i}".encode())
             lib.harness_count_stop()
             gc.enable()
-    Path(out_path).write_text(json.dumps({"engine": runner.name, "backend": runner.backend}))
+    Path(out_path).write_text(json.dumps({"engine": runner.name, "backend": runner.backend,
+                                          "aslr_off": _aslr_off()}))
+
+
+def _aslr_off() -> bool | None:
+    """Whether this process runs with ADDR_NO_RANDOMIZE (None where Linux does not say)."""
+    try:
+        return bool(int(Path("/proc/self/personality").read_text(), 16) & 0x0040000)
+    except (OSError, ValueError):
+        return None
 
 
 if __name__ == "__main__":

@@ -251,7 +251,7 @@ def option_table() -> tuple[Option, ...]:
                DEFAULT_MAX_SLOWDOWN,
                "F"),
         Option("count-instructions", "also count each benchmark row's instructions per call under Valgrind's "
-               "callgrind (single-threaded, 5 calls after 5 uncounted; needs valgrind and a C compiler); with "
+               "callgrind (single-threaded; the mean of the middle 5 of 9 calls; needs valgrind and a C compiler); with "
                "--harness-gate, the gate judges the counts too", (PYTEST,), None, False, action="store_true",
                default_text="off"),
         Option("max-increase", "margin of the gate on instruction counts: a fraction of the baseline count per "

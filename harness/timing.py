@@ -477,6 +477,8 @@ def check_counts(rows: Sequence[Row], baseline: Mapping[str, Any], this_class: M
 def update_counts(data: dict[str, Any], rows: Sequence[Row], this_class: Mapping[str, Any]) -> None:
     """The counted rows into `data` (a baseline's dict): rows counted replace theirs, others are kept."""
     table = data.setdefault("instructions", {"class": {}, "models": {}})
+    if table.get("class", {}).get("method") != this_class.get("method"):
+        table["models"] = {}  # rows counted another way are not kept under this method's name
     table["class"] = dict(this_class)
     for r in rows:
         if r.instructions is not None:

@@ -406,6 +406,10 @@ def test_the_count_gate_flags_a_rise_over_its_margin_and_never_passes_on_nothing
                             0.01, allow_missing=True).failed
     nothing = check_counts(rows[2:], baseline, this, 0.01)
     assert nothing.failed and "no row was counted in this run (valgrind not found)" in nothing.problems
+    # Recorded again by another method for some rows only: the old rows are dropped, not relabelled.
+    update_baseline(path, {}, {"cpu": "c", "vendor": "v", "isa": [], "cores": 2, "gpus": []}, {},
+                    [Row("m", "onnxruntime-fp32", 1, 0.001, instructions=990_000.0)], {**this, "method": "new"})
+    assert load_baseline(path)["instructions"]["models"] == {"m": {"onnxruntime-fp32": {"1": 990000}}}
 
 
 def test_the_main_job_ends_with_its_table_the_suites_not_run_and_the_report(tmp_path: Path) -> None:

@@ -152,7 +152,8 @@ def test_an_ill_conditioned_reference_is_reported_unstable_not_an_engine_failure
 
 
 def test_debug_prints_the_floor_and_fix_refuses_an_output_unstable_in_fp32(
-        models: dict[str, Path], tmp_workspace: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+        models: dict[str, Path], tmp_workspace: Workspace, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.cli import main
 
     request = ModelRequest.of(str(models["cancelling"]), inputs=["x"], outputs=["probs"])
@@ -162,6 +163,41 @@ def test_debug_prints_the_floor_and_fix_refuses_an_output_unstable_in_fp32(
     main(["debug", *args])
     out = capsys.readouterr().out
     assert "reference's own noise floor per output" in out and "probs: max" in out and "UNSTABLE in fp32" in out
+    # fp16 is off only within the reference's floor: nothing for --fix to search for, and it says why.
+    assert main(["debug", *args, "--fix"]) == 0
+    out = capsys.readouterr().out
+    assert "already passes its golden check" in out and "only within the reference's own noise floor" in out
+    # Where the check fails on an output unstable in fp32 (no slack: the engine is beyond the
+    # floor), --fix refuses to search, saying why, instead of trying 12 mixed models.
+    monkeypatch.setattr("harness.floor.FLOOR_SLACK", 0.0)
     assert main(["debug", *args, "--fix"]) == 2
     err = capsys.readouterr().err
     assert "not searching for a mixed fp16 model" in err and "does not hold output(s) probs steady" in err
+
+
+def test_floor_only_adds_a_floor_and_leaves_the_golden_as_it_was(models: dict[str, Path], tmp_workspace: Workspace,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+    from harness.errors import GoldenError
+
+    request = ModelRequest.of(str(models["steady"]), inputs=["x"], outputs=["y"])
+    path, _ = tmp_workspace.write_golden(request)
+    kept = {name: (path / name).read_bytes() for name in ("inputs.npz", "outputs.npz")}
+    (path / "floor.npz").unlink()  # a golden from before floors
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["floor"]
+    (path / "meta.json").write_text(json.dumps(meta))
+    args = [str(models["steady"]), "--input", "x", "--output", "y", "--artifacts", str(tmp_workspace.store.root),
+            "--golden-dir", str(tmp_workspace.golden_dir)]
+    assert main(["golden", *args, "--floor-only"]) == 0
+    assert "wrote the reference's noise floor into" in capsys.readouterr().out
+    assert {name: (path / name).read_bytes() for name in kept} == kept  # inputs and outputs untouched
+    floor = json.loads((path / "meta.json").read_text())["floor"]
+    assert "TensorFlow run again now" in floor["how"] and floor["outputs"]["y"]["max_abs"] < 1e-5
+    assert Workspace(tmp_workspace.store.root, tmp_workspace.golden_dir, quiet=True).golden(request).floors is not None
+    # A floor.npz that does not fit its outputs is refused with the command that measures it again.
+    import numpy as np
+
+    np.savez(path / "floor.npz", y=np.zeros(3, np.float32))
+    with pytest.raises(GoldenError, match=r"no floor of output 'y'.*--floor-only"):
+        Workspace(tmp_workspace.store.root, tmp_workspace.golden_dir, quiet=True).golden(request)

@@ -1,7 +1,7 @@
 """Server metrics in the Prometheus text format: request counts by status, latency
 quantiles over the most recent requests, executed batch sizes, worker restarts.  Bounded
 memory for a server's whole life: latencies in a ring of the last WINDOW, batch sizes as a
-histogram (bucket counts) plus the last RECENT sizes for tests and the load test to read."""
+histogram (bucket counts) plus the last RECENT sizes, for tests to read."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ the socket: a drip-fed header cannot hold a thread for ever), at most --max-conn
 served at once (the next waits in the listen backlog for up to the header timeout, then gets
 503 and is closed; no thread is started for it), a body is read as it arrives
 (nothing of its announced size is allocated first), a binary request's shared memory is leased
-once its JSON header has come, and a request counts as in flight only once its body is in."""
+once its tensors start to arrive, and a request counts as in flight only once its body is in."""
 
 from __future__ import annotations
 

@@ -72,7 +72,9 @@ def write_into(buf: Any, layout: Layout, parts: Sequence[Mapping[str, np.ndarray
 # Every segment is named for the process that made it: harness_<pid>_<n>_<random>.  One whose
 # process is gone (the server group killed with SIGKILL: no resource tracker unlinked it) is
 # removed by the next server's start (`clean_stale`): /dev/shm is memory, and it is not freed
-# until the name is unlinked.
+# until the name is unlinked.  Liveness is judged by pid in this pid namespace: containers that
+# share /dev/shm (`--ipc=host`) but not pids would take each other's segments for stale; give each
+# server container its own /dev/shm (Docker's default).
 SHM_PREFIX = "harness_"
 SHM_DIR = Path("/dev/shm")
 _segments = itertools.count()
