@@ -155,20 +155,25 @@ def wall(args: argparse.Namespace) -> dict[str, Any]:
           f"{len(slowed_runs)} slowed runs (each size applied to {args.runs}+ engine-runs, 2 rows each)")
     print(f"{'margin':>7s} {'clean runs with a false flag':>30s} " + " ".join(f"{f'{s:.0%} flagged':>14s}" for s in sizes))
     summary: dict[str, Any] = {}
-    for margin in margins:
-        false = sum(any(r.regressed for r in judged(c, margin)) for c in clean)
-        line, per_size = f"{margin:7.0%} {false:>20d}/{len(clean):<3d} = {false / len(clean):5.1%}", {}
-        for size in sizes:
-            hit = total = 0
-            for assign, measured in slowed_runs:
-                for r in judged(measured, margin):
-                    if assign.get(r.engine) == size:
-                        hit, total = hit + r.regressed, total + 1
-            per_size[size] = (hit, total)
-            line += f" {hit:>4d}/{total:<3d}={hit / max(total, 1):4.0%}"
-        print(line)
-        summary[str(margin)] = {"false_runs": false, "clean_runs": len(clean),
-                                "flagged": {str(s): list(v) for s, v in per_size.items()}}
+
+    def table(clean_sets: list[Any], slowed_sets: list[tuple[dict[str, float], Any]], label: str) -> None:
+        """One line per margin: clean sets with any false flag, and per size the slowed rows flagged."""
+        for margin in margins:
+            false = sum(any(r.regressed for r in judged(c, margin)) for c in clean_sets)
+            line = f"{margin:7.0%} {false:>20d}/{len(clean_sets):<3d} = {false / max(len(clean_sets), 1):5.1%}"
+            per_size = {}
+            for size in sizes:
+                hit = total = 0
+                for assign, measured in slowed_sets:
+                    for r in judged(measured, margin):
+                        if assign.get(r.engine) == size:
+                            hit, total = hit + r.regressed, total + 1
+                per_size[str(size)] = [hit, total]
+                line += f" {hit:>4d}/{total:<3d}={hit / max(total, 1):4.0%}"
+            print(line)
+            summary[f"{margin}{label}"] = {"false": false, "clean": len(clean_sets), "flagged": per_size}
+
+    table(clean, slowed_runs, "")
     # Repetition at the process level, where the variance lives: k processes' medians (point,
     # low, high) judged as one measurement; slowed runs grouped by their (rotating) assignment.
     for k in (3,):
@@ -180,18 +185,7 @@ def wall(args: argparse.Namespace) -> dict[str, Any]:
                          for i in range(0, len(ms) - k + 1, k)]
         print(f"\nthe same, each judged measurement the median of {k} processes ({len(clean_groups)} clean groups, "
               f"{len(slowed_groups)} slowed groups)")
-        for margin in margins:
-            false = sum(any(r.regressed for r in judged(c, margin)) for c in clean_groups)
-            line = f"{margin:7.0%} {false:>20d}/{len(clean_groups):<3d} = {false / max(len(clean_groups), 1):5.1%}"
-            for size in sizes:
-                hit = total = 0
-                for assign, measured in slowed_groups:
-                    for r in judged(measured, margin):
-                        if assign.get(r.engine) == size:
-                            hit, total = hit + r.regressed, total + 1
-                line += f" {hit:>4d}/{total:<3d}={hit / max(total, 1):4.0%}"
-            print(line)
-            summary[f"{margin} x{k}"] = {"false_runs": false, "clean_groups": len(clean_groups)}
+        table(clean_groups, slowed_groups, f" x{k}")
     for kind, engine, measured in real_runs:
         changes = [f"b{b} {measured[(engine, b)][0] / table[engine][str(b)] - 1:+.0%}" for b in BATCHES
                    if (engine, b) in measured]
