@@ -388,13 +388,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # the workers get it as the harness's own flag and time one benchmark at a time per
         # device (harness.parallel).
         from harness.parallel import ONLY
+        from harness.thirdparty import hand_benchmark_only_to_workers
 
-        config.option.benchmark_only = False
-        setattr(config.option, ONLY, True)
-        import warnings
-
-        # Its "disabled because xdist is active" is true only of the controller, which times nothing.
-        warnings.filterwarnings("ignore", message="Benchmarks are automatically disabled because xdist")
+        hand_benchmark_only_to_workers(config, ONLY)
     config.stash[ROWS] = []
     config.stash[UNMEASURED] = []
     config.addinivalue_line("markers", f"{SUITE_MARK}(name): a benchmark suite besides the main one, run only "

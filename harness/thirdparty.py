@@ -13,6 +13,10 @@ fails there).  pytest-xdist needs none: a worker is told by its public `config.w
   to pytest-benchmark as that row's rounds.  pytest-benchmark times a call between two readings
   of the fixture's `_timer`; `pedantic` runs with a clock that replays the measured durations,
   so its statistics, table, JSON and --benchmark-compare see exactly the measured calls.
+- `hand_benchmark_only_to_workers`: under xdist pytest-benchmark refuses `--benchmark-only` and
+  warns it is disabled; the plugin clears the option before pytest-benchmark's session reads it
+  (its `pytest_configure` is trylast, the plugin's tryfirst; the session reads `benchmark_only`
+  when it is made) and silences that warning by its text.
 - `round_seconds`: a finished row's rounds, in seconds (`benchmark.stats.stats.data`).
 - `terminal_uncaptured`: pytest's capture manager's `global_and_fixture_disabled()` (what the
   `capsys.disabled()` fixture uses), so a plugin can print progress while tests run; pytest has
@@ -97,6 +101,21 @@ def record_rounds(benchmark: Any, seconds: Sequence[float]) -> None:
 
 def _nothing() -> None:
     pass
+
+
+XDIST_WARNING = "Benchmarks are automatically disabled because xdist"  # pytest-benchmark's text
+
+
+def hand_benchmark_only_to_workers(config: Any, flag: str) -> None:
+    """`--benchmark-only` becomes the option `flag` (the workers receive the controller's
+    options), cleared for pytest-benchmark, which would otherwise refuse it under xdist; its
+    "disabled because xdist" warning, true only of the controller, which times nothing, is
+    silenced.  Call from a tryfirst `pytest_configure`."""
+    import warnings
+
+    config.option.benchmark_only = False
+    setattr(config.option, flag, True)
+    warnings.filterwarnings("ignore", message=XDIST_WARNING)
 
 
 def round_seconds(benchmark: Any) -> list[float]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -79,3 +83,29 @@ class FlakyDouble(SlowDouble):
 
 def flaky_double(flag: str) -> Runner:
     return FlakyDouble(flag)
+
+
+SERVE_SCRIPT = """import time
+from harness.serving.server import InferenceServer
+from harness.serving.worker import RunnerRecipe
+from tests.serving_runners import SPEC
+if __name__ == '__main__':
+    s = InferenceServer(RunnerRecipe('tests.serving_runners:slow_double', {'delay': 0.0}), SPEC, 's', 't')
+    s.start()
+    print(s.url, s.worker.process.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def serve_in_a_process(directory: Path, own_session: bool = False) -> tuple[subprocess.Popen[str], str, int]:
+    """A server (slow_double, no delay) in a process of its own, as a killed one would be:
+    (the process, its URL, its worker's pid).  `own_session`: in a process group of its own, so
+    the test can kill the group."""
+    root = Path(__file__).resolve().parents[1]
+    script = directory / "serve.py"
+    script.write_text(SERVE_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=root, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=own_session)
+    assert proc.stdout is not None
+    url, worker = proc.stdout.readline().split()
+    return proc, url, int(worker)

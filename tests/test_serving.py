@@ -418,26 +418,10 @@ def test_the_worker_reuses_its_shared_memory(monkeypatch: pytest.MonkeyPatch) ->
 def test_the_worker_exits_when_its_server_is_killed(tmp_path: Path) -> None:
     """A server process killed with SIGKILL cannot stop its worker: the worker sees its pipe
     close and exits (it used to wait on its job queue for ever, holding the engine's memory)."""
-    import subprocess
-    import sys
+    from tests.serving_runners import serve_in_a_process
 
-    script = tmp_path / "serve.py"
-    script.write_text(
-        "import sys, time\n"
-        "from harness.serving.server import InferenceServer\n"
-        "from harness.serving.worker import RunnerRecipe\n"
-        "from tests.serving_runners import SPEC\n"
-        "if __name__ == '__main__':\n"
-        "    s = InferenceServer(RunnerRecipe('tests.serving_runners:slow_double', {'delay': 0.0}), SPEC, 's', 't')\n"
-        "    s.start()\n"
-        "    print(s.worker.process.pid, flush=True)\n"
-        "    time.sleep(600)\n")
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=root, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(root)})
+    proc, _, worker_pid = serve_in_a_process(tmp_path)
     try:
-        assert proc.stdout is not None
-        worker_pid = int(proc.stdout.readline())
         proc.kill()
         proc.wait(10)
         deadline = time.monotonic() + 20

@@ -230,22 +230,10 @@ def test_shared_memory_of_a_killed_process_is_removed_and_a_live_ones_kept(tmp_p
 def test_a_killed_server_group_leaves_no_segment_after_the_next_start(tmp_path: Path) -> None:
     """kill -9 of a server and its worker (a binary request made them lease shared memory): the
     segments stay until the next server starts, which removes them."""
-    script = tmp_path / "serve.py"
-    script.write_text(
-        "import time\n"
-        "from harness.serving.server import InferenceServer\n"
-        "from harness.serving.worker import RunnerRecipe\n"
-        "from tests.serving_runners import SPEC\n"
-        "if __name__ == '__main__':\n"
-        "    s = InferenceServer(RunnerRecipe('tests.serving_runners:slow_double', {'delay': 0.0}), SPEC, 's', 't')\n"
-        "    s.start()\n"
-        "    print(s.url, s.worker.process.pid, flush=True)\n"
-        "    time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    from tests.serving_runners import serve_in_a_process
+
+    proc, url, worker = serve_in_a_process(tmp_path, own_session=True)
     try:
-        assert proc.stdout is not None
-        url, worker = proc.stdout.readline().split()
         head = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
                                        "parameters": {"binary_data_size": 16}}]}).encode()
         raw = (b"POST /v2/models/s/infer HTTP/1.1\r\nHost: x\r\nInference-Header-Content-Length: %d\r\n"

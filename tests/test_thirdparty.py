@@ -95,3 +95,30 @@ def test_an_xdist_worker_is_known_by_its_public_workerinput() -> None:
     assert xdist_worker_index(SimpleNamespace(workerinput={"workerid": "gw3"})) == 3
     assert xdist_worker_index(SimpleNamespace()) is None  # the controller, or no xdist
     assert xdist_worker_index(SimpleNamespace(workerinput={"workerid": "weird"})) is None
+
+
+def test_pytest_benchmark_reads_benchmark_only_after_the_plugin_can_hand_it_on() -> None:
+    """The plugin clears --benchmark-only in a tryfirst pytest_configure under xdist: that works
+    while pytest-benchmark's own pytest_configure is not tryfirst and its session reads the
+    option when it is made there; and the warning silenced by its text still has that text."""
+    import inspect
+
+    import pytest_benchmark.plugin
+    import pytest_benchmark.session
+
+    from harness.thirdparty import XDIST_WARNING
+
+    assert not pytest_benchmark.plugin.pytest_configure.pytest_impl.get("tryfirst")  # type: ignore[attr-defined]
+    assert "BenchmarkSession(config)" in inspect.getsource(pytest_benchmark.plugin.pytest_configure)
+    assert "config.getoption('benchmark_only')" in inspect.getsource(pytest_benchmark.session.BenchmarkSession.__init__)
+    assert XDIST_WARNING in inspect.getsource(pytest_benchmark.session)
+
+
+def test_handing_benchmark_only_on_clears_it_and_sets_the_harness_flag() -> None:
+    from types import SimpleNamespace
+
+    from harness.thirdparty import hand_benchmark_only_to_workers
+
+    config = SimpleNamespace(option=SimpleNamespace(benchmark_only=True))
+    hand_benchmark_only_to_workers(config, "harness_benchmark_only")
+    assert config.option.benchmark_only is False and config.option.harness_benchmark_only is True
