@@ -120,6 +120,14 @@ def check_class_output(name: str, ref: np.ndarray) -> None:
         )
 
 
+def cosine_per_sample(a: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Each sample's cosine similarity (float64 arrays, batch first); 1 where they are equal."""
+    fa, fr = a.reshape(len(a), -1), r.reshape(len(r), -1)
+    norms = np.linalg.norm(fa, axis=1) * np.linalg.norm(fr, axis=1)
+    same = np.all(fa == fr, axis=1)
+    return np.where(same, 1.0, np.sum(fa * fr, axis=1) / np.where(norms == 0, 1.0, norms))
+
+
 def error_stats(actual: np.ndarray, ref: np.ndarray, classes: bool = False) -> ErrorStats:
     a = np.asarray(actual, dtype=np.float64)
     r = np.asarray(ref, dtype=np.float64)
@@ -127,10 +135,7 @@ def error_stats(actual: np.ndarray, ref: np.ndarray, classes: bool = False) -> E
     # Relative error with a floor, so entries that are ~0 in the reference don't read as inf.
     floor = max(float(np.abs(r).max(initial=0.0)) * 1e-6, float(np.finfo(np.float32).tiny))
     rel_err = abs_err / np.maximum(np.abs(r).ravel(), floor)
-    fa, fr = a.reshape(len(a), -1), r.reshape(len(r), -1)
-    norms = np.linalg.norm(fa, axis=1) * np.linalg.norm(fr, axis=1)
-    same = np.all(fa == fr, axis=1)
-    cos = np.where(same, 1.0, np.sum(fa * fr, axis=1) / np.where(norms == 0, 1.0, norms))
+    cos = cosine_per_sample(a, r)
     top1 = top5 = None
     if classes:
         top1 = float(np.mean(a.argmax(1) == r.argmax(1)))

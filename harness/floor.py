@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.compare import Tolerance, statistic_of
+from harness.compare import Tolerance, cosine_per_sample, statistic_of
 
 HOW = "the elementwise worst of TensorFlow runs beside the golden one (harness.floor): "
 # An engine's error counts as "within the floor" up to this many times the floor's own: the
@@ -109,7 +109,7 @@ class OutputFloor:
         if np.any(error[outside] > FLOOR_SLACK * self.abs_error[outside]):
             return False
         if tolerance.min_cosine is not None:
-            cosine = _cosines(a64, r64)
+            cosine = cosine_per_sample(a64, r64)
             low = cosine < tolerance.min_cosine
             floor = self.cosine_per_sample.astype(np.float64)
             if np.any(low & (floor >= tolerance.min_cosine)) or np.any((1 - cosine[low]) > FLOOR_SLACK * (1 - floor[low])):
@@ -120,13 +120,6 @@ class OutputFloor:
             if np.any(changed & kept):
                 return False
         return True
-
-
-def _cosines(a: np.ndarray, r: np.ndarray) -> np.ndarray:
-    fa, fr = a.reshape(len(a), -1), r.reshape(len(r), -1)
-    norms = np.linalg.norm(fa, axis=1) * np.linalg.norm(fr, axis=1)
-    same = np.all(fa == fr, axis=1)
-    return np.where(same, 1.0, np.sum(fa * fr, axis=1) / np.where(norms == 0, 1.0, norms))
 
 
 def _nudged(feed: Mapping[str, np.ndarray], direction: float) -> dict[str, np.ndarray]:
@@ -168,7 +161,7 @@ def measure_floor(infer: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarr
             diff = np.abs(a.astype(np.float64) - r.astype(np.float64))
             worst = np.maximum(worst, np.nan_to_num(diff, nan=np.inf).astype(np.float32))
             if r.ndim:
-                cosine = np.minimum(cosine, _cosines(a.astype(np.float64), r.astype(np.float64)))
+                cosine = np.minimum(cosine, cosine_per_sample(a.astype(np.float64), r.astype(np.float64)))
             if kept is not None:
                 kept &= a.argmax(1) == r.argmax(1)
         floors[name] = OutputFloor(name, worst, cosine, kept)

@@ -189,8 +189,7 @@ def write_golden(
     atomic_write_bytes(final / "inputs.npz", _npz(inputs))
     atomic_write_bytes(final / "outputs.npz", _npz(outputs))
     if floors:
-        atomic_write_bytes(final / "floor.npz", _npz({k: v for f in floors.values() for k, v in f.arrays().items()}))
-        meta = {**meta, "floor": {"how": HOW + floor_how, "outputs": {o: f.summary() for o, f in floors.items()}}}
+        meta = {**meta, "floor": _write_floor(final, floors, floor_how)}
     else:
         (final / "floor.npz").unlink(missing_ok=True)
         meta = {k: v for k, v in meta.items() if k != "floor"}
@@ -211,10 +210,14 @@ def add_floor(golden: Golden, floors: Mapping[str, OutputFloor], how: str = "") 
         raise GoldenError(f"{golden.model}: no stored golden to add a noise floor to")
     meta = {k: v for k, v in golden.meta.items() if k != "floor"}
     (golden.path / "meta.json").unlink(missing_ok=True)
-    atomic_write_bytes(golden.path / "floor.npz", _npz({k: v for f in floors.values() for k, v in f.arrays().items()}))
-    atomic_write_json(golden.path / "meta.json",
-                      {**meta, "floor": {"how": HOW + how, "outputs": {o: f.summary() for o, f in floors.items()}}})
+    atomic_write_json(golden.path / "meta.json", {**meta, "floor": _write_floor(golden.path, floors, how)})
     return golden.path
+
+
+def _write_floor(directory: Path, floors: Mapping[str, OutputFloor], how: str) -> dict[str, Any]:
+    """floor.npz into `directory`; the entry meta.json keeps of it."""
+    atomic_write_bytes(directory / "floor.npz", _npz({k: v for f in floors.values() for k, v in f.arrays().items()}))
+    return {"how": HOW + how, "outputs": {o: f.summary() for o, f in floors.items()}}
 
 
 def _load_npz(path: Path, hint: str) -> dict[str, np.ndarray]:
