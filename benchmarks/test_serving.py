@@ -125,3 +125,54 @@ def test_serving_without_the_engine(benchmark: Any, harness_workspace: Any, harn
                    f"ms: {'met' if p50 <= OVERHEAD_TARGET_MS else 'not met'} on this machine")
     benchmark.extra_info.update(model=spec.name, served_engine="null", serving_p50_ms=p50, serving_p90_ms=p90,
                                 request_bytes=size)
+
+
+SLOWLORIS = 200  # connections that send half a request head and then nothing
+
+
+def test_serving_beside_slowloris(benchmark: Any, harness_workspace: Any, harness_request: Any) -> None:
+    """One client's requests (null engine) while SLOWLORIS connections hold half-sent heads open,
+    against the same requests before they came and after they left: what a slowloris attack
+    costs the others (issue 27: p50 within 20%). The rows are the requests made during it."""
+    import socket
+    import time
+
+    spec = harness_workspace.frozen(harness_request).spec
+    rounds = 300
+    with ServerProcess(NullRunner(spec).recipe(), spec, model_name=spec.name, platform="harness-null") as url:
+        one, size, close = _one_request(url, spec.name)
+
+        def p50() -> float:
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                one()
+                times.append(time.perf_counter() - start)
+            return float(np.median(times)) * 1e3
+
+        for _ in range(20):
+            one()
+        before = p50()
+        host, port = url.removeprefix("http://").split(":")
+        held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(SLOWLORIS)]
+        try:
+            for sock in held:  # each still inside the header timeout while the requests below run
+                sock.sendall(b"POST /v2/models/x/infer HTTP/1.1\r\nHost: x\r\n")
+            benchmark.group = f"{spec.name} serving, null engine, beside {SLOWLORIS} slowloris connections"
+            benchmark.pedantic(one, rounds=rounds, iterations=1, warmup_rounds=0)
+        finally:
+            for sock in held:
+                sock.close()
+        time.sleep(0.5)  # the server sees them go
+        after = p50()
+        close()
+    from harness.thirdparty import round_seconds
+
+    during = float(np.median(round_seconds(benchmark))) * 1e3
+    change = during / ((before + after) / 2) - 1
+    SERVING.append(f"{spec.name} null engine beside {SLOWLORIS} slowloris connections (half a head each, held "
+                   f"open): one client's p50 {during:.2f} ms, against {before:.2f} ms before and {after:.2f} ms "
+                   f"after ({change:+.0%}; issue 27's bound: within 20%)")
+    benchmark.extra_info.update(model=spec.name, served_engine="null", serving_p50_ms=during,
+                                serving_p50_before_ms=before, serving_p50_after_ms=after, slowloris=SLOWLORIS,
+                                slowloris_change=change, request_bytes=size)

@@ -135,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="cap on requests per concurrency (default: 5000)")
     load.add_argument("--batch", type=positive_int, default=1, help="samples per request (default: 1)")
 
+    gate = sub.add_parser("gate", help="the wall-time gate over several benchmark processes: each row's speedup "
+                          "from every run given, judged against the baseline")
+    gate.add_argument("runs", nargs="+", type=Path, metavar="BENCH.json",
+                      help="pytest-benchmark JSON files of the same benchmark command, one per process")
+    gate.add_argument("--baseline", type=Path, required=True, metavar="BASELINE.json",
+                      help="the baseline to judge against (or to write, with --update-baseline)")
+    gate.add_argument("--max-slowdown", type=float, default=0.15,
+                      help="a row fails when its whole interval is below the baseline times (1 - this) (default: 0.15)")
+    gate.add_argument("--allow-missing", action="store_true",
+                      help="a baseline row no run measured is reported, not failed")
+    gate.add_argument("--update-baseline", action="store_true",
+                      help="write the runs' combined speedups into the baseline for their machine class instead")
+
     report = sub.add_parser("report", help="tables and plots from benchmark JSON files and compare records")
     report.add_argument("benchmarks", nargs="*", type=Path, metavar="BENCH.json|DIR",
                         help="pytest-benchmark JSON files (--benchmark-json) or directories of saved runs (.benchmarks/)")
@@ -369,6 +382,58 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    """Repetition where wall time's variance lives: between processes. Each run's rows (from
+    its benchmark JSON) are combined per row (`harness.timing.across_processes`) and the
+    combined speedups judged like one run's."""
+    from harness.machine import machine_class
+    from harness.measure import Speedup
+    from harness.report import load_run
+    from harness.timing import (
+        REFERENCE,
+        Row,
+        across_processes,
+        check_gate,
+        load_baseline,
+        spread_between,
+        spread_for,
+        update_baseline,
+    )
+
+    runs = [load_run(path) for path in args.runs]
+    classes = {str(run.machine.get("harness", {}).get("class", "")) for run in runs}
+    if len(classes) != 1 or "" in classes:
+        raise UsageError(f"the runs come from {len(classes)} machine classes ({'; '.join(sorted(classes))}): a "
+                         "speedup is compared within one class; give runs of one machine type, written by this harness")
+    machine = classes.pop()
+    per_run = [{(r.model, r.engine, r.batch): Speedup(r.speedup_vs_tensorflow,
+                                                       *(r.speedup_interval or (r.speedup_vs_tensorflow,) * 2))
+                for r in run.rows if r.speedup_vs_tensorflow is not None and r.engine != REFERENCE} for run in runs]
+    if args.update_baseline:
+        measured = across_processes(per_run)
+        if not measured:
+            raise UsageError(f"no speedup in {', '.join(map(str, args.runs))}: nothing to record")
+        info = dict(runs[0].machine.get("harness", {}))
+        update_baseline(args.baseline, measured, machine_class(info),
+                        {"versions": info.get("versions", {}), "processes": len(runs)}, spread=spread_between(per_run),
+                        class_name=machine)
+        print(f"baseline written to {args.baseline}: {len(measured)} row(s) from {len(runs)} process(es), with "
+              f"their spread between processes, class {machine}")
+        return EXIT_OK
+    baseline = load_baseline(args.baseline)
+    known = spread_for(baseline, machine)
+    measured = across_processes(per_run, known)
+    print(f"{len(runs)} process(es) on {machine}: each row's speedup is the geometric mean of its runs, its 95% "
+          "interval from the spread between processes" + (" (these runs' pooled with the baseline's)" if known else ""))
+    rows = [Row(model, engine, batch, 1.0, None, speedup, rounds=len(runs)) for (model, engine, batch), speedup
+            in measured.items()]
+    report = check_gate(rows, baseline, machine, args.max_slowdown, args.allow_missing)
+    print(f"gate ({args.baseline}, max slowdown {args.max_slowdown:.0%}): {report.verdict}")
+    for line, _failure in report.lines(args.baseline):
+        print(line)
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import write_report
 
@@ -382,7 +447,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 COMMANDS = {
     "info": cmd_info, "export": cmd_export, "build": cmd_build, "golden": cmd_golden, "compare": cmd_compare,
     "debug": cmd_debug,
-    "serve": cmd_serve, "loadtest": cmd_loadtest, "report": cmd_report,
+    "serve": cmd_serve, "loadtest": cmd_loadtest, "gate": cmd_gate, "report": cmd_report,
 }
 
 

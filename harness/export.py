@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ExportError
-from harness.rewrite import rewrite_for_tf2onnx
+from harness.rewrite import rewrite_for_tf2onnx, rewrite_onnx_for_tensorrt
 from harness.sources import Frozen
 from harness.tfimport import import_tensorflow, import_tf2onnx
 
@@ -122,6 +122,7 @@ def export_onnx(frozen: Frozen, out: Path, opset: int = DEFAULT_OPSET) -> dict[s
             f"{spec.name}: tf2onnx {tf2onnx.__version__} cannot convert the TensorFlow op(s) {ops} "
             f"(nodes {[n.name for n in unconverted][:5]}); replace them in the model or try another --opset"
         )
+    rewrites.update(rewrite_onnx_for_tensorrt(model))
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:

@@ -254,6 +254,11 @@ def option_table() -> tuple[Option, ...]:
                "callgrind (single-threaded; the mean of the middle 5 of 9 calls; needs valgrind and a C compiler); with "
                "--harness-gate, the gate judges the counts too", (PYTEST,), None, False, action="store_true",
                default_text="off"),
+        Option("one-core", "pin this process to one CPU and run TensorFlow and every CPU engine on one thread: "
+               "the wall-time gate's low-variance setting (on a shared 2-core VM it cut the spread of speedups "
+               "between processes about in half); its speedups are not the multi-core ones a user sees, and its "
+               "machine class (1 core) has its own baseline table", (PYTEST,), None, False, action="store_true",
+               default_text="off"),
         Option("max-increase", "margin of the gate on instruction counts: a fraction of the baseline count per "
                "call", (PYTEST,), fraction, DEFAULT_MAX_INCREASE, "F"),
         Option("update-baseline", "write the speedups measured in this run into this baseline, under this "

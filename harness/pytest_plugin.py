@@ -111,6 +111,18 @@ def _progress(config: pytest.Config) -> Callable[[str], None]:
     return say
 
 
+def _one_core() -> None:
+    """--harness-one-core: this process on one CPU (the highest it may use: the first takes more
+    of the kernel's interrupts) and TensorFlow on one thread, before TensorFlow starts (it reads
+    its thread counts once); the CPU engines get one thread from the workspace."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})  # threads made from here on inherit it
+    if "tensorflow" in sys.modules:
+        raise pytest.UsageError("--harness-one-core: TensorFlow was imported before the harness could set its "
+                                "thread counts; pass the option on the command line, not from a plugin loaded later")
+    os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+
+
 @pytest.fixture(scope="session")
 def harness_workspace(pytestconfig: pytest.Config, harness_tolerances: TolerancePolicy) -> Workspace:
     """The artifact store and pipeline for this session (--harness-artifacts and friends): builds
@@ -127,6 +139,7 @@ def harness_workspace(pytestconfig: pytest.Config, harness_tolerances: Tolerance
         build_options=_build_options(pytestconfig),
         rebuild=pytestconfig.getoption("harness_rebuild"),
         cuda_graph=pytestconfig.getoption("harness_cuda_graph"),
+        threads=1 if pytestconfig.getoption("harness_one_core") else 0,
         policy=harness_tolerances,  # the policy the tests judge by, for mixed-precision searches too
     )
 
@@ -376,6 +389,8 @@ def pytest_configure(config: pytest.Config) -> None:
         index = xdist_worker_index(config)  # xdist's public workerinput, not the environment
         mine = [devices[index % len(devices)]] if index is not None else devices
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, mine))
+    if config.getoption("harness_one_core", False):
+        _one_core()
     report = config.getoption("harness_report", None)
     if (report is not None and not hasattr(config, "workerinput") and config.getoption("benchmark_only", False)
             and not config.getoption("benchmark_json", None)):

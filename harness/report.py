@@ -188,17 +188,31 @@ def _engines(rows: Sequence[BenchRow]) -> list[str]:
     return sorted({r.engine for r in rows}, key=lambda e: (e != REFERENCE, e))
 
 
-def _colour(engine: str) -> Any:
-    """One colour per engine in every plot of every report: its place among all the engines the
-    harness knows, not among those a plot happens to show (OpenVINO int8 was pink in one plot and
-    grey in the next)."""
+# matplotlib's tab20 then tab20b, so plots made without matplotlib (the docs' results page) use
+# the same colours
+PALETTE = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd",
+           "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d",
+           "#17becf", "#9edae5",
+           "#393b79", "#5254a3", "#6b6ecf", "#9c9ede", "#637939", "#8ca252", "#b5cf6b", "#cedb9c", "#8c6d31",
+           "#bd9e39", "#e7ba52", "#e7cb94", "#843c39", "#ad494a", "#d6616b", "#e7969c", "#7b4173", "#a55194",
+           "#ce6dbd", "#de9ed6")
+
+
+def engine_colour(engine: str) -> str:
+    """One colour per engine in every plot of every report and page: its place among all the
+    engines the harness knows, not among those a plot happens to show (OpenVINO int8 was pink
+    in one plot and grey in the next)."""
     from harness.backends.names import ENGINE_BACKENDS
     from harness.precision import ALL_PRECISIONS
 
     known = [REFERENCE] + [f"{b}-{p}" for b in ENGINE_BACKENDS for p in ALL_PRECISIONS if not p.endswith("-mixed")]
     known += [f"{b}-{p}" for b in ENGINE_BACKENDS for p in ALL_PRECISIONS if p.endswith("-mixed")]
-    index = known.index(engine) if engine in known else 20 + sum(map(ord, engine))
-    return _pyplot().get_cmap("tab20" if index < 20 else "tab20b")(index % 20)
+    index = known.index(engine) if engine in known and known.index(engine) < len(PALETTE) else 20 + sum(map(ord, engine)) % 20
+    return PALETTE[index]
+
+
+def _colour(engine: str) -> Any:
+    return engine_colour(engine)
 
 
 def _legend(ax: Any, **kwargs: Any) -> None:

@@ -17,6 +17,9 @@ from typing import Any
 
 from harness.tfimport import import_tensorflow
 
+# What the rewrites below do, in the ONNX cache key: a new rewrite re-exports what it may change.
+REWRITES = ("Erfc->1-Erf", "EyeLike->Equal(Range,Range)")
+
 
 def rewrite_for_tf2onnx(graph_def: Any) -> tuple[Any, dict[str, int]]:
     """A copy of `graph_def` with every rewritable op replaced, and how many of each."""
@@ -47,3 +50,56 @@ def _erfc(tf: Any, node: Any) -> list[Any]:
                                device=node.device)
     sub.attr["T"].type = dtype
     return [one, erf, sub]
+
+
+def rewrite_onnx_for_tensorrt(model: Any) -> dict[str, int]:
+    """Rewrite, in place, the exporter's ONNX nodes a TensorRT parser rejects, each exact in
+    meaning; returns how many of each.
+
+    - `EyeLike(x, k, dtype)` -> `Cast(Equal(Range(rows) + k, Range(cols)))`: tf2onnx emits
+      EyeLike inside its CombinedNonMaxSuppression (a padded detection head), and TensorRT for
+      RTX's parser has no importer for it.  Built from x's runtime shape, so a dynamic shape
+      stays dynamic; ones and zeros in the same dtype, so nothing downstream changes."""
+    import onnx
+    from onnx import helper
+
+    done: Counter[str] = Counter()
+
+    def rewrite(graph: Any) -> None:
+        nodes = []
+        for node in graph.node:
+            for attr in node.attribute:  # subgraphs (Loop, If bodies) too
+                for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    rewrite(sub)
+            if node.op_type != "EyeLike" or node.domain not in ("", "ai.onnx"):
+                nodes.append(node)
+                continue
+            done["EyeLike"] += 1
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            p = f"{node.name or node.output[0]}/eye"
+
+            def const(name: str, value: int, dims: list[int], p: str = p) -> Any:  # dims []: a scalar (Range's)
+                tensor = helper.make_tensor(f"{p}/{name}", onnx.TensorProto.INT64, dims, [value])
+                return helper.make_node("Constant", [], [f"{p}/{name}"], name=f"{p}/{name}", value=tensor)
+
+            nodes += [
+                const("zero", 0, []), const("one", 1, []), const("k", int(attrs.get("k", 0)), []),
+                const("row_axes", 1, [1]), const("col_axes", 0, [1]),
+                helper.make_node("Shape", [node.input[0]], [f"{p}/shape"], name=f"{p}/shape"),
+                helper.make_node("Gather", [f"{p}/shape", f"{p}/zero"], [f"{p}/n"], name=f"{p}/n", axis=0),
+                helper.make_node("Gather", [f"{p}/shape", f"{p}/one"], [f"{p}/m"], name=f"{p}/m", axis=0),
+                helper.make_node("Range", [f"{p}/zero", f"{p}/n", f"{p}/one"], [f"{p}/rows"], name=f"{p}/rows"),
+                helper.make_node("Range", [f"{p}/zero", f"{p}/m", f"{p}/one"], [f"{p}/cols"], name=f"{p}/cols"),
+                helper.make_node("Unsqueeze", [f"{p}/rows", f"{p}/row_axes"], [f"{p}/rows2"], name=f"{p}/rows2"),
+                helper.make_node("Add", [f"{p}/rows2", f"{p}/k"], [f"{p}/shifted"], name=f"{p}/shifted"),
+                helper.make_node("Unsqueeze", [f"{p}/cols", f"{p}/col_axes"], [f"{p}/cols2"], name=f"{p}/cols2"),
+                helper.make_node("Equal", [f"{p}/shifted", f"{p}/cols2"], [f"{p}/diagonal"], name=f"{p}/diagonal"),
+                (helper.make_node("Cast", [f"{p}/diagonal"], [node.output[0]], name=node.name, to=int(attrs["dtype"]))
+                 if "dtype" in attrs else
+                 helper.make_node("CastLike", [f"{p}/diagonal", node.input[0]], [node.output[0]], name=node.name)),
+            ]
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+    rewrite(model.graph)
+    return dict(done)

@@ -82,6 +82,55 @@ def speedups(rows: Sequence[Row]) -> dict[tuple[str, str, int], Speedup]:
     return {(r.model, r.engine, r.batch): r.speedup for r in rows if r.speedup is not None}
 
 
+# Student's t, 97.5th percentile, by degrees of freedom: a 95% interval from a few processes.
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+Key = tuple[str, str, int]  # (model, engine, batch)
+
+
+def _t975(df: int) -> float:
+    return _T975[max(d for d in _T975 if d <= df)] if df <= 30 else 1.96 + 2.4 / df
+
+
+def spread_between(runs: Sequence[Mapping[Key, Speedup]]) -> dict[Key, tuple[float, int]]:
+    """Each row's spread between processes: the standard deviation of the logs of its speedup
+    over the runs that measured it, with its degrees of freedom (rows in fewer than 2 left out)."""
+    out = {}
+    for key in sorted({k for run in runs for k in run}):
+        logs = np.log([run[key].point for run in runs if key in run])
+        if len(logs) >= 2:
+            out[key] = (float(logs.std(ddof=1)), len(logs) - 1)
+    return out
+
+
+def across_processes(runs: Sequence[Mapping[Key, Speedup]],
+                     known: Mapping[Key, tuple[float, int]] | None = None) -> dict[Key, Speedup]:
+    """Each row's speedup from the same benchmark run in several processes, where the variance
+    of wall time lives (on a shared 2-core VM one process in four reads a row 20% off while its
+    own interval is +-5%; no estimator inside one process sees that): the geometric mean of the
+    processes' points with a 95% Student-t interval over their logs, so the interval is the
+    spread between processes.  `known`: each row's spread as recorded with the baseline (many
+    processes; `spread_between`), pooled with these runs' own, so a few processes do not pay
+    for guessing their spread from themselves (t with 2 degrees of freedom is 4.3).  A row
+    measured in one process with no known spread keeps its own interval."""
+    own = spread_between(runs)
+    out = {}
+    for key in sorted({k for run in runs for k in run}):
+        points = [run[key] for run in runs if key in run]
+        sd2, df = 0.0, 0
+        for sd, d in [x for x in (own.get(key), (known or {}).get(key)) if x is not None]:
+            sd2, df = sd2 + sd * sd * d, df + d
+        if df == 0:
+            out[key] = points[0]
+            continue
+        logs = np.log([p.point for p in points])
+        mean, half = float(logs.mean()), _t975(df) * float(np.sqrt(sd2 / df)) / np.sqrt(len(logs))
+        out[key] = Speedup(float(np.exp(mean)), float(np.exp(mean - half)), float(np.exp(mean + half)),
+                           estimator=points[0].estimator)
+    return out
+
+
 def summary_lines(rows: Sequence[Row], unmeasured: Sequence[Unmeasured] = ()) -> list[tuple[str, bool]]:
     """The end-of-run table: median, samples/s, calls and speedup with its 95% interval per
     model x batch x engine, what stopped each row and whether the machine was busy, then every
@@ -199,6 +248,13 @@ def load_baseline(path: Path) -> dict[str, Any]:
                     if not str(batch).isdigit() or not isinstance(ratio, int | float) or ratio <= 0:
                         raise UsageError(f"baseline {path}: {machine} {model}/{engine}/{batch} = {ratio!r}; "
                                          "expected a positive speedup per batch size")
+        for model, engines in entry.get("between_processes", {}).items():
+            for engine, batches in engines.items():
+                for batch, pair in batches.items():
+                    if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int | float)
+                            and pair[0] >= 0 and isinstance(pair[1], int) and pair[1] > 0):
+                        raise UsageError(f"baseline {path}: {machine} between_processes {model}/{engine}/{batch} = "
+                                         f"{pair!r}; expected [sd of the logs, degrees of freedom]")
     counts = data.get("instructions", {"models": {}})
     if not isinstance(counts, dict) or not isinstance(counts.get("models"), dict):
         raise UsageError(f"baseline {path}: 'instructions' has no 'models' table")
@@ -224,6 +280,15 @@ def baseline_for(baseline: Mapping[str, Any], machine: str) -> Mapping[str, Any]
     """The speedups recorded on `machine` (a machine class id): {model: {engine: {batch: ratio}}}."""
     entry = baseline.get("machines", {}).get(machine)
     return entry["models"] if entry is not None else None
+
+
+def spread_for(baseline: Mapping[str, Any], machine: str) -> dict[Key, tuple[float, int]]:
+    """Each row's spread between processes as recorded with `machine`'s speedups by `harness gate
+    --update-baseline` (the sd of the logs and its degrees of freedom); {} where none was."""
+    entry = baseline.get("machines", {}).get(machine) or {}
+    return {(model, engine, int(batch)): (float(sd), int(df))
+            for model, engines in entry.get("between_processes", {}).items()
+            for engine, batches in engines.items() for batch, (sd, df) in batches.items()}
 
 
 @dataclass(frozen=True)
@@ -340,6 +405,8 @@ def update_baseline(
     recorded: Mapping[str, Any],
     rows: Sequence[Row] = (),
     count_class: Mapping[str, Any] | None = None,
+    spread: Mapping[Key, tuple[float, int]] | None = None,
+    class_name: str | None = None,
 ) -> dict[str, Any]:
     """Write the measured speedups into the baseline under this machine's class (`machine`, from
     `harness.machine.machine_class`): rows measured replace theirs, every other row is kept (a
@@ -352,17 +419,28 @@ def update_baseline(
     if path.is_file() and not is_legacy_baseline(path):
         data = load_baseline(path)
     data["format"] = BASELINE_FORMAT
-    entry = data["machines"].setdefault(class_id(machine), {"machine": dict(machine), "models": {}, "recorded": {}})
+    # the class the runs named (`harness gate`: the env they ran with, not the recorder's), else this one
+    entry = data["machines"].setdefault(class_name or class_id(machine), {"machine": dict(machine), "models": {},
+                                                                          "recorded": {}})
     entry["machine"] = dict(machine)
     if entry.get("estimator") != ESTIMATOR:  # ratios of another estimator are not kept beside these
         entry["models"], entry["recorded"] = {}, {}
+        entry.pop("between_processes", None)
     entry["estimator"] = ESTIMATOR
+    between: dict[str, Any] = entry.setdefault("between_processes", {})
     for model in sorted({m for m, _, _ in measured}):
         engines: dict[str, dict[str, float]] = entry["models"].setdefault(model, {})
         for (m, engine, batch), ratio in sorted(measured.items()):
             if m == model and engine != REFERENCE:
                 engines.setdefault(engine, {})[str(batch)] = round(ratio.point, 3)
+                # a row recorded again keeps no spread of the old recording (one process measures none)
+                between.get(model, {}).get(engine, {}).pop(str(batch), None)
+                if spread and (m, engine, batch) in spread:
+                    sd, df = spread[(m, engine, batch)]
+                    between.setdefault(model, {}).setdefault(engine, {})[str(batch)] = [round(sd, 5), df]
         entry.setdefault("recorded", {})[model] = dict(recorded)
+    if not any(between.values()):
+        del entry["between_processes"]
     if count_class is not None and any(r.instructions is not None for r in rows):
         update_counts(data, rows, count_class)
     atomic_write_json(path, data)

@@ -94,8 +94,10 @@ class Workspace:
         cuda_graph: bool = False,
         policy: TolerancePolicy | None = None,
         fix_budget: int = 12,
+        threads: int = 0,
     ) -> None:
         self.store = ArtifactStore(Path(artifacts))
+        self.threads = threads  # of the CPU engines (ONNX Runtime, OpenVINO); 0: their own default
         self.policy = policy or TolerancePolicy()  # what a mixed-precision search must pass
         self.fix_budget = fix_budget  # golden runs a mixed-precision search may make
         self.engine_dir = Path(engine_dir) if engine_dir is not None else Path(artifacts) / "engines"
@@ -347,9 +349,9 @@ class Workspace:
         if backend == "openvino":
             from harness.backends.openvino import OpenVinoRunner
 
-            runner = OpenVinoRunner(model.path, model.spec, precision)
+            runner = OpenVinoRunner(model.path, model.spec, precision, threads=self.threads)
         else:
-            runner = OrtRunner(model.path, model.spec, precision, self.providers)
+            runner = OrtRunner(model.path, model.spec, precision, self.providers, self.threads)
         return Engine(model.name, backend, precision, model.path, model.spec, runner, model.reused, cal)
 
     def tf_runner(self, request: ModelRequest) -> TFRunner:

@@ -91,11 +91,11 @@ def pytest_configure(config: Any) -> None:
 # --- wall time ------------------------------------------------------------------------------
 
 
-def run_suite(out: Path, env_extra: dict[str, str]) -> dict[tuple[str, int], tuple[float, float, float, float]]:
+def run_suite(out: Path, env_extra: dict[str, str], extra_args: list[str]) -> dict[tuple[str, int], tuple[float, ...]]:
     """One pytest process of CI's gate run: (engine, batch) -> (speedup, low, high, others' share)."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **env_extra}
-    done = subprocess.run([sys.executable, "-m", "pytest", *CI_ARGS, "-p", "gate_detection", f"--benchmark-json={out}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-m", "pytest", *CI_ARGS, *extra_args, "-p", "gate_detection",
+                           f"--benchmark-json={out}"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"the benchmark run failed (rc {done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     rows = {}
@@ -108,59 +108,88 @@ def run_suite(out: Path, env_extra: dict[str, str]) -> dict[tuple[str, int], tup
 
 
 def wall(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
-
     from harness.machine import class_id, machine_class
-    from harness.measure import ESTIMATOR, Speedup
-    from harness.timing import Row, check_gate
 
-    margins = [float(m) for m in args.margins.split(",")]
-    sizes = [float(s) for s in args.sizes.split(",")]
     here = class_id(machine_class())
     print(f"machine class: {here}", flush=True)
     runs: list[dict[str, Any]] = []
+    sizes = [float(s) for s in args.sizes.split(",")]
+
+    def save() -> None:  # after every run: a late failure loses nothing measured
+        if args.json:
+            args.json.write_text(json.dumps({"machine": here, "runs": runs}, indent=1))
+
     with tempfile.TemporaryDirectory() as tmp:
-        def run(kind: str, env: dict[str, str], slowed: dict[str, float]) -> dict[tuple[str, int], Any]:
-            measured = run_suite(Path(tmp) / f"run{len(runs)}.json", env)
+        def run(kind: str, env: dict[str, str], slowed: dict[str, float]) -> None:
+            measured = run_suite(Path(tmp) / f"run{len(runs)}.json", env, ["--harness-one-core"] if args.one_core else [])
             runs.append({"kind": kind, "slowed": slowed, "env": env,
                          "rows": {f"{e} b{b}": v for (e, b), v in measured.items()}})
+            save()
             print(f"{kind} run {len(runs)}: " + ", ".join(f"{e[12:]} b{b} {v[0]:.2f}x" for (e, b), v in
                                                           sorted(measured.items())), flush=True)
-            return measured
 
-        base = [run("baseline", {}, {}) for _ in range(args.baseline_runs)]
-        keys = sorted(set.intersection(*(set(c) for c in base)))
-        table: dict[str, dict[str, float]] = {}
-        for engine, batch in keys:
-            table.setdefault(engine, {})[str(batch)] = float(np.median([c[(engine, batch)][0] for c in base]))
-        baseline = {"format": 2, "machines": {here: {"machine": {}, "estimator": ESTIMATOR, "models": {"digits": table}}}}
-
-        def judged(measured: dict[tuple[str, int], Any], margin: float) -> list[Any]:
-            rows = [Row("digits", e, b, 1.0, None, Speedup(*v[:3])) for (e, b), v in measured.items()]
-            return [r for r in check_gate(rows, baseline, here, margin, allow_missing=True).results if r.measured]
-
-        clean = [run("clean", {}, {}) for _ in range(args.runs)]
-        slowed_runs = []
-        needed = -(-args.runs * len(sizes) // len(ENGINES))
-        for t in range(needed):
+        for _ in range(args.baseline_runs):
+            run("baseline", {}, {})
+        for _ in range(args.runs):
+            run("clean", {}, {})
+        for t in range(-(-args.runs * len(sizes) // len(ENGINES))):
             assign = {ENGINES[i]: sizes[(t + i) % len(sizes)] for i in range(len(ENGINES))}
-            slowed_runs.append((assign, run("slowed", {SLOW_ENV: ",".join(f"{e}={s}" for e, s in assign.items())},
-                                            assign)))
-        real_runs = []
+            run("slowed", {SLOW_ENV: ",".join(f"{e}={s}" for e, s in assign.items())}, assign)
         for kind in ("unoptimized", "threads"):
             for i in range(args.real_runs):
                 engine = ENGINES[i % len(ENGINES)]
-                real_runs.append((kind, engine, run(f"real:{kind}", {REAL_ENV: f"{engine}={kind}"}, {})))
-    print(f"\nwall time, on {here}: {args.baseline_runs} baseline runs, {args.runs} clean runs, "
-          f"{len(slowed_runs)} slowed runs (each size applied to {args.runs}+ engine-runs, 2 rows each)")
-    print(f"{'margin':>7s} {'clean runs with a false flag':>30s} " + " ".join(f"{f'{s:.0%} flagged':>14s}" for s in sizes))
+                run(f"real:{kind}", {REAL_ENV: f"{engine}={kind}"}, {"kind": kind, "engine": engine})
+    return {"machine": here, "runs": runs, "summary": analyse(runs, here, args)}
+
+
+def analyse(runs: list[dict[str, Any]], here: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Judge the runs as `harness gate` would, at every margin: each process alone, and K
+    processes combined (geometric mean; interval from the spread between processes, pooled with
+    the spread the baseline's processes showed, as a baseline recorded with `harness gate
+    --update-baseline` carries it)."""
+    import itertools
+
+    import numpy as np
+
+    from harness.measure import ESTIMATOR, Speedup
+    from harness.timing import Row, across_processes, check_gate, spread_between
+
+    margins = [float(m) for m in args.margins.split(",")]
+    sizes = [float(s) for s in args.sizes.split(",")]
+
+    def keyed(run: dict[str, Any]) -> dict[tuple[str, str, int], Speedup]:
+        out = {}
+        for name, v in run["rows"].items():
+            engine, batch = name.rsplit(" b", 1)
+            out[("digits", engine, int(batch))] = Speedup(*v[:3])
+        return out
+
+    base = [keyed(r) for r in runs if r["kind"] == "baseline"]
+    clean = [keyed(r) for r in runs if r["kind"] == "clean"]
+    slowed = [(r["slowed"], keyed(r)) for r in runs if r["kind"] == "slowed"]
+    real = [(r["slowed"], keyed(r)) for r in runs if r["kind"].startswith("real:")]
+    # The baseline: its processes' geometric means, and their spread pooled with the clean runs'
+    # (a baseline is recorded once, from many processes; here the clean runs stand in for them).
+    points = across_processes(base)
+    table: dict[str, dict[str, float]] = {}
+    for (_, engine, batch), s in points.items():
+        table.setdefault(engine, {})[str(batch)] = s.point
+    baseline = {"format": 2, "machines": {here: {"machine": {}, "estimator": ESTIMATOR, "models": {"digits": table}}}}
+    known = spread_between(base + clean)
+    print(f"\nwall time, on {here}: {len(base)} baseline runs, {len(clean)} clean runs, {len(slowed)} slowed runs "
+          f"(sizes rotate over the engines), {len(real)} realistic; spread between processes (sd of logs): " +
+          ", ".join(f"{e[12:]} b{b} {sd:.1%}" for (_, e, b), (sd, _) in sorted(known.items())))
     summary: dict[str, Any] = {}
 
-    def table(clean_sets: list[Any], slowed_sets: list[tuple[dict[str, float], Any]], label: str) -> None:
-        """One line per margin: clean sets with any false flag, and per size the slowed rows flagged."""
+    def judged(measured: dict[tuple[str, str, int], Speedup], margin: float) -> list[Any]:
+        rows = [Row("digits", e, b, 1.0, None, s) for (_, e, b), s in measured.items()]
+        return [r for r in check_gate(rows, baseline, here, margin, allow_missing=True).results if r.measured]
+
+    def lines(clean_sets: list[Any], slowed_sets: list[tuple[dict[str, float], Any]], label: str) -> None:
+        print(f"{'margin':>7s} {'clean sets with a false flag':>30s} " + " ".join(f"{f'{s:.0%} flagged':>14s}" for s in sizes))
         for margin in margins:
             false = sum(any(r.regressed for r in judged(c, margin)) for c in clean_sets)
-            line = f"{margin:7.0%} {false:>20d}/{len(clean_sets):<3d} = {false / max(len(clean_sets), 1):5.1%}"
+            line = f"{margin:7.0%} {false:>20d}/{len(clean_sets):<4d} = {false / max(len(clean_sets), 1):5.1%}"
             per_size = {}
             for size in sizes:
                 hit = total = 0
@@ -169,37 +198,39 @@ def wall(args: argparse.Namespace) -> dict[str, Any]:
                         if assign.get(r.engine) == size:
                             hit, total = hit + r.regressed, total + 1
                 per_size[str(size)] = [hit, total]
-                line += f" {hit:>4d}/{total:<3d}={hit / max(total, 1):4.0%}"
+                line += f" {hit:>4d}/{total:<4d}={hit / max(total, 1):4.0%}"
             print(line)
             summary[f"{margin}{label}"] = {"false": false, "clean": len(clean_sets), "flagged": per_size}
 
-    table(clean, slowed_runs, "")
-    # Repetition at the process level, where the variance lives: k processes' medians (point,
-    # low, high) judged as one measurement; slowed runs grouped by their (rotating) assignment.
-    for k in (3,):
-        clean_groups = [_median_of(clean[i:i + k]) for i in range(0, len(clean) - k + 1, k)]
-        by_assignment: dict[tuple[tuple[str, float], ...], list[dict[tuple[str, int], Any]]] = {}
-        for assign, measured in slowed_runs:
+    print("\neach process alone, its own interval (bootstrap over its rounds)")
+    lines(clean, slowed, "")
+    rng = np.random.default_rng(0)
+    for k in args.processes:
+        # Clean: disjoint groups (independent), then every group drawn from the clean runs
+        # (resampled: overlapping, so not independent; a finer estimate of the same rate).
+        def combined(group: list[Any], others: list[Any]) -> dict[Any, Speedup]:
+            return across_processes(group, spread_between(base + others))
+
+        disjoint = [combined(clean[i:i + k], clean[:i] + clean[i + k:]) for i in range(0, len(clean) - k + 1, k)]
+        picks = [sorted(rng.choice(len(clean), k, replace=False)) for _ in range(300)]
+        resampled = [combined([clean[i] for i in p], [c for j, c in enumerate(clean) if j not in p]) for p in picks]
+        by_assignment: dict[Any, list[Any]] = {}
+        for assign, measured in slowed:
             by_assignment.setdefault(tuple(sorted(assign.items())), []).append(measured)
-        slowed_groups = [(dict(a), _median_of(ms[i:i + k])) for a, ms in by_assignment.items()
-                         for i in range(0, len(ms) - k + 1, k)]
-        print(f"\nthe same, each judged measurement the median of {k} processes ({len(clean_groups)} clean groups, "
-              f"{len(slowed_groups)} slowed groups)")
-        table(clean_groups, slowed_groups, f" x{k}")
-    for kind, engine, measured in real_runs:
-        changes = [f"b{b} {measured[(engine, b)][0] / table[engine][str(b)] - 1:+.0%}" for b in BATCHES
-                   if (engine, b) in measured]
+        slowed_sets = [(dict(a), combined(list(g), clean)) for a, ms in by_assignment.items()
+                       for g in itertools.islice(itertools.combinations(ms, k), 40)]
+        print(f"\n{k} processes combined as `harness gate` does: {len(disjoint)} disjoint clean groups")
+        lines(disjoint, [], f" x{k} disjoint")
+        print(f"{k} processes combined: {len(resampled)} clean groups and {len(slowed_sets)} slowed groups drawn from "
+              "the runs (overlapping)")
+        lines(resampled, slowed_sets, f" x{k}")
+    for info, measured in real:
+        engine = info["engine"]
+        changes = [f"b{b} {measured[('digits', engine, b)].point / table[engine][str(b)] - 1:+.0%}" for b in BATCHES
+                   if ("digits", engine, b) in measured]
         flagged = [f"{m:.0%}" for m in margins if any(r.regressed and r.engine == engine for r in judged(measured, m))]
-        print(f"realistic: {engine} {kind}: speedup {' '.join(changes)}; flagged at margins {flagged or 'none'}")
-    return {"machine": here, "baseline": baseline, "runs": runs, "summary": summary}
-
-
-def _median_of(runs: list[dict[tuple[str, int], Any]]) -> dict[tuple[str, int], tuple[float, ...]]:
-    """Rows measured in every one of `runs`: the median of each figure (point, low, high, share)."""
-    import numpy as np
-
-    keys = set.intersection(*(set(r) for r in runs)) if runs else set()
-    return {key: tuple(float(np.median([r[key][i] for r in runs])) for i in range(4)) for key in keys}
+        print(f"realistic: {engine} {info['kind']}: speedup {' '.join(changes)}; flagged at margins {flagged or 'none'}")
+    return summary
 
 
 # --- instruction counts ---------------------------------------------------------------------
@@ -286,8 +317,17 @@ def main() -> None:
     parser.add_argument("--sizes", default=SIZES, help=f"regression sizes, fractions ({SIZES})")
     parser.add_argument("--margins", default="0.1,0.15,0.2,0.25", help="wall: --harness-max-slowdown values to judge at")
     parser.add_argument("--margin", type=float, default=0.01, help="counts: --harness-max-increase to judge at")
+    parser.add_argument("--one-core", action="store_true", help="wall: run the benchmark with --harness-one-core")
+    parser.add_argument("--processes", default="1,3,5", type=lambda t: [int(k) for k in t.split(",")],
+                        help="wall: also judge K processes combined, for each K given (default: 1,3,5)")
+    parser.add_argument("--analyse", type=Path, metavar="JSON",
+                        help="wall: judge the runs a previous --json file holds instead of running any")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
+    if args.analyse:
+        data = json.loads(args.analyse.read_text())
+        analyse(data["runs"], data["machine"], args)
+        return
     result = counts(args) if args.mode == "counts" else wall(args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))

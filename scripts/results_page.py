@@ -62,7 +62,48 @@ def results_page(data: dict[str, Any], source: str) -> str:
                        f"{_speedup(r)} | {r.get('stopped_by', '-')} | "
                        f"{'-' if share is None else f'{share:.0%}'}{' BUSY' if r.get('busy') else ''} |")
         out.append("")
+        if speedup_svg(data, model):
+            out += [(f"![{model}: speedup over TensorFlow per engine and batch size, with 95% intervals]"
+                     f"(results-{model}.svg)"), ""]
     return "\n".join(out)
+
+
+def speedup_svg(data: dict[str, Any], model: str) -> str:
+    """Each engine's speedup over TensorFlow per batch size, a bar with its 95% interval as a
+    whisker and TensorFlow's 1.0 as a dashed line; each engine in the colour it has in every
+    report (harness.report.engine_colour).  Plain SVG, so the page needs no plotting library
+    and the file is the same bytes for the same JSON (--check can compare it)."""
+    from harness.report import engine_colour
+
+    rows = sorted((r for r in _rows(data) if r["model"] == model and r["engine"] != "tensorflow-fp32"
+                   and r.get("speedup_vs_tensorflow") is not None), key=lambda r: (r["batch"], r["engine"]))
+    if not rows:
+        return ""
+    top = max(max(r.get("speedup_interval") or [r["speedup_vs_tensorflow"]] * 2) for r in rows) * 1.08
+    left, width, bar, gap = 150, 400, 14, 4
+    scale = width / max(top, 1.1)
+    y, body = 28, []
+    for batch in sorted({r["batch"] for r in rows}):
+        body.append(f'<text x="4" y="{y + 11}" font-weight="bold">batch {batch}</text>')
+        y += bar + gap
+        for r in (r for r in rows if r["batch"] == batch):
+            s = r["speedup_vs_tensorflow"]
+            low, high = r.get("speedup_interval") or (s, s)
+            mid = y + bar / 2
+            body += [f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{r["engine"]}</text>',
+                     f'<rect x="{left}" y="{y}" width="{s * scale:.1f}" height="{bar}" fill="{engine_colour(r["engine"])}"/>',
+                     (f'<line x1="{left + low * scale:.1f}" y1="{mid}" x2="{left + high * scale:.1f}" y2="{mid}" '
+                      'stroke="black"/>'),
+                     f'<text x="{left + high * scale + 6:.1f}" y="{y + 11}">{s:.2f}x</text>']
+            y += bar + gap
+        y += 8
+    one = left + scale
+    head = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 70}" height="{y + 4}" '
+             'font-family="sans-serif" font-size="11">'),
+            f'<text x="4" y="14">{model}: speedup over TensorFlow (bars), 95% interval (whiskers)</text>',
+            f'<line x1="{one:.1f}" y1="20" x2="{one:.1f}" y2="{y}" stroke="#555" stroke-dasharray="4 3"/>',
+            f'<text x="{one + 3:.1f}" y="{y}" fill="#555">TensorFlow (1x)</text>']
+    return "\n".join([*head, *body, "</svg>"]) + "\n"
 
 
 def readme_table(data: dict[str, Any]) -> str:
@@ -87,6 +128,8 @@ def main() -> None:
     args = parser.parse_args()
     data = json.loads(args.json.read_text())
     page = results_page(data, args.json.name) + "\n"
+    plots = {args.out.with_name(f"results-{m}.svg"): speedup_svg(data, m) for m in sorted({r["model"] for r in _rows(data)})}
+    plots = {path: svg for path, svg in plots.items() if svg}
     readme = args.readme.read_text()
     if START not in readme or END not in readme:
         sys.exit(f"{args.readme}: no {START} ... {END} block to fill")
@@ -94,14 +137,16 @@ def main() -> None:
     _, tail = rest.split(END, 1)
     new_readme = f"{head}{START}\n{readme_table(data)}\n{END}{tail}"
     if args.check:
-        stale = [str(p) for p, new in ((args.out, page), (args.readme, new_readme))
+        stale = [str(p) for p, new in ((args.out, page), (args.readme, new_readme), *plots.items())
                  if not p.is_file() or p.read_text() != new]
         if stale:
             sys.exit(f"stale (run scripts/results_page.py {args.json}): {', '.join(stale)}")
         return
     args.out.write_text(page)
+    for path, svg in plots.items():
+        path.write_text(svg)
     args.readme.write_text(new_readme)
-    print(f"wrote {args.out} and the table in {args.readme}")
+    print(f"wrote {args.out}, {len(plots)} plot(s) beside it and the table in {args.readme}")
 
 
 if __name__ == "__main__":

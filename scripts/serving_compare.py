@@ -2,7 +2,11 @@
 binary data, batch 1) answered by a null engine (zeros, no model), through
 
   harness       the harness's server (threading HTTP server -> engine worker process)
-  uvicorn       uvicorn + a minimal ASGI app in front of the same batcher and worker
+  harness-h11   the same, with h11 (a well-kept parser, uvicorn's) also parsing every request
+                head after the hand parser: what a well-kept parser under this server would cost
+  uvicorn       uvicorn (h11 parser, asyncio loop) + a minimal ASGI app in front of the same
+                batcher and worker
+  uvicorn-fast  the same with uvicorn[standard]'s httptools parser and uvloop loop
   uvicorn-bare  uvicorn + a minimal ASGI app answering in-process (no worker)
   socket        a bare socket loop that reads the request and writes a canned answer: the
                 floor (the client, the kernel's loopback copies, nothing else)
@@ -11,7 +15,8 @@ binary data, batch 1) answered by a null engine (zeros, no model), through
 each server in a process of its own (as `harness serve` runs; a server sharing the client's
 process would share its GIL), measured with the harness's closed-loop load test at several
 concurrencies.  Prints p50 latency at concurrency 1 (what one request costs) and requests/s.
-uvicorn's rows need `pip install uvicorn` (not a harness dependency) and are left out without it.
+uvicorn's rows need `pip install uvicorn` (uvicorn-fast: `pip install 'uvicorn[standard]'`; not harness
+dependencies) and are left out without it.
 
     python scripts/serving_compare.py --seconds 3 --concurrency 1,4,16,64
 """
@@ -93,10 +98,36 @@ def asgi_app(app: InferenceServer | None) -> Any:
     return application
 
 
-def _serve_uvicorn(application: Any, port: int) -> None:
+def _serve_uvicorn(application: Any, port: int, fast: bool = False) -> None:
     import uvicorn
 
-    uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="error", backlog=1024)).run()
+    parser, loop = ("httptools", "uvloop") if fast else ("h11", "asyncio")
+    uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="error", backlog=1024,
+                                  http=parser, loop=loop)).run()
+
+
+def _parse_with_h11_too() -> None:
+    """This (child) process's server also hands every request head to h11 after its own parse."""
+    import h11
+
+    from harness.serving import server as server_module
+
+    own = server_module._Handler.parse_request
+
+    def parse_request(self: Any) -> bool:
+        if not own(self):
+            return False
+        head = self.raw_requestline + b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in self.headers.items())
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(head + b"\r\n")
+        try:
+            conn.next_event()
+        except h11.RemoteProtocolError as e:
+            self.send_error(400, f"h11: {e}")
+            return False
+        return True
+
+    server_module._Handler.parse_request = parse_request  # type: ignore[method-assign]
 
 
 def _serve_socket(port: int) -> None:
@@ -136,11 +167,14 @@ def serve(kind: str, port: int) -> None:
     elif kind == "uvicorn-bare":
         _serve_uvicorn(asgi_app(None), port)
     else:
-        server = InferenceServer(RECIPE, IMAGE_SPEC, "null", "null", port=0 if kind == "uvicorn" else port)
+        if kind == "harness-h11":
+            _parse_with_h11_too()
+        uvicorn = kind.startswith("uvicorn")
+        server = InferenceServer(RECIPE, IMAGE_SPEC, "null", "null", port=0 if uvicorn else port)
         server.start()  # its batcher and worker; for uvicorn its own HTTP port is simply not used
         try:
-            if kind == "uvicorn":
-                _serve_uvicorn(asgi_app(server), port)
+            if uvicorn:
+                _serve_uvicorn(asgi_app(server), port, fast=kind == "uvicorn-fast")
             else:
                 threading.Event().wait()
         finally:
@@ -155,10 +189,10 @@ def started(kind: str) -> tuple[str, Any]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:  # ready, not only listening: the first requests must not wait for the engine worker
-            with urllib.request.urlopen(f"{url}/v2/health/ready" if kind == "harness" else url, timeout=1):
+            with urllib.request.urlopen(f"{url}/v2/health/ready" if kind.startswith("harness") else url, timeout=1):
                 return url, process
         except urllib.error.HTTPError:
-            if kind != "harness":
+            if not kind.startswith("harness"):
                 return url, process  # answering (a 404 for "/" is an answer)
             time.sleep(0.1)
         except OSError:
@@ -173,7 +207,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", default="1,4,16,64")
-    parser.add_argument("--servers", default="socket,harness,uvicorn,uvicorn-bare")
+    parser.add_argument("--servers", default="socket,harness,harness-h11,uvicorn,uvicorn-fast,uvicorn-bare")
     parser.add_argument("--kserve", default=None, metavar="URL",
                         help="also measure KServe's model server running scripts/kserve_null.py at URL")
     args = parser.parse_args()
@@ -189,11 +223,13 @@ def main() -> int:
                        + ", ".join(f"{r.concurrency}: {r.requests_per_s:.0f}" for r in results))
 
     kinds = args.servers.split(",")
-    if importlib.util.find_spec("uvicorn") is None:
-        left = [k for k in kinds if k.startswith("uvicorn")]
-        kinds = [k for k in kinds if k not in left]
-        if left:
-            print(f"uvicorn not installed: {', '.join(left)} left out", file=sys.stderr)
+    needs = {"uvicorn": ["uvicorn"], "uvicorn-bare": ["uvicorn"], "uvicorn-fast": ["uvicorn", "httptools", "uvloop"],
+             "harness-h11": ["h11"]}
+    for kind in list(kinds):
+        missing = [m for m in needs.get(kind, []) if importlib.util.find_spec(m) is None]
+        if missing:
+            kinds.remove(kind)
+            print(f"{kind} left out: {', '.join(missing)} not installed", file=sys.stderr)
     for kind in kinds:
         url, process = started(kind)
         try:

@@ -312,3 +312,66 @@ def test_generated_malformed_requests_get_a_status_line_and_never_a_crash() -> N
     assert not errors, errors[:3]
     print(f"\n{FUZZ_EXAMPLES} generated requests: statuses {dict(sorted(statuses.items()))}")
     assert sum(statuses.values()) > FUZZ_EXAMPLES // 4  # most reached the parser and were answered
+
+
+def _h11_rejects_first_request(raw: bytes) -> bool:
+    """Whether h11 (a well-kept HTTP/1.1 parser, uvicorn's) refuses `raw`'s first request, sent
+    as a client's whole side of a connection: malformed, or cut short (no complete request)."""
+    import h11
+
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1 << 20)  # syntax, not size limits
+    conn.receive_data(raw)
+    conn.receive_data(b"")  # the client said all it will
+    try:
+        while True:
+            event = conn.next_event()
+            if isinstance(event, h11.EndOfMessage):
+                return False
+            if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
+                return True
+    except h11.RemoteProtocolError:
+        return True
+
+
+def test_what_h11_refuses_this_server_refuses_too() -> None:
+    """Differential fuzzing against h11: every generated request whose first message h11 refuses
+    gets no success from this server (a 4xx/5xx, or no answer where the request never completed),
+    so the hand-written head parser is at least as strict as a well-kept one. The reverse (this
+    server stricter: any Transfer-Encoding, duplicate Content-Length, obsolete folding) is allowed
+    and counted."""
+    pytest.importorskip("h11", reason="h11 not importable (pip install h11)")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    pieces = [b"GET", b"POST", b"G ET", b" ", b"  ", b"\t", b"/v2/health/live", b"/v2/models/s/infer", b"/a\x00b",
+              b"/\xff", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.1 ", b"HTTP/11", b"\r\n", b"\n", b"\r", b"Host: x",
+              b"Host:", b"Host: a\x01b", b"X-A: \x7f", b"X A: 1", b"X-A : 1", b" X-A: 1", b"X-A:\t1\t", b"(x): 1",
+              b"Content-Length: 2", b"Content-Length: 0", b"Content-Length: +2", b"Content-Length: 2, 2",
+              b"Transfer-Encoding: chunked", b"Connection: close", b"{}", b"0\r\n\r\n", b"\x00", b"\xc3\xa9"]
+    heads = st.lists(st.sampled_from(pieces), min_size=1, max_size=14).map(b"".join)
+    well_formed = st.builds(
+        lambda method, path, version, headers, body: b"%s %s %s\r\n%s\r\n%s" % (method, path, version, headers, body),
+        st.sampled_from([b"GET", b"POST"]), st.sampled_from([b"/v2/health/live", b"/v2/models/s", b"/x?y=1"]),
+        st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]),
+        st.lists(st.sampled_from(pieces[17:33]).map(lambda h: h + b"\r\n"), max_size=3).map(lambda hs: b"Host: x\r\n" + b"".join(hs)),
+        st.sampled_from([b"", b"{}", b"0\r\n\r\n"]))
+    refused = 0  # by h11, and so by this server
+    accepted: dict[bytes, int] = {}  # by h11: this server's statuses (a refusal there is stricter, or the route's)
+    with InferenceServer(DOUBLE, SPEC, "s", "t", header_timeout=2.0, body_timeout=2.0) as s:
+        @settings(max_examples=max(FUZZ_EXAMPLES // 2, 200), deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(st.one_of(heads, well_formed, well_formed))
+        def one(raw: bytes) -> None:
+            nonlocal refused
+            answer = _exchange(s.url, raw, timeout=10.0)
+            ok = answer[9:10] in (b"1", b"2", b"3")  # success of the first answer (none: not answered)
+            if _h11_rejects_first_request(raw):
+                assert not ok, f"h11 refuses this request but this server answered {answer[:12]!r}: {raw!r}"
+                refused += 1
+            else:
+                accepted[answer[9:12]] = accepted.get(answer[9:12], 0) + 1
+
+        one()
+    print(f"\ngenerated requests: {refused} refused by h11 and this server; accepted by h11, this server's "
+          f"statuses: {dict(sorted(accepted.items()))}")
+    assert refused > 20 and accepted.get(b"200", 0) > 20  # the generator reached both sides

@@ -441,7 +441,12 @@ class InferenceServer:
             p.done.set()
 
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.6.2: what a method may be
+# RFC 9110 5.6.2, 5.5 and RFC 9112 2.3, 3.2: a method or header name, a header value (visible
+# characters and obs-text, spaces and tabs between), the request target, the version.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"([\x21-\x7e\x80-\xff]([ \t]*[\x21-\x7e\x80-\xff])*)?")
+_TARGET = re.compile(r"[\x21-\x7e]+")
+_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
 
 
 def _count(value: str | None) -> int | None:
@@ -635,11 +640,13 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.server.app
         if self._served:  # the request line of a kept-alive connection's next request: its head's deadline
             self.server.expire(self, app.header_timeout, _timeout_answer("the request's headers"))
-        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        words = self.requestline.split()
-        if not words:
+        self.requestline = str(self.raw_requestline, "iso-8859-1").removesuffix("\n").removesuffix("\r")
+        if not self.requestline.strip():
             return False
-        if len(words) != 3 or not words[2].startswith("HTTP/"):
+        # RFC 9112 3: method SP request-target SP HTTP-version, one space each (a parser that splits
+        # on any whitespace reads "GET /a\t/b HTTP/1.1" as another target than a proxy in front does).
+        words = self.requestline.split(" ")
+        if len(words) != 3 or not _VERSION.fullmatch(words[2]):
             self.send_error(HTTPStatus.BAD_REQUEST, f"bad request line {self.requestline[:100]!r}")
             return False
         if words[2] not in ("HTTP/1.0", "HTTP/1.1"):
@@ -647,6 +654,9 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if not _TOKEN.fullmatch(words[0]):
             self.send_error(HTTPStatus.BAD_REQUEST, f"bad method {words[0][:40]!r}")
+            return False
+        if not _TARGET.fullmatch(words[1]):
+            self.send_error(HTTPStatus.BAD_REQUEST, f"bad request target {words[1][:100]!r}")
             return False
         self.command, self.path, self.request_version = words
         headers = HTTPMessage()
@@ -660,18 +670,25 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
             if line in (b"\r\n", b"\n"):
                 break
-            name, colon, value = line.decode("iso-8859-1").partition(":")
-            # No name, obsolete line folding, or whitespace before the colon (RFC 9112 5.1: a
-            # proxy may read "Content-Length : 5" as another header than this server does).
-            if not colon or not name or name != name.strip() or any(c in name for c in " \t\r\n"):
+            name, colon, value = line.decode("iso-8859-1").removesuffix("\n").removesuffix("\r").partition(":")
+            value = value.strip(" \t")
+            # A name that is not a token (obsolete line folding, whitespace before the colon: RFC
+            # 9112 5.1, a proxy may read "Content-Length : 5" as another header than this server
+            # does) or a value with control characters (a lone CR among them) is refused.
+            if not colon or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
                 self.send_error(HTTPStatus.BAD_REQUEST, f"bad header line {line[:100]!r}")
                 return False
-            headers[name] = value.strip()
+            headers[name] = value
         else:
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"more than {MAX_HEADERS} headers")
             return False
         self.headers = headers
         if not self._disarm():  # the head is in; unless the reaper closed it just now
+            return False
+        hosts = headers.get_all("Host") or []
+        if len(hosts) > 1 or (not hosts and self.request_version == "HTTP/1.1"):
+            # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without exactly one Host.
+            self.send_error(HTTPStatus.BAD_REQUEST, "an HTTP/1.1 request needs exactly one Host header")
             return False
         framing = _framing_error(headers, self.command)
         if framing:  # one rule for every method and path: an ambiguous body is never guessed at

@@ -11,6 +11,7 @@ from harness.artifacts import ArtifactStore, digest_json
 from harness.errors import ArtifactError
 from harness.export import export_onnx
 from harness.machine import installed_version
+from harness.rewrite import REWRITES
 from harness.spec import ModelSpec
 from harness.stages import Step
 from harness.stages.freeze import FrozenModel
@@ -29,7 +30,7 @@ class OnnxModel:
 
 def export(store: ArtifactStore, frozen: FrozenModel, opset: int, step: Step) -> OnnxModel:
     key = digest_json(["onnx", frozen.digest, opset, installed_version("tf2onnx"), installed_version("onnx"),
-                       frozen.spec.to_dict()])
+                       frozen.spec.to_dict(), REWRITES])
     start = time.perf_counter()
 
     def build(tmp: Path) -> dict[str, Any]:

@@ -14,7 +14,11 @@ Two devices:
   plain event record inside a capture poisons its timing as CUDA does
   (cudaEventElapsedTime -> cudaErrorInvalidValue).
 
-A plan file for the contract engine is JSON: {"max_batch", "width", "data_dependent"}.
+A plan file for the contract engine is JSON: {"max_batch", "width", "data_dependent"}. A
+data-dependent engine keeps only the rows whose first element is positive (as NMS keeps only
+boxes over a threshold): `y` has shape (-1, width) until it runs, and it gets `y`'s memory from
+the runner's IOutputAllocator with TensorRT's protocol (an upper bound asked for as it runs,
+the real shape told before execute_async_v3 returns).
 """
 
 from __future__ import annotations
@@ -71,6 +75,11 @@ class TensorIOMode(enum.Enum):
     OUTPUT = 2
 
 
+class IOutputAllocator:
+    def __init__(self) -> None:
+        pass
+
+
 class ContractEngine:
     def __init__(self, plan: dict[str, Any], device: Any) -> None:
         self.max_batch, self.width = int(plan["max_batch"]), int(plan["width"])
@@ -104,6 +113,8 @@ class ContractContext:
         self.refuse_addresses = False
         self.fail_in_capture = False  # a test makes the enqueue fail inside a capture
         self.changed = True  # a shape changed since the last plain enqueue
+        self.allocators: dict[str, Any] = {}
+        self.y_memory = 0  # what the allocator last gave for y (TensorRT passes it back as currentMemory)
 
     def set_input_shape(self, name: str, dims: tuple[int, ...]) -> bool:
         ok = (not self.refuse_shapes and name == "x" and len(dims) == 2
@@ -124,7 +135,15 @@ class ContractContext:
         self.addresses[name] = ptr
         return True
 
+    def set_output_allocator(self, name: str, allocator: Any) -> bool:
+        if name != "y" or not isinstance(allocator, IOutputAllocator):
+            return False
+        self.allocators[name] = allocator
+        return True
+
     def execute_async_v3(self, stream: int) -> bool:
+        if self.engine.data_dependent:
+            return self._execute_selecting(stream)
         assert self.shape is not None and {"x", "y"} <= set(self.addresses), "enqueue before shapes and addresses"
         capturing = self.engine.device.capturing(stream)
         if capturing and self.changed:  # TensorRT: one enqueue after a shape change before a capture
@@ -134,6 +153,27 @@ class ContractContext:
         self.changed &= capturing
         self.enqueues += 1
         self.engine.device.affine(self.addresses["x"], self.addresses["y"], int(np.prod(self.shape)), stream)
+        return True
+
+    def _execute_selecting(self, stream: int) -> bool:
+        """y = 2x + 1 of the rows of x whose first element is positive, in the allocator's memory."""
+        assert self.shape is not None and "x" in self.addresses, "enqueue before shapes and addresses"
+        if self.engine.device.capturing(stream):
+            raise AssertionError("contract broken: a data-dependent output inside a CUDA-graph capture")
+        allocator = self.allocators.get("y")
+        if allocator is None:  # TensorRT: neither an address nor an allocator for an output
+            return False
+        device = self.engine.device
+        x = device.read(self.addresses["x"], self.shape, stream)  # TensorRT synchronizes too, to learn sizes
+        y = 2 * x[x[:, 0] > 0] + 1
+        upper = int(np.prod(self.shape)) * 4  # every row kept: an upper bound, asked for before the size is known
+        ptr = allocator.reallocate_output_async("y", self.y_memory, upper, 256, stream)
+        if not ptr:
+            return False
+        self.y_memory = ptr
+        device.write(ptr, y.astype(np.float32), stream)
+        allocator.notify_shape("y", y.shape)
+        self.enqueues += 1
         return True
 
 
@@ -155,6 +195,7 @@ def contract_trt(device: Any) -> SimpleNamespace:
     runtime = type("Runtime", (Runtime,), {"device": device})
     return SimpleNamespace(
         __name__="tensorrt", __version__="contract", ILogger=ILogger, Runtime=runtime, TensorIOMode=TensorIOMode,
+        IOutputAllocator=IOutputAllocator,
         Dims=lambda dims: tuple(int(d) for d in dims), nptype=np.dtype,
     )
 
@@ -192,6 +233,25 @@ class GpuDevice:
 
         status = self._ok(runtime.cudaStreamIsCapturing(stream), "cudaStreamIsCapturing")
         return bool(status != runtime.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone)
+
+    def read(self, ptr: int, shape: tuple[int, ...], stream: int) -> np.ndarray:
+        from cuda.bindings import runtime
+
+        self._ok(runtime.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        out = np.empty(shape, np.float32)
+        self._ok(runtime.cudaMemcpy(out.ctypes.data, ptr, out.nbytes, runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost),
+                 "cudaMemcpy(device->host)")
+        return out
+
+    def write(self, ptr: int, array: np.ndarray, stream: int) -> None:
+        from cuda.bindings import runtime
+
+        # On the runner's stream (a non-blocking one: the legacy default stream would not order
+        # this before the runner's copy back), and finished before `array` may go.
+        array = np.ascontiguousarray(array)
+        kind = runtime.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._ok(runtime.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes, kind, stream), "cudaMemcpyAsync")
+        self._ok(runtime.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
 
     def affine(self, x: int, y: int, n: int, stream: int) -> None:
         args = ((x, y, n), (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int))
@@ -310,6 +370,13 @@ class FakeCuda:
 
     def capturing(self, stream: int) -> bool:
         return self.streams[stream].capture is not None
+
+    def read(self, ptr: int, shape: tuple[int, ...], stream: int) -> np.ndarray:
+        return np.frombuffer((ctypes.c_float * int(np.prod(shape))).from_address(ptr), np.float32).reshape(shape).copy()
+
+    def write(self, ptr: int, array: np.ndarray, stream: int) -> None:
+        array = np.ascontiguousarray(array)
+        ctypes.memmove(ptr, array.ctypes.data, array.nbytes)
 
     def affine(self, x: int, y: int, n: int, stream: int) -> None:
         def compute() -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from harness.backends.trt.cuda import CudaError, device_count
-from harness.errors import ArtifactError, HarnessError, InputError
+from harness.errors import HarnessError, InputError, UsageError
 from tests.gpu.contract import SPEC, WIDTH, install, write_plan
 
 DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(device_count() == 0,
@@ -80,12 +80,47 @@ def test_refused_shapes_and_addresses_are_errors_naming_the_tensor(contract: Any
     assert not runner.is_active
 
 
-def test_a_data_dependent_output_is_refused_with_why(contract: Any) -> None:
+def test_a_data_dependent_output_comes_back_with_its_real_shape(contract: Any) -> None:
+    """An output sized by the data (NMS, NonZero) through the runner's IOutputAllocator: the
+    rows the engine kept, memory grown when a larger batch needs more and reused otherwise,
+    none kept (a shape of 0 rows), and everything freed at the end."""
+    _, make, fake = contract
+    live_before = set(fake.live) if fake else None
+    with make(data_dependent=True) as runner:
+        allocator = runner._s.output_allocator
+        sizes = []
+        for i, n in enumerate([2, 6, 3, 8, 1]):
+            x = _x(n, seed=i)
+            x[0, 0] = abs(x[0, 0]) + 0.1  # at least one row kept
+            y = runner.infer_checked({"x": x})["y"]
+            np.testing.assert_array_equal(y, 2 * x[x[:, 0] > 0] + 1)
+            sizes.append(allocator.buffers["y"].nbytes)
+        assert sizes == [2 * 16, 6 * 16, 6 * 16, 8 * 16, 8 * 16]  # upper bounds: grown, never shrunk
+        none = -np.abs(_x(4)) - 0.1
+        assert runner.infer_checked({"x": none})["y"].shape == (0, WIDTH)
+        x = _x(21, seed=9)  # chunked: each chunk's kept rows, in order
+        np.testing.assert_array_equal(runner.infer_batched({"x": x})["y"], 2 * x[x[:, 0] > 0] + 1)
+    assert runner._s.output_allocator is None
+    if fake:
+        assert fake.live == live_before  # the allocator's memory and the grown host buffers too
+
+
+def test_a_data_dependent_output_refuses_cuda_graphs_and_names_an_allocator_failure(
+        contract: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     _, make, _ = contract
-    runner = make(data_dependent=True)
-    with pytest.raises(ArtifactError, match=r"output 'y' has shape \(-1, 4\) at known input shapes: it depends on the data"):
+    runner = make(data_dependent=True, cuda_graph=True)
+    with pytest.raises(UsageError, match=r"output 'y' has shape \(-1, 4\): its size depends on the data.*without --cuda-graph"):
         runner.activate()
     assert not runner.is_active
+    from harness.backends.trt import runner as runner_module
+
+    def no_memory(nbytes: int) -> Any:
+        raise CudaError("cudaMalloc failed: cudaErrorMemoryAllocation: out of memory")
+
+    with make(data_dependent=True) as runner:
+        monkeypatch.setattr(runner_module, "DeviceBuffer", no_memory)
+        with pytest.raises(HarnessError, match=r"execute_async_v3 failed: output 'y': no device memory for 32 bytes"):
+            runner.infer_checked({"x": np.abs(_x(2)) + 0.1})
 
 
 def test_cuda_graph_is_captured_after_an_enqueue_of_the_same_shapes_and_replays_timed(contract: Any) -> None:

@@ -181,11 +181,12 @@ def _parse(trt: Any, builder: trt_api.Builder, onnx_path: Path) -> tuple[trt_api
 DATA_DEPENDENT_OPS = ("NonZero", "NonMaxSuppression", "Unique", "Compress")
 
 
-def refuse_data_dependent_outputs(onnx_path: Path) -> None:
-    """ExportError when an output's shape depends on the data (a detection head's NMS): the
-    runner sizes every output from the input shapes (no IOutputAllocator).  Shapes come from
-    ONNX shape inference with the batch fixed; an unknown output dimension is refused only
-    where the graph has an op that makes one, so a shape inference can't follow is no refusal."""
+def data_dependent_outputs(onnx_path: Path) -> dict[str, str]:
+    """The outputs whose shape depends on the data (a detection head's NMS), each with the ops
+    that make it so: the runner gives them to TensorRT's IOutputAllocator instead of fixed
+    buffers, and the plan's sidecar lists them.  Shapes come from ONNX shape inference with the
+    batch fixed; an unknown output dimension counts only where the graph has an op that makes
+    one, so a shape inference can't follow is not taken for one."""
     import onnx
 
     model = onnx.load(str(onnx_path))
@@ -199,7 +200,7 @@ def refuse_data_dependent_outputs(onnx_path: Path) -> None:
 
     makers = [f"{n.name or n.output[0]!r} ({n.op_type})" for n in nodes(model.graph) if n.op_type in DATA_DEPENDENT_OPS]
     if not makers:
-        return
+        return {}
     for graph_input in model.graph.input:
         dims = graph_input.type.tensor_type.shape.dim
         if dims:
@@ -209,14 +210,12 @@ def refuse_data_dependent_outputs(onnx_path: Path) -> None:
     for output in model.graph.output:  # what inference finds, not what the exporter declared (it
         output.type.tensor_type.ClearField("shape")  # names dimension 0 `batch` whatever it is)
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    found = {}
     for output in inferred.graph.output:
         dims = output.type.tensor_type.shape.dim
         if not output.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims):
-            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
-            raise ExportError(f"{onnx_path}: output {output.name!r} has shape {shape} at batch 1: it depends on the "
-                              f"data ({', '.join(makers)}), and the harness's TensorRT runner sizes every output from "
-                              "the input shapes; export the model without that step (return fixed-size boxes and "
-                              "scores, and run non-maximum suppression after it)")
+            found[output.name] = ", ".join(makers)
+    return found
 
 
 def build_plan(
@@ -224,7 +223,7 @@ def build_plan(
 ) -> tuple[bytes, dict[str, Any]]:
     """Build a plan; returns its bytes and what went into it (for the sidecar)."""
     trt = import_trt(library)
-    refuse_data_dependent_outputs(onnx_path)
+    data_dependent = data_dependent_outputs(onnx_path)
     device = target_device(trt, options)
     with collected_errors(trt) as errors:
         try:
@@ -277,5 +276,6 @@ def build_plan(
         "options": options.to_dict(),
         "inputs": {t.name: list(t.shape) for t in spec.inputs},
         "profile": {t.name: [list(r) if r else None for r in t.ranges] for t in spec.inputs if any(t.ranges)},
+        **({"data_dependent_outputs": data_dependent} if data_dependent else {}),
     }
     return plan, info

@@ -29,7 +29,7 @@ from harness.backends.trt.cuda import (
     device_count,
     device_properties,
 )
-from harness.errors import ArtifactError, BackendUnavailable, HarnessError, InputError
+from harness.errors import ArtifactError, BackendUnavailable, HarnessError, InputError, UsageError
 from harness.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -41,9 +41,54 @@ class _Binding:
     name: str
     is_input: bool
     dtype: np.dtype[Any]
-    max_shape: tuple[int, ...]
+    max_shape: tuple[int, ...]  # -1 where the output's size depends on the data
     host: PinnedBuffer
-    device: DeviceBuffer
+    device: DeviceBuffer | None  # None: a data-dependent output, in the output allocator's memory
+
+    @property
+    def data_dependent(self) -> bool:
+        return self.device is None
+
+
+def _output_allocator(trt: Any) -> Any:
+    """An IOutputAllocator (TensorRT's mechanism for data-dependent output shapes: NMS,
+    NonZero): TensorRT asks it for device memory once it knows an upper bound on an output's
+    size, and tells it the output's shape before execute_async_v3 returns. Memory grows only,
+    one buffer per output, kept across calls (a steady stream of calls stops allocating)."""
+
+    class OutputAllocator(trt.IOutputAllocator):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            trt.IOutputAllocator.__init__(self)
+            self.buffers: dict[str, DeviceBuffer] = {}
+            self.shapes: dict[str, tuple[int, ...]] = {}
+            self.failure = ""  # why a request for memory could not be met
+
+        def reallocate_output_async(self, tensor_name: str, memory: Any, size: int, alignment: int,
+                                    stream: Any) -> int | None:
+            buffer = self.buffers.get(tensor_name)
+            if buffer is None or buffer.nbytes < size:
+                try:
+                    grown = DeviceBuffer(max(int(size), 1))  # 0 bytes (nothing detected) would be a null pointer
+                except HarnessError as e:  # TensorRT's callback must not raise: None is how it fails
+                    self.failure = f"output {tensor_name!r}: no device memory for {size} bytes ({e})"
+                    return None
+                if buffer is not None:
+                    buffer.free()
+                self.buffers[tensor_name] = buffer = grown
+            return buffer.ptr
+
+        def reallocate_output(self, tensor_name: str, memory: Any, size: int, alignment: int) -> int | None:
+            return self.reallocate_output_async(tensor_name, memory, size, alignment, None)  # before TensorRT 10
+
+        def notify_shape(self, tensor_name: str, shape: Any) -> None:
+            self.shapes[tensor_name] = dims_tuple(shape)
+
+        def free(self) -> None:
+            buffers, self.buffers = self.buffers, {}
+            for buffer in buffers.values():
+                buffer.free()
+
+    return OutputAllocator()
 
 
 @dataclass
@@ -62,6 +107,7 @@ class _State:
     events: list[Event] = field(default_factory=list)
     allocations: list[PinnedBuffer | DeviceBuffer] = field(default_factory=list)  # each one as it is made
     bindings: list[_Binding] = field(default_factory=list)
+    output_allocator: Any = None  # for data-dependent outputs; None without any
     graphs: dict[tuple[tuple[int, ...], ...], Graph] = field(default_factory=dict)
 
 
@@ -190,15 +236,10 @@ class TrtRunner(Runner):
         self._context_shapes[name] = shape
 
     def _output_shape(self, name: str) -> tuple[int, ...]:
+        """An output's shape at the context's input shapes; -1 where it depends on the data."""
         s = self._s
         assert s.context is not None
-        shape = dims_tuple(s.context.get_tensor_shape(name))
-        if any(d < 0 for d in shape):
-            raise ArtifactError(f"{self.plan}: output {name!r} has shape {shape} at known input shapes: it depends on "
-                                "the data (e.g. NonZero or non-maximum suppression in a detection head), and the "
-                                "harness's TensorRT runner supports outputs whose shape follows from the inputs' only; "
-                                "export the model without that step (return the fixed-size boxes and scores)")
-        return shape
+        return dims_tuple(s.context.get_tensor_shape(name))
 
     def _allocate(self, trt: Any) -> None:
         s = self._s
@@ -218,6 +259,20 @@ class TrtRunner(Runner):
             is_input = name in inputs
             shape = self._output_shape(name)  # outputs: at the max input shapes
             dtype = np.dtype(trt.nptype(s.engine.get_tensor_dtype(name)))
+            if not is_input and any(d < 0 for d in shape):
+                # Sized by the data (a detection head's NMS): TensorRT asks the allocator for
+                # memory as it runs; the host side grows with what comes back.
+                if self.cuda_graph:
+                    raise UsageError(f"{self.plan}: output {name!r} has shape {shape}: its size depends on the data, "
+                                     "and a CUDA graph replays fixed sizes; run it without --cuda-graph")
+                if s.output_allocator is None:
+                    s.output_allocator = _output_allocator(trt)
+                if not s.context.set_output_allocator(name, s.output_allocator):
+                    raise HarnessError(f"{self.plan}: TensorRT refused an output allocator for {name!r}")
+                host = PinnedBuffer(dtype.itemsize * int(np.prod([max(d, 1) for d in shape])))
+                s.allocations.append(host)
+                s.bindings.append(_Binding(name, is_input, dtype, shape, host, None))
+                continue
             nbytes = int(np.prod(shape)) * dtype.itemsize
             host = PinnedBuffer(nbytes)
             s.allocations.append(host)
@@ -258,7 +313,7 @@ class TrtRunner(Runner):
             if b.is_input:
                 b.host.array(b.dtype, arrays[b.name].shape)[...] = arrays[b.name]
                 self._set_shape(b.name, arrays[b.name].shape)
-        out_shapes = {b.name: self._output_shape(b.name) for b in s.bindings if not b.is_input}
+        out_shapes = {b.name: self._output_shape(b.name) for b in s.bindings if not b.is_input and not b.data_dependent}
 
         ready = self._enqueued == shapes  # a plain enqueue of these shapes since the last change
         graph = s.graphs.get(shapes) if ready else None
@@ -276,6 +331,29 @@ class TrtRunner(Runner):
         return {
             b.name: b.host.array(b.dtype, out_shapes[b.name]).copy() for b in s.bindings if not b.is_input
         }
+
+    def _copy_data_dependent(self, out_shapes: dict[str, tuple[int, ...]]) -> None:
+        """After execute_async_v3: each data-dependent output's shape (TensorRT told the
+        allocator before returning) and its copy to the host, the host buffer grown to fit."""
+        s = self._s
+        allocator = s.output_allocator
+        assert s.stream is not None and allocator is not None
+        for i, b in enumerate(s.bindings):
+            if not b.data_dependent:
+                continue
+            shape = allocator.shapes.get(b.name)
+            if shape is None or b.name not in allocator.buffers:
+                raise HarnessError(f"{self.plan}: TensorRT ran without telling the shape of data-dependent output "
+                                   f"{b.name!r}" + (f" ({allocator.failure})" if allocator.failure else ""))
+            nbytes = int(np.prod(shape)) * b.dtype.itemsize
+            if nbytes > b.host.nbytes:
+                host = PinnedBuffer(nbytes)
+                s.allocations.append(host)
+                s.allocations.remove(b.host)
+                b.host.free()
+                s.bindings[i] = b = _Binding(b.name, False, b.dtype, b.max_shape, host, None)
+            out_shapes[b.name] = shape
+            s.stream.copy_to_host(b.host, allocator.buffers[b.name], nbytes)
 
     def _capture(self, arrays: dict[str, np.ndarray], out_shapes: dict[str, tuple[int, ...]],
                  shapes: tuple[tuple[int, ...], ...]) -> Graph:
@@ -299,15 +377,18 @@ class TrtRunner(Runner):
         first, before, after, last = s.events
         first.record(s.stream, captured)
         for b in s.bindings:
-            if b.is_input:
+            if b.is_input and b.device is not None:  # (an input always has its buffer)
                 s.stream.copy_to_device(b.device, b.host, arrays[b.name].nbytes)  # in the plan's dtype
         before.record(s.stream, captured)
         if not s.context.execute_async_v3(s.stream.ptr):
-            raise HarnessError(f"{self.plan}: execute_async_v3 failed")
+            failure = s.output_allocator.failure if s.output_allocator is not None else ""
+            raise HarnessError(f"{self.plan}: execute_async_v3 failed" + (f": {failure}" if failure else ""))
         after.record(s.stream, captured)
         for b in s.bindings:
-            if not b.is_input:
+            if not b.is_input and b.device is not None:
                 s.stream.copy_to_host(b.host, b.device, int(np.prod(out_shapes[b.name])) * b.dtype.itemsize)
+        if s.output_allocator is not None:
+            self._copy_data_dependent(out_shapes)
         last.record(s.stream, captured)
 
     # --- release ---------------------------------------------------------------------------
@@ -332,6 +413,7 @@ class TrtRunner(Runner):
         self._manual_graph = False
         failures: list[BaseException] = []
         frees = [g.destroy for g in s.graphs.values()] + [b.free for b in reversed(s.allocations)]
+        frees += [s.output_allocator.free] if s.output_allocator is not None else []
         frees += [e.destroy for e in s.events] + ([s.stream.destroy] if s.stream is not None else [])
         for free in frees:
             try:
