@@ -425,13 +425,26 @@ def cmd_gate(args: argparse.Namespace) -> int:
     measured = across_processes(per_run, known)
     print(f"{len(runs)} process(es) on {machine}: each row's speedup is the geometric mean of its runs, its 95% "
           "interval from the spread between processes" + (" (these runs' pooled with the baseline's)" if known else ""))
-    rows = [Row(model, engine, batch, 1.0, None, speedup, rounds=len(runs)) for (model, engine, batch), speedup
-            in measured.items()]
+    # Every row any run timed, measured or not: a model whose speedups no process measured is a
+    # failure of the gate (check_gate), not a model left out of it.
+    timed = {(r.model, r.engine, r.batch) for run in runs for r in run.rows if r.engine != REFERENCE}
+    rows = [Row(model, engine, batch, 1.0, None, measured.get((model, engine, batch)), rounds=len(runs),
+                no_speedup="" if (model, engine, batch) in measured else "no process measured its speedup")
+            for model, engine, batch in sorted(timed)]
     report = check_gate(rows, baseline, machine, args.max_slowdown, args.allow_missing)
-    print(f"gate ({args.baseline}, max slowdown {args.max_slowdown:.0%}): {report.verdict}")
-    for line, _failure in report.lines(args.baseline):
+    # A row some processes did not measure is judged on fewer than were asked for: said, and a
+    # failure unless allowed (a gate must not pass on what was not measured).
+    partial = [f"{m} {e} batch {b}: measured in {sum((m, e, b) in run for run in per_run)} of {len(runs)} processes"
+               for (m, e, b) in sorted(measured) if sum((m, e, b) in run for run in per_run) < len(runs)]
+    failed = report.failed or (bool(partial) and not args.allow_missing)
+    print(f"gate ({args.baseline}, max slowdown {args.max_slowdown:.0%}): "
+          f"{'FAILED' if failed and not report.failed else report.verdict}")
+    record = f"harness gate RUN.json... --baseline {args.baseline} --update-baseline"
+    for line, _failure in report.lines(args.baseline, record=record, allow_flag="--allow-missing"):
         print(line)
-    return EXIT_FAILED if report.failed else EXIT_OK
+    for line in partial:
+        print(("" if args.allow_missing else "FAILED: ") + line)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:

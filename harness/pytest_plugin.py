@@ -390,6 +390,9 @@ def pytest_configure(config: pytest.Config) -> None:
         mine = [devices[index % len(devices)]] if index is not None else devices
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, mine))
     if config.getoption("harness_one_core", False):
+        if config.getoption("dist", "no") != "no" or hasattr(config, "workerinput"):
+            raise pytest.UsageError("--harness-one-core pins the process to one CPU: every xdist worker would share "
+                                    "it; run it without -n")
         _one_core()
     report = config.getoption("harness_report", None)
     if (report is not None and not hasattr(config, "workerinput") and config.getoption("benchmark_only", False)

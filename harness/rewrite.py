@@ -18,7 +18,7 @@ from typing import Any
 from harness.tfimport import import_tensorflow
 
 # What the rewrites below do, in the ONNX cache key: a new rewrite re-exports what it may change.
-REWRITES = ("Erfc->1-Erf", "EyeLike->Equal(Range,Range)")
+REWRITES = ("Erfc->1-Erf", "EyeLike->Equal(Range,Range) v1")  # bump a version when a rewrite changes
 
 
 def rewrite_for_tf2onnx(graph_def: Any) -> tuple[Any, dict[str, int]]:
@@ -59,11 +59,15 @@ def rewrite_onnx_for_tensorrt(model: Any) -> dict[str, int]:
     - `EyeLike(x, k, dtype)` -> `Cast(Equal(Range(rows) + k, Range(cols)))`: tf2onnx emits
       EyeLike inside its CombinedNonMaxSuppression (a padded detection head), and TensorRT for
       RTX's parser has no importer for it.  Built from x's runtime shape, so a dynamic shape
-      stays dynamic; ones and zeros in the same dtype, so nothing downstream changes."""
+      stays dynamic; ones and zeros in the same dtype, so nothing downstream changes.  Models
+      below opset 15 are left as they are (the harness exports at 17 unless told otherwise)."""
     import onnx
     from onnx import helper
 
     done: Counter[str] = Counter()
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 15:  # the replacement's forms (Unsqueeze's axes input, CastLike) need opset 15
+        return {}
 
     def rewrite(graph: Any) -> None:
         nodes = []

@@ -248,13 +248,16 @@ def load_baseline(path: Path) -> dict[str, Any]:
                     if not str(batch).isdigit() or not isinstance(ratio, int | float) or ratio <= 0:
                         raise UsageError(f"baseline {path}: {machine} {model}/{engine}/{batch} = {ratio!r}; "
                                          "expected a positive speedup per batch size")
-        for model, engines in entry.get("between_processes", {}).items():
-            for engine, batches in engines.items():
-                for batch, pair in batches.items():
-                    if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int | float)
-                            and pair[0] >= 0 and isinstance(pair[1], int) and pair[1] > 0):
+        between = entry.get("between_processes", {})
+        for model, engines in (between.items() if isinstance(between, dict) else [("?", between)]):
+            for engine, batches in (engines.items() if isinstance(engines, dict) else [("?", engines)]):
+                for batch, pair in (batches.items() if isinstance(batches, dict) else [("?", batches)]):
+                    if not (str(batch).isdigit() and isinstance(pair, list) and len(pair) == 2
+                            and isinstance(pair[0], int | float) and 0 <= pair[0] < 10
+                            and isinstance(pair[1], int) and pair[1] > 0):
                         raise UsageError(f"baseline {path}: {machine} between_processes {model}/{engine}/{batch} = "
-                                         f"{pair!r}; expected [sd of the logs, degrees of freedom]")
+                                         f"{pair!r}; expected [sd of the logs, degrees of freedom] per batch size "
+                                         "(record it again with harness gate --update-baseline)")
     counts = data.get("instructions", {"models": {}})
     if not isinstance(counts, dict) or not isinstance(counts.get("models"), dict):
         raise UsageError(f"baseline {path}: 'instructions' has no 'models' table")
@@ -327,26 +330,29 @@ class GateReport:
             [f"no baseline for {', '.join(self.unjudged)}"] if self.unjudged else [])
         return "passed" + (f" ({'; '.join(notes)})" if notes else "")
 
-    def lines(self, path: Path | str) -> list[tuple[str, bool]]:
-        """The gate's section of the run's output, each line with whether it is a failure."""
+    def lines(self, path: Path | str, record: str = "", allow_flag: str = "--harness-gate-allow-missing"
+              ) -> list[tuple[str, bool]]:
+        """The gate's section of the run's output, each line with whether it is a failure.
+        `record`: the command that records the baseline (default: the pytest one, with the model
+        where one is named); `allow_flag`: the option that lets missing rows pass."""
+        def how(model: str = "") -> str:
+            return record or (f"pytest benchmarks/ --benchmark-only{f' --harness-model {model}' if model else ''} "
+                              f"--harness-update-baseline {path}")
+
         out = [(f"machine class: {self.machine}", False)]
         if self.other_estimator:
             out.append(((f"NOT COMPARED: this machine class's speedups in {path} were measured as {self.other_estimator}"
-                        f"; this run measures {ESTIMATOR}. Record them again on this machine type with: "
-                        f"pytest benchmarks/ --benchmark-only --harness-update-baseline {path}"), False))
+                        f"; this run measures {ESTIMATOR}. Record them again on this machine type with: {how()}"), False))
         elif self.no_baseline:
             out.append(((f"NO BASELINE for this machine class in {path}, so no speedup was judged (recorded classes: "
-                        f"{'; '.join(self.known) or 'none'}). Record one on this machine type with: "
-                        f"pytest benchmarks/ --benchmark-only --harness-update-baseline {path}"), False))
+                        f"{'; '.join(self.known) or 'none'}). Record one on this machine type with: {how()}"), False))
         elif self.unjudged:
             out += [((f"NO BASELINE for {model} on this machine class in {path}: not judged. Record it with: "
-                     f"pytest benchmarks/ --benchmark-only --harness-model {model} --harness-update-baseline {path}"),
-                     False) for model in self.unjudged]
+                     f"{how(model)}"), False) for model in self.unjudged]
         out += [(f"{'' if self.allow_missing else 'FAILED: '}{p}", not self.allow_missing) for p in self.problems]
         out += [(str(r), r.regressed or (r.measured is None and not self.allow_missing)) for r in self.results]
         if self.missing and not self.allow_missing:
-            out.append(((f"{len(self.missing)} baseline row(s) not measured: the gate fails unless "
-                        "--harness-gate-allow-missing"), True))
+            out.append(((f"{len(self.missing)} baseline row(s) not measured: the gate fails unless {allow_flag}"), True))
         return out
 
 
@@ -439,7 +445,11 @@ def update_baseline(
                     sd, df = spread[(m, engine, batch)]
                     between.setdefault(model, {}).setdefault(engine, {})[str(batch)] = [round(sd, 5), df]
         entry.setdefault("recorded", {})[model] = dict(recorded)
-    if not any(between.values()):
+    for model in list(between):  # nothing empty left behind by a row recorded again
+        between[model] = {engine: batches for engine, batches in between[model].items() if batches}
+        if not between[model]:
+            del between[model]
+    if not between:
         del entry["between_processes"]
     if count_class is not None and any(r.instructions is not None for r in rows):
         update_counts(data, rows, count_class)

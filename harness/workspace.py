@@ -360,7 +360,7 @@ class Workspace:
 
     def ort_runner(self, request: ModelRequest, threads: int = 0) -> OrtRunner:
         model = self.onnx(request)
-        return OrtRunner(model.path, model.spec, "fp32", self.providers, threads)
+        return OrtRunner(model.path, model.spec, "fp32", self.providers, threads or self.threads)
 
     def runner(self, request: ModelRequest, backend: str) -> Runner:
         if backend == "tensorflow":

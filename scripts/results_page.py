@@ -73,6 +73,8 @@ def speedup_svg(data: dict[str, Any], model: str) -> str:
     whisker and TensorFlow's 1.0 as a dashed line; each engine in the colour it has in every
     report (harness.report.engine_colour).  Plain SVG, so the page needs no plotting library
     and the file is the same bytes for the same JSON (--check can compare it)."""
+    from html import escape
+
     from harness.report import engine_colour
 
     rows = sorted((r for r in _rows(data) if r["model"] == model and r["engine"] != "tensorflow-fp32"
@@ -90,7 +92,7 @@ def speedup_svg(data: dict[str, Any], model: str) -> str:
             s = r["speedup_vs_tensorflow"]
             low, high = r.get("speedup_interval") or (s, s)
             mid = y + bar / 2
-            body += [f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{r["engine"]}</text>',
+            body += [f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{escape(r["engine"])}</text>',
                      f'<rect x="{left}" y="{y}" width="{s * scale:.1f}" height="{bar}" fill="{engine_colour(r["engine"])}"/>',
                      (f'<line x1="{left + low * scale:.1f}" y1="{mid}" x2="{left + high * scale:.1f}" y2="{mid}" '
                       'stroke="black"/>'),
@@ -100,7 +102,7 @@ def speedup_svg(data: dict[str, Any], model: str) -> str:
     one = left + scale
     head = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 70}" height="{y + 4}" '
              'font-family="sans-serif" font-size="11">'),
-            f'<text x="4" y="14">{model}: speedup over TensorFlow (bars), 95% interval (whiskers)</text>',
+            f'<text x="4" y="14">{escape(model)}: speedup over TensorFlow (bars), 95% interval (whiskers)</text>',
             f'<line x1="{one:.1f}" y1="20" x2="{one:.1f}" y2="{y}" stroke="#555" stroke-dasharray="4 3"/>',
             f'<text x="{one + 3:.1f}" y="{y}" fill="#555">TensorFlow (1x)</text>']
     return "\n".join([*head, *body, "</svg>"]) + "\n"

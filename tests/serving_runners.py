@@ -54,6 +54,19 @@ def seq_double(delay: float = 0.02) -> Runner:
     return SlowDouble(delay, SEQ_SPEC)
 
 
+class KeptRows(SlowDouble):
+    """2x of the rows whose first element is positive, from the whole batch (as NMS keeps
+    boxes): an output whose rows are not per sample."""
+
+    def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = feed["x"]
+        return {"y": x[x[:, 0] > 0] * np.float32(2)}
+
+
+def kept_rows() -> Runner:
+    return KeptRows(0.0)
+
+
 class NapDouble(SlowDouble):
     """y = 2x after sleeping x[0, 0] seconds: a request chooses how long the engine takes."""
 

@@ -107,7 +107,14 @@ def test_benchmark_suite_writes_comparable_rows(tmp_path: Path) -> None:
     for engine_ms, served_ms, _, _ in printed:  # both measured, in milliseconds, on a 1 kB request
         assert 0 < float(engine_ms) < 1000 and 0 < float(served_ms) < 1000
     # the null engine's row, and its line printing pytest-benchmark's own median of the requests
-    (null,) = [b for b in data["benchmarks"] if b["extra_info"].get("served_engine") == "null"]
+    (null,) = [b for b in data["benchmarks"] if b["extra_info"].get("served_engine") == "null"
+               and "slowloris" not in b["extra_info"]]
+    # one client beside 200 slowloris connections, against itself without them: both measured, printed
+    (loris,) = [b["extra_info"] for b in data["benchmarks"] if "slowloris" in b["extra_info"]]
+    line = re.search(r"beside 200 slowloris connections .*: one client's p50 (\d+\.\d\d) ms beside them, "
+                     r"(\d+\.\d\d) ms without", result.stdout)
+    assert line and float(line.group(1)) == pytest.approx(loris["serving_p50_ms"], abs=0.006)
+    assert float(line.group(2)) == pytest.approx(loris["serving_p50_alone_ms"], abs=0.006) and loris["slowloris"] == 200
     line = re.search(r"digits served by a null engine \(engine taken out; batch 1, [\d.]+ kB binary request, "
                      r"client included\): p50 (\d+\.\d\d) ms", result.stdout)
     assert line and float(line.group(1)) == pytest.approx(null["stats"]["median"] * 1e3, abs=0.006)

@@ -31,7 +31,7 @@ def test_the_lean_export_path_succeeds_and_leaves_tf2onnx_as_it_was(tmp_path: Pa
     assert [i.name for i in model.graph.input] == frozen.spec.input_names and len(model.graph.node) > 5
 
 
-def _eyelike_model(path: Path, k: int, dtype: int | None, cols: int | str = "M") -> Path:
+def _eyelike_model(path: Path, k: int, dtype: int | None, cols: int | str = "M", opset: int = 17) -> Path:
     """x (N, M) float -> y = x + EyeLike(x, k) (cast back to float where `dtype` is another type)."""
     import onnx
     from onnx import helper
@@ -43,8 +43,21 @@ def _eyelike_model(path: Path, k: int, dtype: int | None, cols: int | str = "M")
     nodes.append(helper.make_node("Add", ["x", nodes[-1].output[0]], ["y"]))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", cols])],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", cols])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
     return path
+
+
+def test_eyelike_below_opset_15_is_left_as_it_is(tmp_path: Path) -> None:
+    """The replacement needs opset 15 (CastLike, Unsqueeze's axes input): an older export keeps
+    its EyeLike and stays valid, rather than every backend losing the model."""
+    import onnx
+
+    from harness.rewrite import rewrite_onnx_for_tensorrt
+
+    model = onnx.load(str(_eyelike_model(tmp_path / "eye13.onnx", 1, None, opset=13)))
+    assert rewrite_onnx_for_tensorrt(model) == {}
+    assert model.graph.node[0].op_type == "EyeLike"
+    onnx.checker.check_model(model, full_check=True)
 
 
 @pytest.mark.parametrize(("k", "dtype"), [(0, None), (2, 6), (-1, 1)])  # dtype: none (x's), int32, float

@@ -48,12 +48,13 @@ def test_the_combined_interval_covers_the_true_speedup_about_as_often_as_it_says
         assert width < 0.75 * (np.median([s.high / s.low for s in alone]) - 1)
 
 
-def test_a_known_slowdown_is_recovered_from_noisy_processes() -> None:
-    rng = np.random.default_rng(5)
-    slowed = [across_processes(_processes(rng, 16.0, 5))[KEY].point for _ in range(200)]
-    assert np.median(slowed) == pytest.approx(16.0, rel=0.01)  # the geometric mean, not one process's figure
-    one = across_processes(_processes(rng, 16.0, 1))[KEY]
-    assert (one.low, one.high) == (one.point * 0.98, one.point * 1.02)  # one process keeps its own interval
+def test_the_point_is_the_geometric_mean_and_one_process_keeps_its_own_interval() -> None:
+    runs = [{KEY: Speedup(p, p * 0.98, p * 1.02)} for p in (10.0, 40.0, 20.0)]
+    assert across_processes(runs)[KEY].point == pytest.approx(20.0)  # not the mean (23.3) nor the first (10)
+    one = across_processes(runs[:1])[KEY]
+    assert (one.low, one.high) == (9.8, 10.2)  # nothing to say about the spread between processes
+    known = across_processes(runs[:1], {KEY: (0.05, 9)})[KEY]  # unless the baseline recorded it
+    assert known.low < 9.0 and known.high > 11.0
 
 
 def _run(path: Path, speedups: dict[tuple[str, int], float], cls: str = "CPU A, 2 cores; no GPU") -> Path:
@@ -84,7 +85,9 @@ def test_the_gate_fails_a_slowdown_every_process_shows_and_passes_the_noise(tmp_
     assert df == 4 and 0.02 < sd < 0.2  # the 8% drawn above, as 5 processes estimate it
     clean = [_run(tmp_path / f"clean{i}.json", {r: 20 * float(np.exp(rng.normal(0, 0.08))) for r in rows})
              for i in range(5)]
+    capsys.readouterr()
     assert main(["gate", *map(str, clean), "--baseline", str(baseline), "--max-slowdown", "0.15"]) == 0
+    assert "(these runs' pooled with the baseline's)" in capsys.readouterr().out
     # 20% slower at batch 8 only, in every process, under the same noise
     slowed = [_run(tmp_path / f"slow{i}.json", {r: (16 if r[1] == 8 else 20) * float(np.exp(rng.normal(0, 0.02)))
                                                 for r in rows}) for i in range(5)]
@@ -109,4 +112,36 @@ def test_the_gate_refuses_runs_of_two_classes_and_fails_runs_without_speedups(
     doc["benchmarks"][0]["extra_info"]["speedup_vs_tensorflow"] = None
     none.write_text(json.dumps(doc))
     assert main(["gate", str(none), "--baseline", str(baseline)]) == 1
-    assert "FAILED: no benchmark rows were measured in this run" in capsys.readouterr().out
+    assert "FAILED: m: no speedup measured, so none could be judged (no process measured its speedup)" in capsys.readouterr().out
+
+
+def test_rows_some_processes_missed_fail_unless_allowed_and_a_rerecorded_row_drops_its_spread(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = {("onnxruntime-fp32", 1): 20.0, ("onnxruntime-fp32", 8): 40.0}
+    runs = [_run(tmp_path / f"r{i}.json", {k: v * (1 + 0.01 * i) for k, v in rows.items()}) for i in range(3)]
+    baseline = tmp_path / "baseline.json"
+    assert main(["gate", *map(str, runs), "--baseline", str(baseline), "--update-baseline"]) == 0
+    short = _run(tmp_path / "short.json", {("onnxruntime-fp32", 1): 20.0})  # batch 8 not measured here
+    capsys.readouterr()
+    assert main(["gate", str(runs[0]), str(runs[1]), str(short), "--baseline", str(baseline)]) == 1
+    assert "FAILED: m onnxruntime-fp32 batch 8: measured in 2 of 3 processes" in capsys.readouterr().out
+    assert main(["gate", str(runs[0]), str(runs[1]), str(short), "--baseline", str(baseline), "--allow-missing"]) == 0
+    # batch 1 recorded again from one process: its spread is gone (one process measures none), batch 8's kept
+    from harness.machine import machine_class
+    from harness.timing import load_baseline, spread_for, update_baseline
+
+    update_baseline(baseline, {("m", "onnxruntime-fp32", 1): Speedup.exact(21.0)}, machine_class(),
+                    {}, class_name="CPU A, 2 cores; no GPU")
+    assert set(spread_for(load_baseline(baseline), "CPU A, 2 cores; no GPU")) == {("m", "onnxruntime-fp32", 8)}
+
+
+@pytest.mark.parametrize("bad", [[0.05], [float("inf"), 4], [0.05, 0], "0.05"])
+def test_a_broken_spread_in_the_baseline_is_a_usage_error(tmp_path: Path, bad: Any) -> None:
+    from harness.errors import UsageError
+    from harness.timing import load_baseline
+
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"format": 2, "machines": {"c": {"models": {}, "between_processes": {
+        "m": {"onnxruntime-fp32": {"8": bad}}}}}}))
+    with pytest.raises(UsageError, match=r"between_processes m/onnxruntime-fp32/8 = .*expected \[sd of the logs"):
+        load_baseline(path)

@@ -380,6 +380,27 @@ def test_requests_of_different_lengths_are_batched_apart() -> None:
         assert sorted(s.metrics.batches) == [8, 8], s.metrics.batches
 
 
+def test_an_output_without_a_row_per_sample_is_never_split_among_requests() -> None:
+    """A data-dependent output (NMS's kept boxes) has no row per sample: alone, a request gets it
+    whole; batched with others (every request queued and held, so the batch is certain), each
+    gets a 500 saying why and what to do, never another request's rows."""
+    from tests.serving_runners import SPEC
+
+    recipe = RunnerRecipe("tests.serving_runners:kept_rows", {})
+    x = np.array([[1, 2, 3, 4], [-1, 0, 0, 0]], np.float32)
+    with InferenceServer(recipe, SPEC, "kept", "test") as s:
+        status, y = _post_x(s.url, "kept", x)
+        assert status == 200
+        np.testing.assert_array_equal(y, 2 * x[:1])
+    body = json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": x.ravel().tolist()}]})
+    with InferenceServer(recipe, SPEC, "kept", "test", max_batch=4, max_delay_ms=60_000.0, request_timeout=120,
+                         hold_lone_requests=True) as s:
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: call(s.url, "POST", "/v2/models/kept/infer", body.encode()), [0, 1]))
+        assert [status for status, _, _ in answers] == [500, 500]
+        assert all(b"no row per sample" in raw and b"--dynamic-batch 1" in raw for _, _, raw in answers), answers
+
+
 def test_the_worker_reuses_its_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Requests travel through the same segments every time (a fresh one per request cost ~1 ms
     of a 1 MB request); an answer bigger than the output segment still arrives whole, and the

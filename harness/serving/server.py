@@ -426,7 +426,19 @@ class InferenceServer:
         except Exception as e:  # noqa: BLE001 - a bug of ours: answered, and the batcher lives on
             self._fail(batch, 500, f"internal error: {type(e).__name__}: {e}")
             return
-        self.metrics.batch(sum(p.request.batch for p in batch))
+        total = sum(p.request.batch for p in batch)
+        self.metrics.batch(total)
+        ragged = [k for k, v in outputs.items() if v.shape[:1] != (total,)]
+        if ragged and len(batch) > 1:
+            # an output whose rows are not per sample (NMS's selected boxes) cannot be split among
+            # the requests that shared the batch: never guessed at
+            self._fail(batch, 500, f"output(s) {ragged} have no row per sample (data-dependent shapes), so requests "
+                                   "cannot share an engine batch; serve this model with --dynamic-batch 1")
+            return
+        if ragged:
+            batch[0].outputs = outputs
+            batch[0].done.set()
+            return
         start = 0
         for p in batch:
             n = p.request.batch

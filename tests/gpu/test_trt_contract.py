@@ -98,9 +98,16 @@ def test_a_data_dependent_output_comes_back_with_its_real_shape(contract: Any) -
         assert sizes == [2 * 16, 6 * 16, 6 * 16, 8 * 16, 8 * 16]  # upper bounds: grown, never shrunk
         none = -np.abs(_x(4)) - 0.1
         assert runner.infer_checked({"x": none})["y"].shape == (0, WIDTH)
-        x = _x(21, seed=9)  # chunked: each chunk's kept rows, in order
+        x = _x(8, seed=9)  # up to the plan's batch: one call
         np.testing.assert_array_equal(runner.infer_batched({"x": x})["y"], 2 * x[x[:, 0] > 0] + 1)
-    assert runner._s.output_allocator is None
+        # beyond it: chunks' rows are not per sample (NMS's indices carry their chunk's batch index)
+        with pytest.raises(InputError, match=r"output\(s\) \['y'\] have shapes that depend on the data, so a batch "
+                                             r"of 21 cannot be run in chunks of the plan's 8"):
+            runner.infer_batched({"x": _x(21)})
+        # a call on which TensorRT tells no shape is an error, not the last call's shape
+        runner._s.context.skip_notify = True
+        with pytest.raises(HarnessError, match="ran without telling the shape of data-dependent output 'y'"):
+            runner.infer_checked({"x": np.abs(_x(3)) + 0.1})
     if fake:
         assert fake.live == live_before  # the allocator's memory and the grown host buffers too
 

@@ -10,6 +10,7 @@ of it), so a benchmark can show compute time beside end-to-end time."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,14 +68,15 @@ def _output_allocator(trt: Any) -> Any:
                                     stream: Any) -> int | None:
             buffer = self.buffers.get(tensor_name)
             if buffer is None or buffer.nbytes < size:
-                try:
+                try:  # TensorRT's callback must not raise: None is how it fails
                     grown = DeviceBuffer(max(int(size), 1))  # 0 bytes (nothing detected) would be a null pointer
-                except HarnessError as e:  # TensorRT's callback must not raise: None is how it fails
+                    self.buffers[tensor_name] = grown
+                    if buffer is not None:
+                        buffer.free()
+                except Exception as e:  # noqa: BLE001 - said through `failure` once execute_async_v3 fails
                     self.failure = f"output {tensor_name!r}: no device memory for {size} bytes ({e})"
                     return None
-                if buffer is not None:
-                    buffer.free()
-                self.buffers[tensor_name] = buffer = grown
+                buffer = grown
             return buffer.ptr
 
         def reallocate_output(self, tensor_name: str, memory: Any, size: int, alignment: int) -> int | None:
@@ -300,6 +302,18 @@ class TrtRunner(Runner):
         raise InputError(f"input {b.name!r}: {array.dtype} values cannot be fed to the plan's {b.dtype} input; "
                          f"convert them to {b.dtype} first")
 
+    def infer_batched(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """As `Runner.infer_batched`, but a feed larger than the plan's batch is refused when an
+        output's shape depends on the data: its rows are not per sample (NMS's selected indices
+        carry their chunk's batch index), so chunks' outputs cannot be joined."""
+        ragged = [b.name for b in self._s.bindings if b.data_dependent]
+        total = len(next(iter(feed.values()))) if feed else 0
+        if ragged and total > self.max_batch:
+            raise InputError(f"{self.plan}: output(s) {ragged} have shapes that depend on the data, so a batch of "
+                             f"{total} cannot be run in chunks of the plan's {self.max_batch} and joined; build the "
+                             f"plan with --max-batch {total} or more")
+        return super().infer_batched(feed)
+
     def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s = self._s
         assert s.stream is not None and s.context is not None
@@ -347,11 +361,14 @@ class TrtRunner(Runner):
                                    f"{b.name!r}" + (f" ({allocator.failure})" if allocator.failure else ""))
             nbytes = int(np.prod(shape)) * b.dtype.itemsize
             if nbytes > b.host.nbytes:
-                host = PinnedBuffer(nbytes)
+                # as large as the device side (TensorRT's upper bound), so one more detection next
+                # call is no cudaMallocHost, which synchronizes, inside a timed call
+                host = PinnedBuffer(max(nbytes, allocator.buffers[b.name].nbytes))
                 s.allocations.append(host)
-                s.allocations.remove(b.host)
-                b.host.free()
-                s.bindings[i] = b = _Binding(b.name, False, b.dtype, b.max_shape, host, None)
+                old, s.bindings[i] = b.host, _Binding(b.name, False, b.dtype, b.max_shape, host, None)
+                b = s.bindings[i]
+                s.allocations.remove(old)
+                old.free()
             out_shapes[b.name] = shape
             s.stream.copy_to_host(b.host, allocator.buffers[b.name], nbytes)
 
@@ -380,6 +397,9 @@ class TrtRunner(Runner):
             if b.is_input and b.device is not None:  # (an input always has its buffer)
                 s.stream.copy_to_device(b.device, b.host, arrays[b.name].nbytes)  # in the plan's dtype
         before.record(s.stream, captured)
+        if s.output_allocator is not None:  # what TensorRT tells this call, not what it told the last
+            s.output_allocator.shapes.clear()
+            s.output_allocator.failure = ""
         if not s.context.execute_async_v3(s.stream.ptr):
             failure = s.output_allocator.failure if s.output_allocator is not None else ""
             raise HarnessError(f"{self.plan}: execute_async_v3 failed" + (f": {failure}" if failure else ""))
