@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -135,3 +136,25 @@ def test_options_are_validated_when_parsed(pytester: pytest.Pytester) -> None:
 def test_help_states_defaults(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess("--help")
     result.stdout.fnmatch_lines(["*--harness-model*", "*(default: inception_v3)*", "*--harness-artifacts*"])
+
+
+def test_one_core_pins_the_process_and_gives_one_thread_everywhere(pytester: pytest.Pytester) -> None:
+    """--harness-one-core (the wall-time gate's setting): this process on one CPU, TensorFlow told
+    one thread before it starts, the CPU engines one thread; refused beside xdist, whose workers
+    would all share the one CPU. In a subprocess: pinning this test process would pin the suite."""
+    pytester.makepyfile(test_x="""
+import os
+
+def test_pinned(harness_workspace):
+    assert len(os.sched_getaffinity(0)) == 1
+    assert os.environ["TF_NUM_INTRAOP_THREADS"] == os.environ["TF_NUM_INTEROP_THREADS"] == "1"
+    assert harness_workspace.threads == 1
+""")
+    result = pytester.runpytest_subprocess("--harness-one-core", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    if len(os.sched_getaffinity(0)) > 1:  # without it: nothing pinned, the test above fails
+        pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(failed=1)
+    pytest.importorskip("xdist", reason="pytest-xdist not importable")
+    result = pytester.runpytest_subprocess("--harness-one-core", "-n", "2", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--harness-one-core pins the process to one CPU*run it without -n*"])
