@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--max-slowdown", type=float, default=0.15,
                       help="a row fails when its whole interval is below the baseline times (1 - this) (default: 0.15)")
     gate.add_argument("--allow-missing", action="store_true",
-                      help="a baseline row no run measured is reported, not failed")
+                      help="a baseline row no run measured, or one some runs missed, is reported, not failed")
     gate.add_argument("--update-baseline", action="store_true",
                       help="write the runs' combined speedups into the baseline for their machine class instead")
 

@@ -1,6 +1,7 @@
 """docs/reference.md, generated from the code: every CLI and pytest option from the one option
-table (harness/options.py), every fixture from its docstring (harness/pytest_plugin.py), and
-the benchmark JSON's extra_info keys (harness.suite.EXTRA_INFO).
+table (harness/options.py), each `harness` command's own help (harness/cli.py), every fixture
+from its docstring (harness/pytest_plugin.py), and the benchmark JSON's extra_info keys
+(harness.suite.EXTRA_INFO).
 
     python scripts/reference_page.py           # write it
     python scripts/reference_page.py --check   # exit 1 if it is stale (CI)"""
@@ -25,6 +26,25 @@ def fixtures() -> list[tuple[str, str]]:
     return found
 
 
+def commands() -> list[tuple[str, str]]:
+    """(name, --help text) of every `harness` command, from the CLI's own parser."""
+    import contextlib
+    import io
+    import os
+
+    from harness.cli import COMMANDS, build_parser
+
+    os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal: the same page on any
+    parser = build_parser()
+    found = []
+    for name in COMMANDS:
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
+            parser.parse_args([name, "--help"])
+        found.append((name, text.getvalue()))
+    return found
+
+
 def page() -> str:
     sys.path.insert(0, str(ROOT))
     from harness.options import PYTEST, option_table
@@ -39,7 +59,11 @@ def page() -> str:
         help_text = option.at(PYTEST if PYTEST in option.where else option.where[0]).kwargs()["help"].replace("%%", "%")
         out.append(f"| `{option.name}` | {places} | {help_text.replace('|', '/')} |")
     out += ["", ("Besides the table: `--harness-model NAME|PATH[,...]` (default inception_v3) and "
-            "`--harness-shard K/N`."), "", "## Fixtures", "", "| fixture | what it gives |", "|---|---|"]
+            "`--harness-shard K/N`."), "", "## Commands", "",
+            "Each `harness` command's `--help`, as argparse prints it at 100 columns.", ""]
+    for name, text in commands():
+        out += [f"### `harness {name}`", "", "```text", text.rstrip(), "```", ""]
+    out += ["## Fixtures", "", "| fixture | what it gives |", "|---|---|"]
     out += [f"| `{name}` | {doc.replace('|', '/')} |" for name, doc in fixtures()]
     out += ["", "## Benchmark JSON: `extra_info` of each row", "", "| key | meaning |", "|---|---|"]
     out += [f"| `{key}` | {text} |" for key, text in EXTRA_INFO.items()]
