@@ -1,4 +1,4 @@
-"""`harness` command: info, export, build, golden, compare, debug, serve, loadtest, report.
+"""`harness` command: info, export, build, golden, compare, debug, serve, loadtest, gate, report.
 
 Exit status: 0 success (all comparisons pass), 1 a tolerance failed, 2 bad input or usage.
 A HarnessError is printed as one line, never as a traceback."""

@@ -16,6 +16,7 @@ from harness.errors import HarnessError
 if TYPE_CHECKING:
     from harness.detections import DetectionComparison, DetectionOutputs, DetectionTolerance
     from harness.floor import OutputFloor
+    from harness.segmentation import SegmentationComparison, SegmentationTolerance
 
 Statistic = Literal["max", "p99", "mean", "median"]
 STATISTICS: tuple[Statistic, ...] = ("max", "p99", "mean", "median")
@@ -193,6 +194,7 @@ class OutputComparison:
     within_floor: bool = False  # the failures are within the reference's own floor (FLOOR_SLACK times it)
     floor: dict[str, Any] | None = None  # the reference's floor figures, where the golden has them
     detection: DetectionComparison | None = None  # a detector's outputs judged as detections (harness.detections)
+    segmentation: SegmentationComparison | None = None  # per-pixel class scores judged as class maps
 
     @property
     def passed(self) -> bool:
@@ -216,6 +218,7 @@ class OutputComparison:
             "reference_floor": self.floor,
             **({"detections": {"outputs": list(self.detection.outputs.names), **self.detection.figures()}}
                if self.detection is not None else {}),
+            **({"segmentation": self.segmentation.figures()} if self.segmentation is not None else {}),
             **asdict(self.stats),
             "accuracy": self.accuracy,
             "reference_accuracy": self.reference_accuracy,
@@ -251,8 +254,12 @@ class OutputComparison:
             lines[0] += f" (detections: {', '.join(self.detection.outputs.names)})"
             lines[-1] = "  judged as detections, not elementwise (the error figures above are the boxes' as arrays)"
             lines += self.detection.lines()
+        if self.segmentation is not None:
+            lines[0] += " (segmentation: judged as class maps)"
+            lines[-1] = "  judged as class maps, not elementwise (the error figures above are the scores' as arrays)"
+            lines += self.segmentation.lines()
         lines += [f"  {'failed' if not self.passed else 'outside the tolerance'}: {f}" for f in self.failures]
-        if self.failures and self.detection is None:
+        if self.failures and self.detection is None and self.segmentation is None:
             lines.append(f"  smallest atol that would have passed: {self.smallest_passing_atol:.3g}")
         if self.floor is not None:
             f = self.floor
@@ -348,16 +355,23 @@ def compare(
     classes: Collection[str] = (),
     floors: Mapping[str, OutputFloor] | None = None,
     detections: Sequence[tuple[DetectionOutputs, DetectionTolerance]] = (),
+    segmentations: Sequence[tuple[str, SegmentationTolerance]] = (),
 ) -> Comparison:
     """Compare every reference output; `tolerance` may be one for all or one per output;
     `classes` names the outputs that are class scores; `floors` the reference's own noise
-    floor per output (harness.floor), where the golden has one."""
+    floor per output (harness.floor), where the golden has one; `detections` and
+    `segmentations` the outputs judged as detections and as class maps instead."""
     missing = [k for k in reference if k not in actual]
     if missing:
         raise HarnessError(f"outputs {missing} missing from {backend or 'the engine'}'s results ({sorted(actual)})")
     results = []
     grouped = {n: (which, tol) for which, tol in detections for n in which.names}
+    maps = dict(segmentations)
     for name, ref in reference.items():
+        if name in maps:
+            results.append(_segmentation_result(name, np.asarray(actual[name]), np.asarray(ref), maps[name],
+                                                backend, precision))
+            continue
         if name in grouped:
             which, det_tol = grouped[name]
             if name == which.boxes:
@@ -367,6 +381,15 @@ def compare(
         results.append(compare_output(name, np.asarray(actual[name]), np.asarray(ref), tol, backend, precision, labels,
                                       name in classes, (floors or {}).get(name)))
     return Comparison(tuple(results))
+
+
+def _segmentation_result(name: str, actual: np.ndarray, reference: np.ndarray, tolerance: SegmentationTolerance,
+                         backend: str, precision: str) -> OutputComparison:
+    from harness.segmentation import compare_segmentation
+
+    judged = compare_segmentation(name, actual, reference, tolerance)
+    return OutputComparison(name, error_stats(actual, reference), Tolerance(atol=INF), 0.0, judged.failures, backend,
+                            precision, segmentation=judged)
 
 
 def _detection_result(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], which: DetectionOutputs,

@@ -70,15 +70,16 @@ class Golden:
         precision; its class-score outputs are added to the model's own).  The comparison
         carries warnings when the golden could not tell a broken engine from a good one."""
         all_classes = set(self.classes) | set(classes)
-        detections = []
+        detections, segmentations = [], []
         if isinstance(tolerance, TolerancePolicy):
             all_classes |= tolerance.classes(self.model)
             detections = tolerance.detections(self.model, runner.precision)
+            segmentations = tolerance.segmentations(self.model, runner.precision)
             tolerance = tolerance.for_outputs(runner.precision, self.model, list(self.outputs))
         per_output = tolerance if not isinstance(tolerance, Tolerance) else {o: tolerance for o in self.outputs}
         comparison = compare(
             runner.infer_batched(self.inputs), self.outputs, per_output, runner.backend, runner.precision,
-            self.labels, all_classes, self.floors, detections,
+            self.labels, all_classes, self.floors, detections, segmentations,
         )
         found = golden_warnings(self.outputs, all_classes, {runner.precision: per_output})
         found += unstable_warnings(self.floors or {}, self.outputs, {runner.precision: per_output}, all_classes)

@@ -251,7 +251,7 @@ def option_table() -> tuple[Option, ...]:
                DEFAULT_MAX_SLOWDOWN,
                "F"),
         Option("count-instructions", "also count each benchmark row's instructions per call under Valgrind's "
-               "callgrind (single-threaded; the mean of the middle 5 of 9 calls; needs valgrind and a C compiler); with "
+               "callgrind (single-threaded; the mean of the middle 3 of 9 calls; needs valgrind and a C compiler); with "
                "--harness-gate, the gate judges the counts too", (PYTEST,), None, False, action="store_true",
                default_text="off"),
         Option("one-core", "pin this process to one CPU and run TensorFlow and every CPU engine on one thread: "

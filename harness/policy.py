@@ -13,6 +13,10 @@ per output, from `[tool.harness]` in pyproject.toml or in code (a conftest.py):
     detections = {scores = "scores", classes = "classes", valid = "valid"}
     [tool.harness.model.ssd.output.boxes.detection_tolerance.int8]
     min_matched = 0.9                                    # harness.detections.DetectionTolerance's fields
+    [tool.harness.model.seg.output.logits]               # per-pixel class scores: judged as class maps
+    segmentation = true
+    [tool.harness.model.seg.output.logits.segmentation_tolerance.int8]
+    min_miou = 0.8                                       # harness.segmentation.SegmentationTolerance's fields
 
 The most specific setting wins field by field: output > model > all models > default.
 Top-1/top-5 agreement is computed only on outputs that are class scores: a built-in model
@@ -31,6 +35,7 @@ from harness.errors import HarnessError, UsageError
 
 if TYPE_CHECKING:
     from harness.detections import DetectionOutputs, DetectionTolerance
+    from harness.segmentation import SegmentationTolerance
 
 FIELDS = {f.name for f in fields(Tolerance)}
 Overrides = Mapping[str, Mapping[str, Any]]  # precision -> {field: value}
@@ -57,12 +62,13 @@ def _check(overrides: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]
     return checked
 
 
-def _detection_overrides(table: Mapping[str, Any], where: str) -> dict[str, dict[str, float]]:
+def _detection_overrides(table: Mapping[str, Any], where: str, kind: type | None = None) -> dict[str, dict[str, float]]:
+    """Per-precision overrides of a task's tolerance (`kind`: its dataclass; detections' by default)."""
     from dataclasses import fields as dataclass_fields
 
     from harness.detections import DetectionTolerance
 
-    allowed = {f.name for f in dataclass_fields(DetectionTolerance)}
+    allowed = {f.name for f in dataclass_fields(kind or DetectionTolerance)}
     checked: dict[str, dict[str, float]] = {}
     for precision, values in table.items():
         if precision not in DEFAULT_TOLERANCES or not isinstance(values, Mapping):
@@ -85,6 +91,17 @@ class TolerancePolicy:
     # model -> detectors' outputs (harness.detections), and their tolerance overrides per precision
     detection_outputs: Mapping[str, tuple[DetectionOutputs, ...]] = field(default_factory=dict)
     detection_overrides: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
+    # model -> outputs that are per-pixel class scores (harness.segmentation), and their overrides
+    segmentation_outputs: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    segmentation_overrides: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
+
+    def segmentations(self, model: str, precision: str) -> list[tuple[str, SegmentationTolerance]]:
+        """The model's segmentation outputs, each with its tolerance at `precision`."""
+        from harness.precision import base_precision
+        from harness.segmentation import segmentation_tolerance
+
+        return [(o, segmentation_tolerance(base_precision(precision), self.segmentation_overrides.get(
+            (model, o), {}).get(base_precision(precision)))) for o in sorted(self.segmentation_outputs.get(model, ()))]
 
     def detections(self, model: str, precision: str) -> list[tuple[DetectionOutputs, DetectionTolerance]]:
         """The model's detectors' outputs, each with its tolerance at `precision`."""
@@ -143,6 +160,8 @@ class TolerancePolicy:
         classes: dict[str, frozenset[str]] = {}
         detections: dict[str, tuple[DetectionOutputs, ...]] = {}
         detection_overrides: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+        segmentation: dict[str, frozenset[str]] = {}
+        segmentation_overrides: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
         for model, body in table.get("model", {}).items():
             from harness.models import DESCRIBES
 
@@ -153,10 +172,23 @@ class TolerancePolicy:
             models[model] = _check(body.get("tolerance", {}), f"{where}.model.{model}.tolerance")
             for output, obody in body.get("output", {}).items():
                 here = f"{where}.model.{model}.output.{output}"
-                bad = sorted(set(obody) - {"tolerance", "classes", "detections", "detection_tolerance"})
+                keys = {"tolerance", "classes", "detections", "detection_tolerance", "segmentation",
+                        "segmentation_tolerance"}
+                bad = sorted(set(obody) - keys)
                 if bad:
-                    raise UsageError(f"{here}: unknown key(s) {bad}; "
-                                     "expected 'tolerance', 'classes', 'detections' and 'detection_tolerance'")
+                    raise UsageError(f"{here}: unknown key(s) {bad}; expected {', '.join(repr(k) for k in sorted(keys))}")
+                if "segmentation" in obody:
+                    from harness.segmentation import SegmentationTolerance
+
+                    if not isinstance(obody["segmentation"], bool):
+                        raise UsageError(f"{here}.segmentation: {obody['segmentation']!r} is not true or false")
+                    if obody["segmentation"]:
+                        segmentation[model] = segmentation.get(model, frozenset()) | {output}
+                        segmentation_overrides[(model, output)] = _detection_overrides(
+                            obody.get("segmentation_tolerance", {}), f"{here}.segmentation_tolerance",
+                            SegmentationTolerance)
+                if "segmentation_tolerance" in obody and not obody.get("segmentation"):
+                    raise UsageError(f"{here}.segmentation_tolerance: only for an output declared with segmentation = true")
                 if "detections" in obody:
                     from harness.detections import DetectionOutputs
 
@@ -180,7 +212,8 @@ class TolerancePolicy:
                 outputs[(model, output)] = _check(
                     obody.get("tolerance", {}), f"{where}.model.{model}.output.{output}.tolerance"
                 )
-        return cls(dict(DEFAULT_TOLERANCES), everywhere, models, outputs, classes, detections, detection_overrides)
+        return cls(dict(DEFAULT_TOLERANCES), everywhere, models, outputs, classes, detections, detection_overrides,
+                   segmentation, segmentation_overrides)
 
     @classmethod
     def from_pyproject(cls, path: Path) -> TolerancePolicy:

@@ -162,3 +162,29 @@ def write_ssd_saved_model(directory: Path, seed: int = 0) -> Path:
     path = directory / "ssd"
     tf.saved_model.save(Detector(), str(path))
     return path
+
+
+def write_segmentation_saved_model(directory: Path, seed: int = 0, classes: int = 4) -> Path:
+    """A small fully-convolutional segmenter as a TF2 SavedModel: two 3x3 convolutions and a 1x1
+    head to per-pixel class scores.  Input image: ?x32x32x3; output logits (?, 32, 32, classes).
+    Its classes follow the image's colour and local texture, so the class map has regions, not
+    noise, and near-ties only on their borders, as a trained segmenter's."""
+    tf = import_tensorflow()
+    rng = np.random.default_rng(seed)
+
+    class Segmenter(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = tf.Variable(rng.standard_normal((3, 3, 3, 16)).astype(np.float32) * 0.4)
+            self.c2 = tf.Variable(rng.standard_normal((3, 3, 16, 16)).astype(np.float32) * 0.2)
+            self.head = tf.Variable(rng.standard_normal((1, 1, 16, classes)).astype(np.float32) * 0.6)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32, name="image")])
+        def __call__(self, image: Any) -> dict[str, Any]:
+            x = tf.nn.relu(tf.nn.conv2d(image, self.c1, 1, "SAME"))
+            x = tf.nn.relu(tf.nn.conv2d(x, self.c2, 1, "SAME"))
+            return {"logits": tf.nn.conv2d(x, self.head, 1, "SAME")}
+
+    path = directory / "segmenter"
+    tf.saved_model.save(Segmenter(), str(path))
+    return path
