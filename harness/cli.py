@@ -434,8 +434,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
     report = check_gate(rows, baseline, machine, args.max_slowdown, args.allow_missing)
     # A row some processes did not measure is judged on fewer than were asked for: said, and a
     # failure unless allowed (a gate must not pass on what was not measured).
-    partial = [f"{m} {e} batch {b}: measured in {sum((m, e, b) in run for run in per_run)} of {len(runs)} processes"
-               for (m, e, b) in sorted(measured) if sum((m, e, b) in run for run in per_run) < len(runs)]
+    measured_in = {key: sum(key in run for run in per_run) for key in measured}
+    partial = [f"{m} {e} batch {b}: measured in {n} of {len(runs)} processes"
+               for (m, e, b), n in sorted(measured_in.items()) if n < len(runs)]
     failed = report.failed or (bool(partial) and not args.allow_missing)
     print(f"gate ({args.baseline}, max slowdown {args.max_slowdown:.0%}): "
           f"{'FAILED' if failed and not report.failed else report.verdict}")

@@ -62,13 +62,12 @@ def _check(overrides: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]
     return checked
 
 
-def _detection_overrides(table: Mapping[str, Any], where: str, kind: type | None = None) -> dict[str, dict[str, float]]:
-    """Per-precision overrides of a task's tolerance (`kind`: its dataclass; detections' by default)."""
+def _task_overrides(table: Mapping[str, Any], where: str, kind: type) -> dict[str, dict[str, float]]:
+    """Per-precision overrides of a task's tolerance (`kind`: its dataclass, DetectionTolerance or
+    SegmentationTolerance): numbers for its fields only."""
     from dataclasses import fields as dataclass_fields
 
-    from harness.detections import DetectionTolerance
-
-    allowed = {f.name for f in dataclass_fields(kind or DetectionTolerance)}
+    allowed = {f.name for f in dataclass_fields(kind)}
     checked: dict[str, dict[str, float]] = {}
     for precision, values in table.items():
         if precision not in DEFAULT_TOLERANCES or not isinstance(values, Mapping):
@@ -184,13 +183,13 @@ class TolerancePolicy:
                         raise UsageError(f"{here}.segmentation: {obody['segmentation']!r} is not true or false")
                     if obody["segmentation"]:
                         segmentation[model] = segmentation.get(model, frozenset()) | {output}
-                        segmentation_overrides[(model, output)] = _detection_overrides(
+                        segmentation_overrides[(model, output)] = _task_overrides(
                             obody.get("segmentation_tolerance", {}), f"{here}.segmentation_tolerance",
                             SegmentationTolerance)
                 if "segmentation_tolerance" in obody and not obody.get("segmentation"):
                     raise UsageError(f"{here}.segmentation_tolerance: only for an output declared with segmentation = true")
                 if "detections" in obody:
-                    from harness.detections import DetectionOutputs
+                    from harness.detections import DetectionOutputs, DetectionTolerance
 
                     if not isinstance(obody["detections"], Mapping):
                         raise UsageError(f"{here}.detections: a table naming the scores, classes and valid outputs")
@@ -199,8 +198,8 @@ class TolerancePolicy:
                     except HarnessError as e:
                         raise UsageError(str(e)) from e
                     detections[model] = (*detections.get(model, ()), group)
-                    detection_overrides[(model, output)] = _detection_overrides(
-                        obody.get("detection_tolerance", {}), f"{here}.detection_tolerance")
+                    detection_overrides[(model, output)] = _task_overrides(
+                        obody.get("detection_tolerance", {}), f"{here}.detection_tolerance", DetectionTolerance)
                 elif "detection_tolerance" in obody:
                     raise UsageError(f"{here}.detection_tolerance: only for an output declared with detections = {{...}}")
                 if "classes" in obody:

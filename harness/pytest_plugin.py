@@ -389,8 +389,9 @@ def pytest_configure(config: pytest.Config) -> None:
         index = xdist_worker_index(config)  # xdist's public workerinput, not the environment
         mine = [devices[index % len(devices)]] if index is not None else devices
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, mine))
+    xdist = config.getoption("dist", "no") != "no" or hasattr(config, "workerinput")
     if config.getoption("harness_one_core", False):
-        if config.getoption("dist", "no") != "no" or hasattr(config, "workerinput"):
+        if xdist:
             raise pytest.UsageError("--harness-one-core pins the process to one CPU: every xdist worker would share "
                                     "it; run it without -n")
         _one_core()
@@ -400,7 +401,6 @@ def pytest_configure(config: pytest.Config) -> None:
         # The main job leaves its pytest-benchmark JSON beside its report without being asked.
         Path(report).mkdir(parents=True, exist_ok=True)
         config.option.benchmark_json = Path(report) / "benchmark.json"
-    xdist = config.getoption("dist", "no") != "no" or hasattr(config, "workerinput")
     if xdist and config.getoption("benchmark_only", False):
         # pytest-benchmark refuses --benchmark-only under xdist (it turns itself off there);
         # the workers get it as the harness's own flag and time one benchmark at a time per

@@ -211,10 +211,6 @@ def engine_colour(engine: str) -> str:
     return PALETTE[index]
 
 
-def _colour(engine: str) -> Any:
-    return engine_colour(engine)
-
-
 def _legend(ax: Any, **kwargs: Any) -> None:
     """Beside the plot, never over its data."""
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
@@ -226,7 +222,7 @@ def plot_latency(rows: Sequence[BenchRow], model: str, path: Path) -> Path:
     for engine in _engines(rows):
         mine = sorted((r for r in rows if r.engine == engine), key=lambda r: r.batch)
         batches = [r.batch for r in mine]
-        color = _colour(engine)
+        color = engine_colour(engine)
         ax.plot(batches, [r.p50_ms for r in mine], "o-", color=color, label=f"{engine} p50")
         ax.plot(batches, [r.p99_ms for r in mine], "v--", color=color, alpha=0.6, label=f"{engine} p99")
         ax.fill_between(batches, [r.p50_ms for r in mine], [r.p90_ms for r in mine], color=color, alpha=0.15)
@@ -248,7 +244,7 @@ def _grouped_bars(ax: Any, rows: Sequence[BenchRow], engines: list[str], value: 
         by_batch = {r.batch: r for r in rows if r.engine == engine}
         xs = [b + (i - (len(engines) - 1) / 2) * width for b in range(len(batches))]
         heights = [value(by_batch[b]) if b in by_batch and value(by_batch[b]) is not None else 0 for b in batches]
-        ax.bar(xs, heights, width, label=engine, color=_colour(engine))
+        ax.bar(xs, heights, width, label=engine, color=engine_colour(engine))
         for x, b in zip(xs, batches, strict=True):
             positions[(engine, b)] = x
     ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])

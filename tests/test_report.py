@@ -214,10 +214,9 @@ def test_each_engine_has_one_colour_in_every_plot() -> None:
     list of engines.  Now from the engine's place among all the harness knows."""
     from harness.backends.names import ENGINE_BACKENDS
     from harness.precision import ALL_PRECISIONS
-    from harness.report import _colour
+    from harness.report import engine_colour
 
-    pytest.importorskip("matplotlib", reason="matplotlib not importable (pip install -e '.[report]')")
     engines = ["tensorflow-fp32"] + [f"{b}-{p}" for b in ENGINE_BACKENDS for p in ALL_PRECISIONS]
-    colours = [_colour(e) for e in engines]
+    colours = [engine_colour(e) for e in engines]
     assert len(set(colours)) == len(engines)  # every engine its own
-    assert colours == [_colour(e) for e in reversed(engines)][::-1]  # whatever else a plot shows
+    assert colours == [engine_colour(e) for e in reversed(engines)][::-1]  # whatever else a plot shows
