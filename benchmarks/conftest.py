@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from harness.pytest_plugin import SECTIONS
+
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "batch" in metafunc.fixturenames:
@@ -46,8 +48,9 @@ def _sections() -> list[tuple[str, list[str]]]:
         sections.append(("harness: serving load test (closed loop on loopback)",
                          [line for table in SERVING for line in table.splitlines()]))
     if ZOO:
-        sections.append(("harness: model zoo (ONNX Runtime over TensorFlow, batch 8, 95% interval)",
-                         [f"{family:<12} {engine:<18} {speedup}" for family, engine, speedup in ZOO]))
+        sections.append((("harness: model zoo (ONNX Runtime over TensorFlow, batch 8 unless noted, 95% interval; "
+                          "detectors' NMS inside each side's graph, timed)"),
+                         [f"{family:<18} {engine:<18} {speedup}" for family, engine, speedup in ZOO]))
     if OVERHEAD:
         lines = [f"{backend}: {o.by_added[0]:.4f}x [{o.by_added[1]:.4f}, {o.by_added[2]:.4f}] "
                   f"(adds {o.added * 1e6:.1f} us [{o.added_low * 1e6:.1f}, {o.added_high * 1e6:.1f}] "
@@ -72,6 +75,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     merged: dict[str, list[str]] = {}
     for title, lines in [*_sections(), *WORKER_SECTIONS]:
         merged.setdefault(title, []).extend(lines)
+    terminalreporter.config.stash[SECTIONS] = list(merged.items())  # the report has them too
     for title, lines in merged.items():
         terminalreporter.section(title)
         if title == OVERHEAD_TITLE:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from harness.backends.base import SHAPE, per_sample_shapes, sample_index, sample_output
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -368,6 +369,8 @@ def compare(
     grouped = {n: (which, tol) for which, tol in detections for n in which.names}
     maps = dict(segmentations)
     for name, ref in reference.items():
+        if name.endswith(SHAPE):  # an output's shapes per sample: judged with the output
+            continue
         if name in maps:
             results.append(_segmentation_result(name, np.asarray(actual[name]), np.asarray(ref), maps[name],
                                                 backend, precision))
@@ -378,9 +381,51 @@ def compare(
                 results.append(_detection_result(actual, reference, which, det_tol, backend, precision))
             continue
         tol = tolerance if isinstance(tolerance, Tolerance) else tolerance[name]
+        if name + SHAPE in reference or name + SHAPE in actual:
+            results.append(_by_sample_result(name, actual, reference, tol, backend, precision))
+            continue
         results.append(compare_output(name, np.asarray(actual[name]), np.asarray(ref), tol, backend, precision, labels,
                                       name in classes, (floors or {}).get(name)))
     return Comparison(tuple(results))
+
+
+def _by_sample_result(name: str, actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                      tolerance: Tolerance, backend: str, precision: str) -> OutputComparison:
+    """An output whose shape depends on the data (harness.backends.base.join_samples), judged
+    sample by sample: each sample's shape must be the reference's (elementwise figures mean
+    nothing otherwise), then its values within `tolerance`."""
+    shapes_a, shapes_r = per_sample_shapes(actual, name), per_sample_shapes(reference, name)
+    if len(shapes_a) != len(shapes_r):
+        raise HarnessError(f"output {name!r}: {len(shapes_a)} samples vs the reference's {len(shapes_r)}")
+    if shapes_a == shapes_r:
+        return compare_output(name, *padded_alike(actual, reference, name), tolerance, backend, precision)
+    differ = [(i, sa, sr) for i, (sa, sr) in enumerate(zip(shapes_a, shapes_r)) if sa != sr]
+    failure = (f"{len(differ)} of {len(shapes_r)} samples have another shape than the reference's (its size depends "
+               "on the data): " + "; ".join(f"sample {i}: {sa} vs {sr}" for i, sa, sr in differ[:4])
+               + ("" if len(differ) <= 4 else "; ...") + "; a detector's outputs are better judged as detections "
+               "(`detections = {...}` on its boxes output in [tool.harness])")
+    return OutputComparison(name, error_stats(*padded_alike(actual, reference, name)), tolerance, INF, (failure,),
+                            backend, precision)
+
+
+def padded_alike(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                 name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Output `name` of both sides with every sample zero-padded to the largest shape either side
+    has, so the two line up as arrays (a missing box reads as an error of the box's size)."""
+    shapes = per_sample_shapes(actual, name) + per_sample_shapes(reference, name)
+    if len({len(s) for s in shapes}) != 1:
+        raise HarnessError(f"output {name!r}: samples of different ranks {sorted(set(shapes))}")
+    largest = tuple(int(d) for d in np.max(shapes, axis=0)) if shapes and shapes[0] else ()
+
+    def padded(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        n = len(per_sample_shapes(outputs, name))
+        out = np.zeros((n, *largest), np.asarray(outputs[name]).dtype)
+        for i in range(n):
+            one = sample_output(outputs, name, i)
+            out[sample_index(i, one.shape)] = one
+        return out
+
+    return padded(actual), padded(reference)
 
 
 def _segmentation_result(name: str, actual: np.ndarray, reference: np.ndarray, tolerance: SegmentationTolerance,
@@ -401,9 +446,6 @@ def _detection_result(actual: Mapping[str, np.ndarray], reference: Mapping[str, 
     for name in which.names:
         if np.issubdtype(np.asarray(actual[name]).dtype, np.floating) and not np.all(np.isfinite(actual[name])):
             failures.append(f"{name}: {int(np.sum(~np.isfinite(actual[name])))} non-finite values")
-    boxes_a, boxes_r = np.asarray(actual[which.boxes]), np.asarray(reference[which.boxes])
-    if boxes_a.shape != boxes_r.shape:  # a data-dependent count: no elementwise figures to show
-        boxes_a = boxes_r
-    stats = error_stats(boxes_a, boxes_r)
+    stats = error_stats(*padded_alike(actual, reference, which.boxes))  # a data-dependent count: padded alike
     return OutputComparison(which.boxes, stats, Tolerance(atol=INF), 0.0, tuple(failures), backend, precision,
                             detection=judged)

@@ -131,7 +131,17 @@ class TolerancePolicy:
         return replace(self.defaults[precision], **values)
 
     def for_outputs(self, precision: str, model: str, outputs: Sequence[str]) -> dict[str, Tolerance]:
-        return {o: self.tolerance(precision, model, o) for o in outputs}
+        """Each output's tolerance (an output's per-sample shapes, `NAME:shape`, are not outputs)."""
+        from harness.backends.base import SHAPE
+
+        return {o: self.tolerance(precision, model, o) for o in outputs if not o.endswith(SHAPE)}
+
+    def elementwise(self, precision: str, model: str, outputs: Sequence[str]) -> dict[str, Tolerance]:
+        """`for_outputs` without the outputs judged as detections or class maps: what the golden's
+        elementwise warnings (an engine ignoring its input would pass) are about."""
+        judged = {n for d, _ in self.detections(model, precision) for n in d.names}
+        judged |= {o for o, _ in self.segmentations(model, precision)}
+        return {o: t for o, t in self.for_outputs(precision, model, outputs).items() if o not in judged}
 
     def override(self, precision: str, model: str = "", output: str = "", **values: Any) -> TolerancePolicy:
         """A copy with `values` set for all models, one model, or one output of a model

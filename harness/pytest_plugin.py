@@ -37,6 +37,7 @@ COUNT_GATE = pytest.StashKey[Any]()  # harness.timing.CountGateReport
 BASELINE_WRITTEN = pytest.StashKey[bool]()
 BENCH_JSON = pytest.StashKey[list[str]]()  # xdist: each worker's pytest-benchmark JSON
 COMBOS = pytest.StashKey[dict[tuple[Any, int], list[tuple[str, str]]]]()  # (request, batch) -> engine rows collected
+SECTIONS = pytest.StashKey[list[tuple[str, list[str]]]]()  # other suites' end-of-run tables, for the report
 NOT_RUN = pytest.StashKey[list[str]]()  # benchmark suites deselected (not asked for with --harness-suites)
 
 
@@ -684,4 +685,5 @@ def _write_report(config: pytest.Config, out: Path) -> str:
     from harness.report import write_run_report
 
     rows: list[Any] = config.stash[ROWS]
-    return write_run_report(out, rows, config.getoption("harness_gate"))
+    sections: list[tuple[str, list[str]]] = config.stash.get(SECTIONS, [])
+    return write_run_report(out, rows, config.getoption("harness_gate"), sections)

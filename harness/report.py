@@ -59,6 +59,8 @@ class Run:
     when: str
     machine: Mapping[str, Any]
     rows: tuple[BenchRow, ...]
+    # The run's other suites' end-of-run tables (model zoo, serving, runner overhead): (title, lines).
+    sections: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def machine_summary(self) -> str:
@@ -113,7 +115,10 @@ def load_run(path: Path) -> Run:
         ))
     if not rows:
         raise InputError(f"{path}: an empty run (no harness benchmark rows among {len(data['benchmarks'])} benchmarks)")
-    return Run(Path(path).stem, Path(path), str(data.get("datetime", "")), data.get("machine_info", {}), tuple(rows))
+    sections = tuple((str(x.get("title", "")), tuple(str(line) for line in x.get("lines", [])))
+                     for x in data.get("harness_sections", []) if isinstance(x, dict))
+    return Run(Path(path).stem, Path(path), str(data.get("datetime", "")), data.get("machine_info", {}), tuple(rows),
+               sections)
 
 
 def _interval(value: Any) -> tuple[float, float] | None:
@@ -396,7 +401,8 @@ class Written:
     warnings: tuple[str, ...]
 
 
-def write_run_report(out: Path, rows: Sequence[Any], baseline: Path | None = None) -> str:
+def write_run_report(out: Path, rows: Sequence[Any], baseline: Path | None = None,
+                     sections: Sequence[tuple[str, Sequence[str]]] = ()) -> str:
     """The report of a benchmark run still in memory (`harness.timing.Row`s with their
     extra_info), written as `harness-run.json` (the subset of pytest-benchmark's JSON this
     module reads: machine_info, datetime, each row's extra_info; not pytest-benchmark's own
@@ -415,6 +421,7 @@ def write_run_report(out: Path, rows: Sequence[Any], baseline: Path | None = Non
         "datetime": datetime.datetime.now(datetime.UTC).isoformat(),
         "benchmarks": [{"name": f"{r.model} {r.engine} batch {r.batch}", "group": f"{r.model} batch {r.batch}",
                         "extra_info": dict(r.extra_info)} for r in timed],
+        "harness_sections": [{"title": title, "lines": list(lines)} for title, lines in sections],
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -514,6 +521,11 @@ def write_report(
             plots.append(plot_trend(with_model, model, trend, out / f"trend-{model}.png"))
             body.append(("img", plots[-1]))
 
+    for run in inputs.runs:  # the other suites that ran (zoo, serving, overhead), as the run printed them
+        for title, lines in run.sections:
+            body.append(("h2", title.removeprefix("harness: ") + (f" ({run.name})" if len(inputs.runs) > 1 else "")))
+            body.append(("pre", "\n".join(lines)))
+
     from harness.debug import DebugReport
 
     for path in debug:  # `harness debug --json` files: the summary and error against depth
@@ -534,6 +546,8 @@ def write_report(
             md += [content, ""]
         elif kind == "warn":
             md += [f"> **Warning:** {content}", ""]
+        elif kind == "pre":
+            md += ["```", content, "```", ""]
         elif kind == "table":
             columns, cells_of = content
             md += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -555,6 +569,8 @@ def write_report(
             page.append(f"<p>{html.escape(content)}</p>")
         elif kind == "warn":
             page.append(f"<p class='warn'><b>Warning:</b> {html.escape(content)}</p>")
+        elif kind == "pre":
+            page.append(f"<pre>{html.escape(content)}</pre>")
         elif kind == "table":
             columns, cells_of = content
             page.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")

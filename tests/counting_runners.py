@@ -32,15 +32,17 @@ class UnoptimizedOrt(OrtRunner):
 
 class SpinOrt(OrtRunner):
     """ONNX Runtime plus `spin` Python iterations per call: a regression of a size one can choose
-    (scripts/gate_detection.py sizes it from the clean count)."""
+    (scripts/gate_detection.py sizes it from the clean count).  `spin` may map a batch size (as a
+    string: it travels as JSON) to its own number, so one process slows every row by one share."""
 
-    def __init__(self, *args: Any, spin: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, spin: int | dict[str, int] = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spin = spin
 
     def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, Any]:
         out = super().infer_checked(feed)
-        for _ in range(self.spin):
+        n = self.spin if isinstance(self.spin, int) else self.spin.get(str(len(next(iter(feed.values())))), 0)
+        for _ in range(n):
             pass
         return out
 

@@ -164,6 +164,37 @@ def write_ssd_saved_model(directory: Path, seed: int = 0) -> Path:
     return path
 
 
+def write_per_image_nms_saved_model(directory: Path, seed: int = 0) -> Path:
+    """The SSD-style detector of `write_ssd_saved_model` with the head TF Object Detection API
+    exports of batch 1 use instead: plain per-image NMS (tf.image.non_max_suppression), so the
+    number of boxes depends on the image.  Input image: 1x32x32x3; outputs boxes (K, 4), scores
+    (K,), classes (K,) int32, K up to 20."""
+    tf = import_tensorflow()
+    rng = np.random.default_rng(seed)
+
+    class Detector(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = tf.Variable(rng.standard_normal((3, 3, 3, 16)).astype(np.float32) * 0.3)
+            self.box = tf.Variable(rng.standard_normal((16, 4)).astype(np.float32) * 0.3)
+            self.cls = tf.Variable(rng.standard_normal((16, 3)).astype(np.float32) * 0.3)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.float32, name="image")])
+        def __call__(self, image: Any) -> dict[str, Any]:
+            feats = tf.nn.relu(tf.reshape(tf.nn.conv2d(image, self.conv, 4, "VALID"), [-1, 16]))
+            raw = feats @ self.box
+            centers, sizes = tf.sigmoid(raw[:, :2]), 0.2 + 0.4 * tf.sigmoid(raw[:, 2:])
+            boxes = tf.concat([centers - sizes / 2, centers + sizes / 2], -1)
+            scores = tf.sigmoid(feats @ self.cls - 2.0)
+            best, label = tf.reduce_max(scores, -1), tf.argmax(scores, -1, output_type=tf.int32)
+            keep = tf.image.non_max_suppression(boxes, best, 20, 0.5, 0.3)
+            return {"boxes": tf.gather(boxes, keep), "scores": tf.gather(best, keep), "classes": tf.gather(label, keep)}
+
+    path = directory / "ssd_per_image"
+    tf.saved_model.save(Detector(), str(path))
+    return path
+
+
 def write_segmentation_saved_model(directory: Path, seed: int = 0, classes: int = 4) -> Path:
     """A small fully-convolutional segmenter as a TF2 SavedModel: two 3x3 convolutions and a 1x1
     head to per-pixel class scores.  Input image: ?x32x32x3; output logits (?, 32, 32, classes).

@@ -127,3 +127,51 @@ def test_a_detector_exports_and_is_judged_as_detections_and_a_broken_int8_fails(
     print(f"ssd int8 calibrated on zeros: matched {result.detection.matched:.3f}, mean IoU "
           f"{result.detection.mean_iou:.3f}, score error {result.detection.worst_score_error:.3f}, AP {result.detection.ap:.3f}")
     assert "detections:" in str(result) and ("missed" in str(result) or "moved" in str(result)), str(result)
+
+
+@pytest.fixture(scope="module")
+def ssd_per_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("tensorflow", reason="tensorflow not importable")
+    pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
+    from tests.models import write_per_image_nms_saved_model
+
+    return write_per_image_nms_saved_model(tmp_path_factory.mktemp("detector"))
+
+
+def test_a_per_image_nms_detector_is_judged_per_sample(ssd_per_image: Path, tmp_path: Path) -> None:
+    """Plain per-image NMS (batch-1 input, a number of boxes that depends on the image): the golden
+    keeps each sample's boxes with its own count, each precision is judged as detections sample by
+    sample, and the broken int8 fails, as detections and (undeclared) as a count per sample."""
+    from harness.backends.base import SHAPE
+    from harness.sources import ModelRequest
+    from harness.workspace import CalibrationOptions, Workspace
+
+    ws = Workspace(tmp_path / "artifacts", tmp_path / "golden", quiet=True)
+    request = ModelRequest.of(str(ssd_per_image))
+    name = ws.frozen(request).name
+    policy = TolerancePolicy.from_table({"model": {name: {"output": {"boxes": {
+        "detections": {"scores": "scores", "classes": "classes"}}}}}})
+    ws.write_golden(request, policy=policy)
+    golden = ws.golden(request)
+    counts = golden.outputs["boxes" + SHAPE][:, 0]
+    assert len(set(counts.tolist())) > 1 and counts.max() <= 20, counts  # the count depends on the image
+    assert (golden.outputs["scores" + SHAPE][:, 0] == counts).all()
+    clean = ws.compare(request, ["onnxruntime"], ["fp32", "fp16", "int8"], policy)
+    verdicts = {r.precision: r for r in clean.results}
+    assert set(verdicts) == {"fp32", "fp16", "int8"} and all(r.output == "boxes" for r in clean.results)
+    assert all(r.passed and r.detection is not None for r in clean.results), str(clean)
+    assert verdicts["fp32"].detection is not None and verdicts["fp32"].detection.matched == 1.0
+    for r in clean.results:
+        d = r.detection
+        assert d is not None
+        print(f"\nper-image NMS {r.precision}: matched {d.matched:.3f}, mean IoU {d.mean_iou:.4f}, score error "
+              f"{d.worst_score_error:.4f}, AP {d.ap:.3f} ({d.engine_count} boxes vs {d.reference_count})")
+    zeros = tmp_path / "zeros.npy"
+    np.save(zeros, np.zeros((16, 32, 32, 3), np.float32))
+    broken = CalibrationOptions(source=zeros)
+    (result,) = ws.compare(request, ["onnxruntime"], ["int8"], policy, broken).results
+    assert not result.passed and result.detection is not None and result.detection.matched < 0.8, str(result)
+    assert "missed" in str(result)
+    bare = {r.output: r for r in ws.compare(request, ["onnxruntime"], ["int8"], calibration=broken).results}
+    assert set(bare) == {"boxes", "scores", "classes"}  # each output elementwise, per sample
+    assert not bare["boxes"].passed and "another shape than the reference's" in bare["boxes"].failures[0]

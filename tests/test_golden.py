@@ -4,6 +4,7 @@ when checked."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from harness.compare import DEFAULT_TOLERANCES
 from harness.golden import golden_key, golden_warnings
@@ -132,3 +133,84 @@ def test_a_golden_larger_than_the_runners_max_batch_is_checked_in_chunks() -> No
     with Doubler() as runner:
         comparison = golden.check(runner, DEFAULT_TOLERANCES["fp32"])
     assert runner.batches == [4, 4, 2] and comparison.passed and comparison.results[0].stats.samples == 10
+
+
+class _KeepPositive:
+    """A runner whose output `rows` holds each sample's positive values as rows of its own (a
+    per-image NMS in miniature: the number of rows depends on the data), plus an ordinary `y`."""
+
+    @staticmethod
+    def make(batch_one: bool = False):  # type: ignore[no-untyped-def]
+        from harness.backends.base import Runner
+        from harness.spec import ModelSpec, TensorSpec
+
+        spec = ModelSpec("m", (TensorSpec("x", "float32", (1 if batch_one else None, 5)),),
+                         (TensorSpec("rows", "float32", (None, 1)), TensorSpec("y", "float32", (None, 5))))
+
+        class KeepPositive(Runner):
+            backend = "fake"
+
+            def __init__(self) -> None:
+                super().__init__(spec)
+                self.calls: list[int] = []
+
+            def infer_checked(self, feed):  # type: ignore[no-untyped-def]
+                x = feed["x"]
+                self.calls.append(len(x))
+                return {"rows": x[x > 0].reshape(-1, 1), "y": x * 2}
+
+            def _activate(self) -> None: ...
+
+            def _deactivate(self) -> None: ...
+
+        return KeepPositive()
+
+
+@pytest.mark.parametrize("batch_one", [False, True])
+def test_an_output_whose_size_depends_on_the_data_is_kept_per_sample(batch_one: bool) -> None:
+    """One call over 6 samples gives 13 rows that belong to no sample in particular: the feed is
+    run again one sample at a time (a model that takes one sample is run so from the start), and
+    each sample's rows come back padded with its own shape, `sample_output` cutting them out."""
+    from harness.backends.base import SHAPE, per_sample_shapes, sample_output
+
+    x = RNG.standard_normal((6, 5)).astype(np.float32)
+    x[0] = np.abs(x[0]) + 0.1  # 5 rows
+    x[1] = -np.abs(x[1]) - 0.1  # none
+    with _KeepPositive.make(batch_one) as runner:
+        out = runner.infer_batched({"x": x})
+        assert runner.calls == ([1] * 6 if batch_one else [6] + [1] * 6)
+        assert out["rows" + SHAPE].tolist() == [[int(np.sum(s > 0)), 1] for s in x]
+        assert out["rows"].shape == (6, 5, 1)
+        for i in range(6):
+            np.testing.assert_array_equal(sample_output(out, "rows", i), x[i][x[i] > 0].reshape(-1, 1))
+            np.testing.assert_array_equal(sample_output(out, "y", i), x[i : i + 1] * 2)  # the row, batch axis kept
+        assert "y" + SHAPE not in out and per_sample_shapes(out, "y") == [(1, 5)] * 6
+        if not batch_one:  # the serving worker's call: rows as they came, one call
+            flat = runner.infer_batched({"x": x}, ragged=False)
+            np.testing.assert_array_equal(flat["rows"], x[x > 0].reshape(-1, 1))
+
+
+def test_a_data_dependent_output_is_compared_sample_by_sample() -> None:
+    """The same rows pass; an engine that drops one sample's last row fails, naming the sample and
+    both shapes, instead of comparing misaligned arrays; values off by more than the tolerance fail
+    as values."""
+    from harness.backends.base import SHAPE
+    from harness.compare import compare
+
+    x = RNG.standard_normal((6, 5)).astype(np.float32)
+    x[0] = np.abs(x[0]) + 0.1
+    with _KeepPositive.make() as runner:
+        reference = runner.infer_batched({"x": x})
+    tol = DEFAULT_TOLERANCES["fp32"]
+    assert compare(reference, reference, tol).passed
+    dropped = dict(reference)
+    dropped["rows" + SHAPE] = reference["rows" + SHAPE].copy()
+    dropped["rows" + SHAPE][0, 0] -= 1  # sample 0: 4 rows instead of 5
+    failed = {r.output: r for r in compare(dropped, reference, tol).results}
+    assert set(failed) == {"rows", "y"} and failed["y"].passed and not failed["rows"].passed
+    assert "1 of 6 samples have another shape than the reference's" in failed["rows"].failures[0]
+    assert "sample 0: (4, 1) vs (5, 1)" in failed["rows"].failures[0]
+    off = dict(reference)
+    off["rows"] = reference["rows"] + 0.01
+    (rows,) = [r for r in compare(off, reference, tol).results if r.output == "rows"]
+    assert not rows.passed and "error" in rows.failures[0] and "shape" not in rows.failures[0]

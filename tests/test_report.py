@@ -220,3 +220,29 @@ def test_each_engine_has_one_colour_in_every_plot() -> None:
     colours = [engine_colour(e) for e in engines]
     assert len(set(colours)) == len(engines)  # every engine its own
     assert colours == [engine_colour(e) for e in reversed(engines)][::-1]  # whatever else a plot shows
+
+
+def test_the_other_suites_tables_are_in_the_report(tmp_path: Path) -> None:
+    """The zoo, serving and overhead tables a run printed at its end are sections of its report."""
+    from harness.report import write_report
+
+    path = bench_json(tmp_path / "run.json")
+    data = json.loads(path.read_text())
+    data["harness_sections"] = [{"title": "harness: model zoo (batch 8)", "lines": ["ssd  onnxruntime-int8  1.50x [1.4, 1.6]"]}]
+    path.write_text(json.dumps(data))
+    written = write_report(tmp_path / "out", [path])
+    markdown = written.markdown.read_text()
+    assert "## model zoo (batch 8)\n\n```\nssd  onnxruntime-int8  1.50x [1.4, 1.6]\n```" in markdown
+    assert "<pre>ssd  onnxruntime-int8  1.50x [1.4, 1.6]</pre>" in written.html.read_text()
+    plain = write_report(tmp_path / "plain", [bench_json(tmp_path / "plain.json")])
+    assert "model zoo" not in plain.markdown.read_text()  # only when it ran
+    # the end of a pytest run: the rows still in memory and the sections the suites printed
+    from harness.report import write_run_report
+    from harness.timing import Row
+
+    rows = [Row(b["extra_info"]["model"], f"{b['extra_info']['engine']}-{b['extra_info']['precision']}",
+                b["extra_info"]["batch"], b["extra_info"]["p50_ms"] / 1e3, extra_info=b["extra_info"])
+            for b in data["benchmarks"] if "model" in b["extra_info"]]
+    line = write_run_report(tmp_path / "run", rows, sections=[("harness: serving load test", ["1 client  2.1 ms"])])
+    assert line.startswith("harness: report written to")
+    assert "## serving load test\n\n```\n1 client  2.1 ms\n```" in (tmp_path / "run" / "report.md").read_text()

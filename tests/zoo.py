@@ -2,15 +2,19 @@
 (seeded), each written in the form a user would hand over: transformer (BERT-style three integer
 inputs, dynamic sequence length, attention mask, exact and tanh GELU) as a TF2 SavedModel,
 an LSTM text classifier with two outputs, a bidirectional GRU, and a squeeze-excite/swish CNN as
-Keras files.  Each entry: how to write it and the `--input` descriptions it needs."""
+Keras files; an SSD-style detector with padded (combined) NMS, one with per-image NMS whose
+number of boxes depends on the image, and a small segmenter, as TF2 SavedModels.  Each entry: how
+to write it, the `--input` descriptions it needs and, for the task models, the output table a
+user declares them with in [tool.harness]."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.policy import TolerancePolicy
 from harness.tfimport import import_tensorflow
 
 VOCAB = 50  # word-embedding rows: the inferred value range of token inputs
@@ -86,15 +90,47 @@ def _export_saved_model(model: Any, directory: Path) -> Path:
     return path
 
 
+def _task_model(write: Callable[[Path], Path]) -> Callable[[Any, Path], Path]:
+    """A writer for the task models of tests/models.py (tf.Module SavedModels, built as written)."""
+    return lambda _model, directory: write(directory)
+
+
+def _no_build() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
     build: Callable[[], Any]
     write: Callable[[Any, Path], Path]
     inputs: tuple[str, ...] = ()  # --input descriptions the model needs (dynamic dims' ranges)
+    outputs: Mapping[str, Any] = field(default_factory=dict)  # its [tool.harness.model.NAME.output] table
 
     def save(self, directory: Path) -> Path:
         return self.write(self.build(), directory)
+
+    def policy(self) -> TolerancePolicy:
+        """The tolerance policy a user of this model writes in [tool.harness] (its task outputs)."""
+        return TolerancePolicy.from_table({"model": {self.name: {"output": dict(self.outputs)}}} if self.outputs else {})
+
+
+def _ssd(directory: Path) -> Path:
+    from tests.models import write_ssd_saved_model
+
+    return write_ssd_saved_model(directory)
+
+
+def _ssd_per_image(directory: Path) -> Path:
+    from tests.models import write_per_image_nms_saved_model
+
+    return write_per_image_nms_saved_model(directory)
+
+
+def _segmenter(directory: Path) -> Path:
+    from tests.models import write_segmentation_saved_model
+
+    return write_segmentation_saved_model(directory)
 
 
 FAMILIES = {
@@ -105,6 +141,12 @@ FAMILIES = {
         Family("lstm_text", lstm_text, _save_keras),
         Family("bigru_text", bigru_text, _save_keras),
         Family("se_swish", se_swish, _save_keras),
+        # Detectors and a segmenter, judged as what they are (harness.detections, harness.segmentation).
+        Family("ssd", _no_build, _task_model(_ssd), outputs={"boxes": {
+            "detections": {"scores": "scores", "classes": "classes", "valid": "valid"}}}),
+        Family("ssd_per_image", _no_build, _task_model(_ssd_per_image), outputs={"boxes": {
+            "detections": {"scores": "scores", "classes": "classes"}}}),
+        Family("segmenter", _no_build, _task_model(_segmenter), outputs={"logits": {"segmentation": True}}),
     )
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -83,17 +83,36 @@ class Runner(ABC):
         """The constructor arguments besides the spec, as plain picklable data."""
         raise NotImplementedError(f"{type(self).__name__} cannot be rebuilt in another process (no recipe_args)")
 
-    def infer_batched(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    @property
+    def data_dependent(self) -> tuple[str, ...]:
+        """Outputs known, before running, to have a number of rows that depends on the data (a
+        TensorRT plan says); others are found out by running."""
+        return ()
+
+    def infer_batched(self, feed: Mapping[str, Any], ragged: bool = True) -> dict[str, np.ndarray]:
         """`infer` over a feed of any size, in chunks of at most `max_batch` samples (a golden
-        of 360 digits through a TensorRT plan built for 32), outputs joined in order."""
+        of 360 digits through a TensorRT plan built for 32), outputs joined in order.  With
+        `ragged`, a model whose input takes one sample (batch dimension 1), or one with an output
+        that has no row per sample (a per-image NMS whose number of boxes depends on the image),
+        is run one sample at a time and such outputs come back as rows per sample
+        (`join_samples`); without it (the serving worker, which answers requests as they came),
+        outputs are joined as they are."""
         self._require_active()
-        checked = self.spec.check_feed(feed)
-        total = len(next(iter(checked.values()))) if checked else 0
-        if self.max_batch is None or total <= self.max_batch:
-            return self.infer_checked(checked)
-        parts = [self.infer_checked({k: v[i : i + self.max_batch] for k, v in checked.items()})
-                 for i in range(0, total, self.max_batch)]
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        total = len(next(iter(feed.values()))) if feed else 0
+        one = ragged and any(t.shape and t.shape[0] == 1 for t in self.spec.inputs)
+        step = 1 if one else self.max_batch or max(total, 1)
+        if total <= step:
+            out = self.infer_checked(self.spec.check_feed(feed))
+            if not ragged or total <= 1 or all(_has_row_per_sample(a, total) for a in out.values()):
+                return out
+            step = 1  # an output with no row per sample: one sample at a time
+        elif ragged and self.data_dependent:
+            step = 1
+        parts = [self.infer_checked(self.spec.check_feed({k: np.asarray(v)[i : i + step] for k, v in feed.items()}))
+                 for i in range(0, total, step)]
+        if not ragged:
+            return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        return join_samples(parts, [min(step, total - i) for i in range(0, total, step)])
 
     @abstractmethod
     def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -113,3 +132,60 @@ class Runner(ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.deactivate()
+
+
+SHAPE = ":shape"  # suffix of an output's shape per sample, where it depends on the data
+
+
+def _has_row_per_sample(array: Any, samples: int) -> bool:
+    return np.ndim(array) > 0 and len(array) == samples
+
+
+def join_samples(parts: Sequence[Mapping[str, np.ndarray]], sizes: Sequence[int]) -> dict[str, np.ndarray]:
+    """Outputs of consecutive calls (`sizes` samples each) joined along the batch.  An output
+    whose calls do not all return one row per sample of one shape (per-image NMS: (1, K, 4) or
+    (K, 4) with K depending on the image) must come from calls of one sample each: each sample's
+    whole output is kept, zero-padded to the largest in every dimension, `(samples, *largest)`,
+    with each sample's own shape under `NAME:shape` (`sample_output` gives it back)."""
+    joined: dict[str, np.ndarray] = {}
+    for name in parts[0]:
+        arrays = [np.asarray(p[name]) for p in parts]
+        if all(_has_row_per_sample(a, n) for a, n in zip(arrays, sizes)) and len({a.shape[1:] for a in arrays}) == 1:
+            joined[name] = np.concatenate(arrays)
+            continue
+        if any(n != 1 for n in sizes):
+            raise HarnessError(f"output {name!r} has no row per sample (shapes {[a.shape for a in arrays]} for "
+                               f"{sizes} samples): run it one sample per call")
+        if len({a.ndim for a in arrays}) != 1:
+            raise HarnessError(f"output {name!r}: samples' outputs of different ranks {[a.shape for a in arrays]}")
+        largest = tuple(np.max([a.shape for a in arrays], axis=0)) if arrays[0].ndim else ()
+        padded = np.zeros((len(arrays), *largest), arrays[0].dtype)
+        for i, a in enumerate(arrays):
+            padded[sample_index(i, a.shape)] = a
+        joined[name] = padded
+        joined[name + SHAPE] = np.array([a.shape for a in arrays], np.int64).reshape(len(arrays), -1)
+    return joined
+
+
+def sample_index(i: int, shape: Any) -> tuple[Any, ...]:
+    """The index of sample i's own `shape` in a padded (samples, *largest) array."""
+    return (i, *(slice(0, int(d)) for d in shape))
+
+
+def sample_output(outputs: Mapping[str, np.ndarray], name: str, i: int) -> np.ndarray:
+    """Sample i's output `name` as a call on that sample alone returned it: cut from its padding
+    where the output's shape depends on the data, else its row i (keeping the batch axis)."""
+    shapes = outputs.get(name + SHAPE)
+    array = np.asarray(outputs[name])
+    if shapes is None:
+        return array[i : i + 1]
+    return array[sample_index(i, shapes[i])]
+
+
+def per_sample_shapes(outputs: Mapping[str, np.ndarray], name: str) -> list[tuple[int, ...]]:
+    """Each sample's shape of output `name`, as `sample_output` returns it."""
+    shapes = outputs.get(name + SHAPE)
+    array = np.asarray(outputs[name])
+    if shapes is None:
+        return [(1, *array.shape[1:])] * len(array)
+    return [tuple(int(d) for d in row) for row in shapes]

@@ -260,7 +260,7 @@ def worker_main(recipe: RunnerRecipe, conn: Connection) -> None:
                 feed = views(inputs.get(in_name).buf, in_layout)
                 for a in feed.values():
                     a.flags.writeable = False  # the request's data, read in place
-                out = runner.infer_batched(feed)  # a request over the plan's max batch runs in chunks
+                out = runner.infer_batched(feed, ragged=False)  # over the plan's max batch: in chunks; rows as they came
                 del feed
                 out_layout, size = plan({k: (v.dtype, v.shape) for k, v in out.items()})
                 target = outputs.get(out_name)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.backends.base import SHAPE, sample_output
 from harness.backends.trt.cuda import CudaError, device_count
 from harness.errors import HarnessError, InputError, UsageError
 from tests.gpu.contract import SPEC, WIDTH, install, write_plan
@@ -98,12 +99,20 @@ def test_a_data_dependent_output_comes_back_with_its_real_shape(contract: Any) -
         assert sizes == [2 * 16, 6 * 16, 6 * 16, 8 * 16, 8 * 16]  # upper bounds: grown, never shrunk
         none = -np.abs(_x(4)) - 0.1
         assert runner.infer_checked({"x": none})["y"].shape == (0, WIDTH)
-        x = _x(8, seed=9)  # up to the plan's batch: one call
-        np.testing.assert_array_equal(runner.infer_batched({"x": x})["y"], 2 * x[x[:, 0] > 0] + 1)
-        # beyond it: chunks' rows are not per sample (NMS's indices carry their chunk's batch index)
+        x = _x(8, seed=9)  # as the serving worker calls it: up to the plan's batch, one call, rows as they came
+        np.testing.assert_array_equal(runner.infer_batched({"x": x}, ragged=False)["y"], 2 * x[x[:, 0] > 0] + 1)
+        # beyond it the worker is refused: chunks' rows are not per sample (NMS's indices carry their
+        # chunk's batch index)
         with pytest.raises(InputError, match=r"output\(s\) \['y'\] have shapes that depend on the data, so a batch "
                                              r"of 21 cannot be run in chunks of the plan's 8"):
-            runner.infer_batched({"x": _x(21)})
+            runner.infer_batched({"x": _x(21)}, ragged=False)
+        # a golden's feed runs one sample at a time, each sample's rows kept with their own shape
+        x = _x(21, seed=10)
+        assert 0 < int(np.sum(x[:, 0] > 0)) < 21  # samples of 0 and of 1 rows
+        out = runner.infer_batched({"x": x})
+        assert out["y" + SHAPE].tolist() == [[int(v > 0), WIDTH] for v in x[:, 0]]
+        for i in range(21):
+            np.testing.assert_array_equal(sample_output(out, "y", i), 2 * x[i : i + 1][x[i : i + 1, 0] > 0] + 1)
         # a call on which TensorRT tells no shape is an error, not the last call's shape
         runner._s.context.skip_notify = True
         with pytest.raises(HarnessError, match="ran without telling the shape of data-dependent output 'y'"):

@@ -302,17 +302,21 @@ class TrtRunner(Runner):
         raise InputError(f"input {b.name!r}: {array.dtype} values cannot be fed to the plan's {b.dtype} input; "
                          f"convert them to {b.dtype} first")
 
-    def infer_batched(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """As `Runner.infer_batched`, but a feed larger than the plan's batch is refused when an
-        output's shape depends on the data: its rows are not per sample (NMS's selected indices
-        carry their chunk's batch index), so chunks' outputs cannot be joined."""
-        ragged = [b.name for b in self._s.bindings if b.data_dependent]
+    @property
+    def data_dependent(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self._s.bindings if b.data_dependent)
+
+    def infer_batched(self, feed: Mapping[str, Any], ragged: bool = True) -> dict[str, np.ndarray]:
+        """As `Runner.infer_batched`; without `ragged` (the serving worker), a feed larger than
+        the plan's batch is refused when an output's shape depends on the data: its rows are not
+        per sample (NMS's selected indices carry their chunk's batch index), so chunks' outputs
+        cannot be joined.  With it, such a feed runs one sample at a time."""
         total = len(next(iter(feed.values()))) if feed else 0
-        if ragged and total > self.max_batch:
-            raise InputError(f"{self.plan}: output(s) {ragged} have shapes that depend on the data, so a batch of "
-                             f"{total} cannot be run in chunks of the plan's {self.max_batch} and joined; build the "
-                             f"plan with --max-batch {total} or more")
-        return super().infer_batched(feed)
+        if not ragged and self.data_dependent and total > self.max_batch:
+            raise InputError(f"{self.plan}: output(s) {list(self.data_dependent)} have shapes that depend on the data, "
+                             f"so a batch of {total} cannot be run in chunks of the plan's {self.max_batch} and "
+                             f"joined; build the plan with --max-batch {total} or more")
+        return super().infer_batched(feed, ragged)
 
     def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s = self._s
