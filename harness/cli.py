@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a request's body has to arrive once its headers have (default: 60)")
     serve.add_argument("--idle-timeout", type=float, default=15.0, metavar="S",
                        help="seconds a kept-alive connection may wait for its next request (default: 15)")
+    serve.add_argument("--pad-with-mask", metavar="INPUT", default=None,
+                       help="dynamic batching: batch requests of different sequence lengths together, zero-padding "
+                       "every input with a dynamic second axis to the batch's longest; INPUT is the model's attention "
+                       "mask, which hides the padding (per-token outputs are cut back to each request's length; "
+                       "default: off, only requests of one length share a batch)")
     serve.add_argument("--max-connections", type=positive_int, default=1024, metavar="N",
                        help="connections served at once, a thread each; the next waits in the backlog up to the "
                        "header timeout, then gets 503 (default: 1024)")
@@ -355,7 +360,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              args.host, args.port, args.dynamic_batch, args.max_delay_ms, args.max_body_mib << 20,
                              hold_lone_requests=args.hold_lone_requests, grpc_port=args.grpc_port,
                              header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
-                             body_timeout=args.body_timeout, max_connections=args.max_connections)
+                             body_timeout=args.body_timeout, max_connections=args.max_connections,
+                             pad_mask=args.pad_with_mask)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

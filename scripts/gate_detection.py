@@ -261,7 +261,11 @@ def counts(args: argparse.Namespace) -> dict[str, Any]:
     # on the 2-core machine halve the wall time without changing a figure.
     pool = ThreadPoolExecutor(max(1, args.jobs))
     clean: dict[str, list[dict[int, float]]] = {e: [] for e in ENGINES}
-    for i in range(args.runs):
+    if args.clean_from:  # the clean runs of an earlier --json file (same counting code), not counted again
+        saved = json.loads(Path(args.clean_from).read_text())["clean"]
+        clean = {e: [{int(b): v for b, v in run.items()} for run in saved[e][: args.runs]] for e in ENGINES}
+        print(f"clean runs: {args.runs} from {args.clean_from}", flush=True)
+    for i in range(len(clean[ENGINES[0]]), args.runs):
         for engine, got in zip(ENGINES, pool.map(count, ENGINES)):
             clean[engine].append(got)
         print(f"clean run {i + 1}/{args.runs}: " + ", ".join(
@@ -281,13 +285,18 @@ def counts(args: argparse.Namespace) -> dict[str, Any]:
     detected: dict[float, list[int]] = {s: [0, 0] for s in sizes}
     sized_rows = []
     for size in sizes:
-        # Sized from the 100,000-iteration spin, then corrected once from a trial at that size (a
-        # short spin's cost per iteration is not the long one's: sized alone, "20%" read +12-18%).
+        # The spin costs a fixed amount plus one per iteration: the iteration's cost from the
+        # 100,000-iteration spin, the fixed part from a trial at the guessed size (sized from the
+        # iterations alone, "2%" read +1.6% to +4.2%).
         guess = {e: {str(b): round(size * baseline[e][b] / per_iteration[e][b]) for b in BATCHES} for e in ENGINES}
         trial = dict(zip(ENGINES, pool.map(lambda job: count(job[0], "tests.counting_runners:SpinOrt", spin=job[1]),
                                            guess.items())))
-        spins = {e: {str(b): round(guess[e][str(b)] * size / max(trial[e][b] / baseline[e][b] - 1, 1e-4))
+        fixed = {e: {b: trial[e][b] - baseline[e][b] - per_iteration[e][b] * guess[e][str(b)] for b in BATCHES}
+                 for e in ENGINES}
+        spins = {e: {str(b): max(0, round((size * baseline[e][b] - fixed[e][b]) / per_iteration[e][b]))
                      for b in BATCHES} for e in ENGINES}
+        print(f"size {size:.0%}: the spin's fixed cost " + ", ".join(
+            f"{e[12:]} b{b} {fixed[e][b]:,.0f}" for e in ENGINES for b in BATCHES), flush=True)
         jobs = [(engine, spins[engine]) for _ in range(rounds) for engine in ENGINES]
         results = pool.map(lambda job: count(job[0], "tests.counting_runners:SpinOrt", spin=job[1]), jobs)
         for (engine, _), got in zip(jobs, results):
@@ -333,6 +342,7 @@ def main() -> None:
     parser.add_argument("--sizes", default=SIZES, help=f"regression sizes, fractions ({SIZES})")
     parser.add_argument("--margins", default="0.1,0.15,0.2,0.25", help="wall: --harness-max-slowdown values to judge at")
     parser.add_argument("--margin", type=float, default=0.01, help="counts: --harness-max-increase to judge at")
+    parser.add_argument("--clean-from", metavar="JSON", help="counts: take the clean runs from an earlier --json file")
     parser.add_argument("--jobs", type=int, default=2, help="counts: Valgrind processes at once (counts do not "
                         "move with the load)")
     parser.add_argument("--one-core", action="store_true", help="wall: run the benchmark with --harness-one-core")

@@ -122,3 +122,20 @@ def serve_in_a_process(directory: Path, own_session: bool = False) -> tuple[subp
     assert proc.stdout is not None
     url, worker = proc.stdout.readline().split()
     return proc, url, int(worker)
+
+
+# A text model in miniature: token ids and their attention mask, a pooled output that reads the
+# mask (the mean of the unmasked ids) and a per-token one.
+MASKED_SPEC = ModelSpec("masked", (TensorSpec("ids", "float32", (None, None)), TensorSpec("mask", "float32", (None, None))),
+                        (TensorSpec("pooled", "float32", (None, 1)), TensorSpec("tokens", "float32", (None, None))))
+
+
+class MaskedMean(SlowDouble):
+    def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids, mask = feed["ids"], feed["mask"]
+        pooled = (ids * mask).sum(axis=1, keepdims=True) / mask.sum(axis=1, keepdims=True)
+        return {"pooled": pooled.astype(np.float32), "tokens": (ids * mask * 2).astype(np.float32)}
+
+
+def masked_mean() -> Runner:
+    return MaskedMean(0.0, MASKED_SPEC)

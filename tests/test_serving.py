@@ -380,6 +380,50 @@ def test_requests_of_different_lengths_are_batched_apart() -> None:
         assert sorted(s.metrics.batches) == [8, 8], s.metrics.batches
 
 
+def test_with_the_mask_named_requests_of_different_lengths_share_a_batch() -> None:
+    """`--pad-with-mask mask`: 12 requests of lengths 3 and 5 (alternating) run as one batch of 12,
+    the shorter zero-padded to 5 with their mask; every answer is the request's own (the pooled
+    output through the mask, the per-token output cut back to its length).  Without it, each
+    length is its own batch (the test above).  Deterministic as above: every request held until
+    the batch is full (without padding this batch would never fill: a 60 s wait)."""
+    from tests.serving_runners import MASKED_SPEC
+
+    lengths = [3, 5] * 6
+    feeds = [(np.arange(n, dtype=np.float32).reshape(1, n) + i, np.ones((1, n), np.float32))
+             for i, n in enumerate(lengths)]
+
+    def post(url: str, ids: np.ndarray, mask: np.ndarray) -> tuple[int, dict[str, np.ndarray]]:
+        body = json.dumps({"inputs": [{"name": n, "shape": list(a.shape), "datatype": "FP32", "data": a.ravel().tolist()}
+                                      for n, a in (("ids", ids), ("mask", mask))]}).encode()
+        status, _, raw = call(url, "POST", "/v2/models/masked/infer", body)
+        outs = json.loads(raw)["outputs"] if status == 200 else []
+        return status, {o["name"]: np.asarray(o["data"], np.float32).reshape(o["shape"]) for o in outs}
+
+    recipe = RunnerRecipe("tests.serving_runners:masked_mean", {})
+    with InferenceServer(recipe, MASKED_SPEC, "masked", "test", max_batch=12, max_delay_ms=60_000.0,
+                         request_timeout=120, hold_lone_requests=True, pad_mask="mask") as s:
+        with ThreadPoolExecutor(len(feeds)) as pool:
+            answers = list(pool.map(lambda f: post(s.url, *f), feeds))
+        assert [status for status, _ in answers] == [200] * len(feeds)
+        for (ids, _), (_, out) in zip(feeds, answers, strict=True):
+            np.testing.assert_allclose(out["pooled"], ids.mean(axis=1, keepdims=True), rtol=1e-6)
+            np.testing.assert_array_equal(out["tokens"], 2 * ids)  # its own length, not the padded one
+        assert list(s.metrics.batches) == [12], s.metrics.batches
+
+
+def test_padding_needs_a_mask_the_model_has() -> None:
+    from harness.errors import HarnessError
+    from harness.serving.server import Padding
+    from tests.serving_runners import MASKED_SPEC, SEQ_SPEC, SPEC
+
+    assert Padding.of(MASKED_SPEC, "mask").inputs == {"ids", "mask"}
+    assert Padding.of(MASKED_SPEC, "mask").outputs == {"tokens"}
+    with pytest.raises(HarnessError, match=r"--pad-with-mask attention_mask: the model has no input 'attention_mask'"):
+        Padding.of(SEQ_SPEC, "attention_mask")
+    with pytest.raises(HarnessError, match=r"input 'x' has no dynamic sequence axis"):
+        Padding.of(SPEC, "x")
+
+
 def test_an_output_without_a_row_per_sample_is_never_split_among_requests() -> None:
     """A data-dependent output (NMS's kept boxes) has no row per sample: alone, a request gets it
     whole; batched with others (every request queued and held, so the batch is certain), each

@@ -37,7 +37,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.client import HTTPMessage
@@ -105,6 +105,7 @@ class InferenceServer:
         idle_timeout: float = IDLE_TIMEOUT,
         body_timeout: float = BODY_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        pad_mask: str | None = None,
     ) -> None:
         if max_batch < 1 or max_delay_ms < 0:
             raise HarnessError(f"max batch {max_batch} must be >= 1 and max delay {max_delay_ms} ms >= 0")
@@ -115,6 +116,7 @@ class InferenceServer:
         self.header_timeout, self.idle_timeout, self.body_timeout = header_timeout, idle_timeout, body_timeout
         self.max_connections = max_connections
         self.spec = spec
+        self.padding = Padding.of(spec, pad_mask) if pad_mask else None
         self.model_name = model_name
         self.metadata = model_metadata(spec, model_name, platform)
         self.max_batch = max_batch
@@ -341,7 +343,7 @@ class InferenceServer:
         while self._held:  # the held requests of this shape join, oldest first; the rest stay held
             item = self._held.popleft()
             if (not item.abandoned and samples + item.request.batch <= self.max_batch
-                    and _joinable(first.request, item.request)):
+                    and _joinable(first.request, item.request, self.padding)):
                 batch.append(item)
                 samples += item.request.batch
             elif not item.abandoned:
@@ -363,7 +365,8 @@ class InferenceServer:
             item = got
             if item.abandoned:
                 continue
-            if samples + item.request.batch > self.max_batch or not _joinable(first.request, item.request):
+            if (samples + item.request.batch > self.max_batch
+                    or not _joinable(first.request, item.request, self.padding)):
                 self._held.append(item)  # a later batch's
                 continue
             batch.append(item)
@@ -404,9 +407,11 @@ class InferenceServer:
         if not self.worker.ready.wait(self.request_timeout):
             self._fail(batch, 503, f"engine worker not ready: {self.worker.last_error or 'starting'}")
             return
+        feeds = [p.request.feed for p in batch]
+        padded = self.padding.pad(feeds) if self.padding is not None else None
         try:
             # joined along the batch axis straight into the worker's shared memory: no concatenation copy
-            outputs = self.worker.run([p.request.feed for p in batch], self.request_timeout)
+            outputs = self.worker.run(padded or feeds, self.request_timeout)
         except WorkerDied as e:
             if not self._accepting:  # stopping: no new worker
                 self._fail(batch, 503, f"{e}; the server is shutting down")
@@ -443,6 +448,8 @@ class InferenceServer:
         for p in batch:
             n = p.request.batch
             p.outputs = {k: v[start : start + n] for k, v in outputs.items()}
+            if padded is not None and self.padding is not None:  # per-token outputs back to the request's length
+                p.outputs = self.padding.cut(p.outputs, p.request.feed, padded[0][self.padding.mask].shape[1])
             start += n
             p.done.set()
 
@@ -490,10 +497,53 @@ def _head_size(value: str | None, size: int) -> int:
     return count if count is not None and 0 < count < size else 0
 
 
-def _joinable(a: Request, b: Request) -> bool:
+def _joinable(a: Request, b: Request, padding: Padding | None = None) -> bool:
     """Whether two requests can share an engine batch: every input alike but for the batch size
-    (a model with a dynamic sequence length gets requests of different lengths)."""
-    return all(x.shape[1:] == b.feed[n].shape[1:] for n, x in a.feed.items())
+    (a model with a dynamic sequence length gets requests of different lengths), or, padding on,
+    but for the padded inputs' sequence length too."""
+    if padding is None:
+        return all(x.shape[1:] == b.feed[n].shape[1:] for n, x in a.feed.items())
+    return all(x.shape[2:] == b.feed[n].shape[2:] if n in padding.inputs else x.shape[1:] == b.feed[n].shape[1:]
+               for n, x in a.feed.items())
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Requests of different sequence lengths batched together (`harness serve --pad-with-mask
+    MASK`): every input with a dynamic second axis (ids, token types, the mask) is zero-padded to
+    the batch's longest, so the model's attention mask hides the padding; outputs with a dynamic
+    second axis as long as the padded batch (per-token outputs) are cut back to each request's own
+    length.  Right only for a model that reads its mask everywhere: a pooled output that ignores
+    the mask changes with padding."""
+
+    mask: str
+    inputs: frozenset[str]  # padded along axis 1
+    outputs: frozenset[str]  # cut along axis 1
+
+    @classmethod
+    def of(cls, spec: ModelSpec, mask: str) -> Padding:
+        padded = frozenset(t.name for t in spec.inputs if len(t.shape) >= 2 and t.shape[1] is None)
+        if mask not in spec.input_names:
+            raise HarnessError(f"--pad-with-mask {mask}: the model has no input {mask!r} (its inputs: "
+                               f"{spec.input_names})")
+        if mask not in padded:
+            raise HarnessError(f"--pad-with-mask {mask}: input {mask!r} has no dynamic sequence axis (shape "
+                               f"{next(t.shape for t in spec.inputs if t.name == mask)}); padding needs a mask as long as the sequence")
+        return cls(mask, padded, frozenset(t.name for t in spec.outputs if len(t.shape) >= 2 and t.shape[1] is None))
+
+    def pad(self, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]] | None:
+        """The feeds with their padded inputs zero-padded to the longest; None when all are as long."""
+        longest = max(f[self.mask].shape[1] for f in feeds)
+        if all(f[self.mask].shape[1] == longest for f in feeds):
+            return None
+        return [{n: (np.pad(a, [(0, 0), (0, longest - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) if n in self.inputs
+                     else a) for n, a in f.items()} for f in feeds]
+
+    def cut(self, outputs: Mapping[str, np.ndarray], feed: Mapping[str, np.ndarray],
+            padded_length: int) -> dict[str, np.ndarray]:
+        own = feed[self.mask].shape[1]
+        return {k: v[:, :own] if k in self.outputs and v.ndim >= 2 and v.shape[1] == padded_length else v
+                for k, v in outputs.items()}
 
 
 class _HTTPServer(ThreadingHTTPServer):
