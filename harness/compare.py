@@ -223,7 +223,7 @@ class OutputComparison:
             **asdict(self.stats),
             "accuracy": self.accuracy,
             "reference_accuracy": self.reference_accuracy,
-            "smallest_passing_atol": self.smallest_passing_atol,
+            "smallest_passing_atol": None if self.smallest_passing_atol == INF else self.smallest_passing_atol,
             # JSON has no infinity: an unbounded atol (int8) is written as null.
             "tolerance": {k: None if v == INF else v for k, v in asdict(self.tolerance).items()},
             "failures": list(self.failures),
@@ -260,7 +260,7 @@ class OutputComparison:
             lines[-1] = "  judged as class maps, not elementwise (the error figures above are the scores' as arrays)"
             lines += self.segmentation.lines()
         lines += [f"  {'failed' if not self.passed else 'outside the tolerance'}: {f}" for f in self.failures]
-        if self.failures and self.detection is None and self.segmentation is None:
+        if self.failures and self.detection is None and self.segmentation is None and self.smallest_passing_atol < INF:
             lines.append(f"  smallest atol that would have passed: {self.smallest_passing_atol:.3g}")
         if self.floor is not None:
             f = self.floor
@@ -362,7 +362,8 @@ def compare(
     `classes` names the outputs that are class scores; `floors` the reference's own noise
     floor per output (harness.floor), where the golden has one; `detections` and
     `segmentations` the outputs judged as detections and as class maps instead."""
-    missing = [k for k in reference if k not in actual]
+    # An engine whose samples all came out alike has no NAME:shape where the reference has one.
+    missing = [k for k in reference if k not in actual and not k.endswith(SHAPE)]
     if missing:
         raise HarnessError(f"outputs {missing} missing from {backend or 'the engine'}'s results ({sorted(actual)})")
     results = []
@@ -394,11 +395,12 @@ def _by_sample_result(name: str, actual: Mapping[str, np.ndarray], reference: Ma
     """An output whose shape depends on the data (harness.backends.base.join_samples), judged
     sample by sample: each sample's shape must be the reference's (elementwise figures mean
     nothing otherwise), then its values within `tolerance`."""
-    shapes_a, shapes_r = per_sample_shapes(actual, name), per_sample_shapes(reference, name)
-    if len(shapes_a) != len(shapes_r):
-        raise HarnessError(f"output {name!r}: {len(shapes_a)} samples vs the reference's {len(shapes_r)}")
-    if shapes_a == shapes_r:
-        return compare_output(name, *padded_alike(actual, reference, name), tolerance, backend, precision)
+    shapes_a, shapes_r = _same_samples(actual, reference, name)
+    if shapes_a == shapes_r:  # every sample's own values (no padding in the statistics), a row each
+        def rows(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+            return np.concatenate([_as_rows(sample_output(outputs, name, i)) for i in range(len(shapes_r))])
+
+        return compare_output(name, rows(actual), rows(reference), tolerance, backend, precision)
     differ = [(i, sa, sr) for i, (sa, sr) in enumerate(zip(shapes_a, shapes_r)) if sa != sr]
     failure = (f"{len(differ)} of {len(shapes_r)} samples have another shape than the reference's (its size depends "
                "on the data): " + "; ".join(f"sample {i}: {sa} vs {sr}" for i, sa, sr in differ[:4])
@@ -408,11 +410,29 @@ def _by_sample_result(name: str, actual: Mapping[str, np.ndarray], reference: Ma
                             backend, precision)
 
 
+def _as_rows(x: np.ndarray) -> np.ndarray:
+    """A sample's output as rows of its last axis ((1, K, 4) and (K, 4) alike: K rows)."""
+    return x.reshape(-1, x.shape[-1]) if x.ndim >= 2 else x.reshape(-1, 1)
+
+
+def _same_samples(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                  name: str) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """Each side's per-sample shapes of `name`; a HarnessError where the two have different numbers
+    of samples (a golden written before outputs without a row per sample were kept per sample)."""
+    shapes_a, shapes_r = per_sample_shapes(actual, name), per_sample_shapes(reference, name)
+    if len(shapes_a) != len(shapes_r):
+        raise HarnessError(f"output {name!r}: {len(shapes_a)} samples from the engine vs {len(shapes_r)} in the "
+                           "reference: its shape depends on the data, and a golden written before such outputs were "
+                           "kept per sample (NAME:shape) cannot be compared; write the golden again (harness golden)")
+    return shapes_a, shapes_r
+
+
 def padded_alike(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
                  name: str) -> tuple[np.ndarray, np.ndarray]:
     """Output `name` of both sides with every sample zero-padded to the largest shape either side
     has, so the two line up as arrays (a missing box reads as an error of the box's size)."""
-    shapes = per_sample_shapes(actual, name) + per_sample_shapes(reference, name)
+    shapes_a, shapes_r = _same_samples(actual, reference, name)
+    shapes = shapes_a + shapes_r
     if len({len(s) for s in shapes}) != 1:
         raise HarnessError(f"output {name!r}: samples of different ranks {sorted(set(shapes))}")
     largest = tuple(int(d) for d in np.max(shapes, axis=0)) if shapes and shapes[0] else ()

@@ -513,7 +513,7 @@ class CountGateReport:
         mine, theirs = dict(self.this_class.get("versions", {})), dict(self.recorded_class.get("versions", {}))
         changed = [f"{k} {theirs.get(k, '-')} -> {mine.get(k, '-')}" for k in sorted(set(mine) | set(theirs))
                    if mine.get(k) != theirs.get(k)]
-        for key in ("valgrind", "python", "arch"):
+        for key in ("valgrind", "python", "arch", "libc"):
             if self.recorded_class.get(key) and self.recorded_class.get(key) != self.this_class.get(key):
                 changed.append(f"{key} {self.recorded_class.get(key)} -> {self.this_class.get(key)}")
         if changed:

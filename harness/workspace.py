@@ -233,6 +233,8 @@ class Workspace:
         stores outputs only), and which failing outputs it cannot hold steady in fp32."""
         if golden.path is None:
             return [f"reference's noise floor: not measured (no golden; `{command}` writes one with its floor)"]
+        if any(o.endswith(SHAPE) for o in golden.outputs):
+            return ["reference's noise floor: none (outputs whose shapes depend on the data are judged per sample)"]
         if not golden.floors:
             return [f"reference's noise floor: not in this golden ({golden.where}); measure it with: "
                     + f"{command} --floor-only"]
@@ -458,7 +460,7 @@ class Workspace:
                 with self._step(f"measuring the reference's own noise floor of {request.model} (TensorFlow on the "
                                 f"samples {'one at a time and ' if not fixed else ''}with inputs nudged one ulp)"):
                     try:
-                        floors, ran = measure_floor(tf.infer, feed, outputs, classes, one_at_a_time=not fixed)
+                        floors, ran = measure_floor(tf.infer_batched, feed, outputs, classes, one_at_a_time=not fixed)
                         floor_how = ", ".join(ran)
                     except Exception as e:  # noqa: BLE001 - the golden is still worth writing; say why it has no floor
                         floor_warnings.append(f"no noise floor measured ({type(e).__name__}: {str(e)[:200]}); outputs "
@@ -491,15 +493,19 @@ class Workspace:
         # Loaded without its old floor: this replaces it (one from an older harness may not load).
         golden = load_golden(root, key, frozen.name, frozen.digest, self.golden_command(request), frozen.spec.classes,
                              with_floor=False)
+        by_sample = [o[: -len(SHAPE)] for o in golden.outputs if o.endswith(SHAPE)]
+        if by_sample:
+            raise UsageError(f"{golden.where}: no noise floor can be measured: output(s) {by_sample} have shapes that "
+                             "depend on the data (judged per sample)")
         policy = policy or TolerancePolicy()
         classes = set(golden.classes) | policy.classes(frozen.name)
         with self.tf_runner(request) as tf, self._step(f"measuring the reference's own noise floor of {request.model}"):
             # Around the stored outputs, with TensorFlow run again now among the alternatives: the
             # difference between this machine and the one that wrote the golden is part of the floor.
-            now = tf.infer(golden.inputs)
+            now = tf.infer_batched(golden.inputs)
             fixed = any(t.shape and t.shape[0] is not None for t in frozen.spec.inputs)
-            floors, ran = measure_floor(tf.infer, golden.inputs, golden.outputs, classes, one_at_a_time=not fixed,
-                                        also=[now])
+            floors, ran = measure_floor(tf.infer_batched, golden.inputs, golden.outputs, classes,
+                                        one_at_a_time=not fixed, also=[now])
         path = add_floor(golden, floors, ", ".join(ran))
         tolerances = {p: policy.elementwise(p, frozen.name, list(golden.outputs)) for p in PRECISIONS}
         return path, unstable_warnings(floors, golden.outputs, tolerances, classes)

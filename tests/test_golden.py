@@ -140,7 +140,7 @@ class _KeepPositive:
     per-image NMS in miniature: the number of rows depends on the data), plus an ordinary `y`."""
 
     @staticmethod
-    def make(batch_one: bool = False):  # type: ignore[no-untyped-def]
+    def make(batch_one: bool = False, max_batch: int | None = None, declared: bool = False):  # type: ignore[no-untyped-def]
         from harness.backends.base import Runner
         from harness.spec import ModelSpec, TensorSpec
 
@@ -153,6 +153,11 @@ class _KeepPositive:
             def __init__(self) -> None:
                 super().__init__(spec)
                 self.calls: list[int] = []
+                self.max_batch = max_batch
+
+            @property
+            def data_dependent(self) -> tuple[str, ...]:  # as a TensorRT plan lists its NMS output
+                return ("rows",) if declared else ()
 
             def infer_checked(self, feed):  # type: ignore[no-untyped-def]
                 x = feed["x"]
@@ -214,3 +219,63 @@ def test_a_data_dependent_output_is_compared_sample_by_sample() -> None:
     off["rows"] = reference["rows"] + 0.01
     (rows,) = [r for r in compare(off, reference, tol).results if r.output == "rows"]
     assert not rows.passed and "error" in rows.failures[0] and "shape" not in rows.failures[0]
+
+
+def test_data_dependent_rows_are_per_sample_however_the_feed_is_run() -> None:
+    """One sample (its whole output its own, no second call), a plan that declares the output
+    (one sample at a time even where the rows happen to number the samples), chunks over the
+    plan's batch (run again one at a time), and a feed that is not batch-first (named)."""
+    from harness.backends.base import SHAPE, sample_output
+    from harness.errors import InputError
+
+    x = RNG.standard_normal((6, 5)).astype(np.float32)
+    x[:3] = -np.abs(x[:3])
+    x[0, :2], x[2, 0] = 1.0, 2.0  # 2, 0 and 1 positives: 3 rows over 3 samples, by chance one each
+    with _KeepPositive.make() as runner:
+        one = runner.infer_batched({"x": x[:1]})
+        assert runner.calls == [1] and one["rows" + SHAPE].tolist() == [[2, 1]]
+        np.testing.assert_array_equal(sample_output(one, "rows", 0), [[1.0], [1.0]])
+    with _KeepPositive.make(max_batch=8, declared=True) as runner:
+        out = runner.infer_batched({"x": x[:3]})
+        assert runner.calls == [1, 1, 1] and out["rows" + SHAPE][:, 0].tolist() == [2, 0, 1]
+    with _KeepPositive.make(max_batch=4) as runner:
+        out = runner.infer_batched({"x": x})
+        assert runner.calls == [4, 2] + [1] * 6
+        for i in range(6):
+            np.testing.assert_array_equal(sample_output(out, "rows", i), x[i][x[i] > 0].reshape(-1, 1))
+        with pytest.raises(InputError, match=r"input 'x': shape \(\) given"):
+            runner.infer_batched({"x": np.float32(3.0)})
+
+
+def test_an_engine_whose_samples_came_out_alike_is_compared_with_a_ragged_reference() -> None:
+    """The reference's boxes vary in number (so it has `boxes:shape`); an engine that found 2 in
+    every image joins them plainly (no `boxes:shape`): compared, not refused as a missing output,
+    and judged as detections per image (the same boxes in another order pass)."""
+    from harness.backends.base import join_samples
+    from harness.compare import compare
+    from harness.detections import DetectionOutputs, DetectionTolerance
+
+    boxes = [np.array([[0.1, 0.1, 0.3, 0.3], [0.5, 0.5, 0.9, 0.9]], np.float32), np.array([[0.2, 0.2, 0.6, 0.6]], np.float32)]
+    reference = join_samples([{"boxes": b[None]} for b in boxes], [1, 1])
+    assert "boxes:shape" in reference
+    two = [boxes[0][::-1], np.concatenate([boxes[1], [[0.0, 0.0, 0.05, 0.05]]]).astype(np.float32)]
+    actual = join_samples([{"boxes": b[None]} for b in two], [1, 1])
+    assert "boxes:shape" not in actual and actual["boxes"].shape == (2, 2, 4)
+    (plain,) = compare(actual, reference, DEFAULT_TOLERANCES["fp32"]).results
+    assert not plain.passed and "sample 1: (1, 2, 4) vs (1, 1, 4)" in plain.failures[0]
+    (judged,) = compare(actual, reference, DEFAULT_TOLERANCES["fp32"],
+                        detections=[(DetectionOutputs("boxes"), DetectionTolerance(min_matched=1.0, min_ap=0.5))]).results
+    assert judged.detection is not None and judged.detection.matched == 1.0 and judged.detection.engine_count == 4
+
+
+def test_padding_does_not_water_down_a_mean_tolerance() -> None:
+    """One sample of 100 rows and 99 of one row, every real value off by 0.5: the mean error is
+    0.5, not the 0.005 it would be if the zero padding counted as agreement."""
+    from harness.backends.base import join_samples
+    from harness.compare import Tolerance, compare
+
+    samples = [RNG.standard_normal((100 if i == 0 else 1, 1)).astype(np.float32) for i in range(100)]
+    reference = join_samples([{"rows": r} for r in samples], [1] * 100)
+    actual = join_samples([{"rows": r + np.float32(0.5)} for r in samples], [1] * 100)
+    (result,) = compare(actual, reference, Tolerance(atol=0.1, statistic="mean")).results
+    assert not result.passed and abs(result.smallest_passing_atol - 0.5) < 1e-5, str(result)

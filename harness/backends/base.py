@@ -17,7 +17,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, InputError
 from harness.spec import ModelSpec
 
 
@@ -98,21 +98,32 @@ class Runner(ABC):
         (`join_samples`); without it (the serving worker, which answers requests as they came),
         outputs are joined as they are."""
         self._require_active()
-        total = len(next(iter(feed.values()))) if feed else 0
         one = ragged and any(t.shape and t.shape[0] == 1 for t in self.spec.inputs)
-        step = 1 if one else self.max_batch or max(total, 1)
+        # Checked whole where the model takes any batch; one sample at a time (below) where it takes one.
+        checked = self.spec.check_feed(feed) if not one else {k: np.asarray(v) for k, v in feed.items()}
+        scalars = [k for k, v in checked.items() if v.ndim == 0]
+        if scalars:
+            raise InputError(f"model {self.spec.name!r}: input(s) {scalars} are scalars; a feed is batch first")
+        total = len(next(iter(checked.values()))) if checked else 0
+        step = 1 if one or (ragged and self.data_dependent) else self.max_batch or max(total, 1)
         if total <= step:
-            out = self.infer_checked(self.spec.check_feed(feed))
-            if not ragged or total <= 1 or all(_has_row_per_sample(a, total) for a in out.values()):
+            out = self.infer_checked(self.spec.check_feed(checked) if one else checked)
+            if not ragged or total == 0 or all(_has_row_per_sample(a, total) for a in out.values()):
                 return out
+            if total == 1:  # one sample: its whole output is its own
+                return join_samples([out], [1])
             step = 1  # an output with no row per sample: one sample at a time
-        elif ragged and self.data_dependent:
-            step = 1
-        parts = [self.infer_checked(self.spec.check_feed({k: np.asarray(v)[i : i + step] for k, v in feed.items()}))
-                 for i in range(0, total, step)]
+        parts = self._run_in_steps(checked, total, step)
         if not ragged:
             return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        return join_samples(parts, [min(step, total - i) for i in range(0, total, step)])
+        sizes = [min(step, total - i) for i in range(0, total, step)]
+        if step > 1 and not all(_has_row_per_sample(a, n) for p, n in zip(parts, sizes) for a in p.values()):
+            parts, sizes = self._run_in_steps(checked, total, 1), [1] * total  # as above: one sample at a time
+        return join_samples(parts, sizes)
+
+    def _run_in_steps(self, feed: Mapping[str, np.ndarray], total: int, step: int) -> list[dict[str, np.ndarray]]:
+        return [self.infer_checked(self.spec.check_feed({k: v[i : i + step] for k, v in feed.items()}))
+                for i in range(0, total, step)]
 
     @abstractmethod
     def infer_checked(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -159,7 +170,7 @@ def join_samples(parts: Sequence[Mapping[str, np.ndarray]], sizes: Sequence[int]
         if len({a.ndim for a in arrays}) != 1:
             raise HarnessError(f"output {name!r}: samples' outputs of different ranks {[a.shape for a in arrays]}")
         largest = tuple(np.max([a.shape for a in arrays], axis=0)) if arrays[0].ndim else ()
-        padded = np.zeros((len(arrays), *largest), arrays[0].dtype)
+        padded = np.zeros((len(arrays), *largest), np.result_type(*arrays))
         for i, a in enumerate(arrays):
             padded[sample_index(i, a.shape)] = a
         joined[name] = padded
