@@ -131,31 +131,43 @@ def write_cancelling_softmax_pb(directory: Path, common: float = 1e8) -> Path:
     return path
 
 
-def write_ssd_saved_model(directory: Path, seed: int = 0) -> Path:
-    """A small SSD-style detector as a TF2 SavedModel (a tf.Module): a strided conv backbone,
-    per-anchor box offsets and class scores, and tf.image.combined_non_max_suppression as the
-    head (padded to 20 detections, with an int32 count of valid rows).  Input image: ?x32x32x3;
-    outputs boxes (?, 20, 4), scores (?, 20), classes (?, 20), valid (?)."""
+def _ssd_module(seed: int) -> Any:
+    """The SSD-style detector's body: a strided conv backbone and per-anchor box offsets and class
+    scores, as a tf.Module subclass whose `heads(image)` gives boxes (N, 16, 4) and scores
+    (N, 16, 3); the detectors below differ in their NMS."""
     tf = import_tensorflow()
     rng = np.random.default_rng(seed)
 
-    class Detector(tf.Module):
+    class Body(tf.Module):
         def __init__(self) -> None:
             super().__init__()
             self.conv = tf.Variable(rng.standard_normal((3, 3, 3, 16)).astype(np.float32) * 0.3)
             self.box = tf.Variable(rng.standard_normal((16, 4)).astype(np.float32) * 0.3)
             self.cls = tf.Variable(rng.standard_normal((16, 3)).astype(np.float32) * 0.3)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32, name="image")])
-        def __call__(self, image: Any) -> dict[str, Any]:
+        def heads(self, image: Any) -> tuple[Any, Any]:
             n = tf.shape(image)[0]
             feats = tf.nn.relu(tf.reshape(tf.nn.conv2d(image, self.conv, 4, "VALID"), [n, -1, 16]))
             raw = feats @ self.box
             # boxes of 0.2-0.6 of the image around each anchor; scores spread over (0, 1), as a
             # trained head's are (saturated, near-tied scores would make NMS's choice a coin toss)
             centers, sizes = tf.sigmoid(raw[..., :2]), 0.2 + 0.4 * tf.sigmoid(raw[..., 2:])
-            boxes = tf.concat([centers - sizes / 2, centers + sizes / 2], -1)
-            scores = tf.sigmoid(feats @ self.cls - 2.0)
+            return tf.concat([centers - sizes / 2, centers + sizes / 2], -1), tf.sigmoid(feats @ self.cls - 2.0)
+
+    return Body
+
+
+def write_ssd_saved_model(directory: Path, seed: int = 0) -> Path:
+    """A small SSD-style detector as a TF2 SavedModel (a tf.Module) with
+    tf.image.combined_non_max_suppression as the head (padded to 20 detections, with an int32
+    count of valid rows).  Input image: ?x32x32x3; outputs boxes (?, 20, 4), scores (?, 20),
+    classes (?, 20), valid (?)."""
+    tf = import_tensorflow()
+
+    class Detector(_ssd_module(seed)):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32, name="image")])
+        def __call__(self, image: Any) -> dict[str, Any]:
+            boxes, scores = self.heads(image)
             b, s, c, v = tf.image.combined_non_max_suppression(boxes[:, :, None, :], scores, 10, 20, 0.5, 0.3)
             return {"boxes": b, "scores": s, "classes": c, "valid": v}
 
@@ -165,27 +177,17 @@ def write_ssd_saved_model(directory: Path, seed: int = 0) -> Path:
 
 
 def write_per_image_nms_saved_model(directory: Path, seed: int = 0) -> Path:
-    """The SSD-style detector of `write_ssd_saved_model` with the head TF Object Detection API
-    exports of batch 1 use instead: plain per-image NMS (tf.image.non_max_suppression), so the
-    number of boxes depends on the image.  Input image: 1x32x32x3; outputs boxes (K, 4), scores
-    (K,), classes (K,) int32, K up to 20."""
+    """The SSD-style detector with the head TF Object Detection API exports of batch 1 use
+    instead: plain per-image NMS (tf.image.non_max_suppression), so the number of boxes depends
+    on the image.  Input image: 1x32x32x3; outputs boxes (K, 4), scores (K,), classes (K,) int32,
+    K up to 20."""
     tf = import_tensorflow()
-    rng = np.random.default_rng(seed)
 
-    class Detector(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = tf.Variable(rng.standard_normal((3, 3, 3, 16)).astype(np.float32) * 0.3)
-            self.box = tf.Variable(rng.standard_normal((16, 4)).astype(np.float32) * 0.3)
-            self.cls = tf.Variable(rng.standard_normal((16, 3)).astype(np.float32) * 0.3)
-
+    class Detector(_ssd_module(seed)):  # type: ignore[misc]
         @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.float32, name="image")])
         def __call__(self, image: Any) -> dict[str, Any]:
-            feats = tf.nn.relu(tf.reshape(tf.nn.conv2d(image, self.conv, 4, "VALID"), [-1, 16]))
-            raw = feats @ self.box
-            centers, sizes = tf.sigmoid(raw[:, :2]), 0.2 + 0.4 * tf.sigmoid(raw[:, 2:])
-            boxes = tf.concat([centers - sizes / 2, centers + sizes / 2], -1)
-            scores = tf.sigmoid(feats @ self.cls - 2.0)
+            boxes, scores = self.heads(image)
+            boxes, scores = boxes[0], scores[0]
             best, label = tf.reduce_max(scores, -1), tf.argmax(scores, -1, output_type=tf.int32)
             keep = tf.image.non_max_suppression(boxes, best, 20, 0.5, 0.3)
             return {"boxes": tf.gather(boxes, keep), "scores": tf.gather(best, keep), "classes": tf.gather(label, keep)}

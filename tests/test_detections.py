@@ -84,13 +84,17 @@ def test_detections_are_declared_in_the_policy_and_mistakes_are_named() -> None:
             TolerancePolicy.from_table({"model": {"ssd": {"output": {"boxes": bad}}}})
 
 
-@pytest.fixture(scope="module")
-def ssd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _written(tmp_path_factory: pytest.TempPathFactory, writer: str) -> Path:
     pytest.importorskip("tensorflow", reason="tensorflow not importable")
     pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
-    from tests.models import write_ssd_saved_model
+    import tests.models
 
-    return write_ssd_saved_model(tmp_path_factory.mktemp("detector"))
+    return getattr(tests.models, writer)(tmp_path_factory.mktemp("detector"))  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def ssd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _written(tmp_path_factory, "write_ssd_saved_model")
 
 
 def test_a_detector_exports_and_is_judged_as_detections_and_a_broken_int8_fails(ssd: Path, tmp_path: Path) -> None:
@@ -131,11 +135,7 @@ def test_a_detector_exports_and_is_judged_as_detections_and_a_broken_int8_fails(
 
 @pytest.fixture(scope="module")
 def ssd_per_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("tensorflow", reason="tensorflow not importable")
-    pytest.importorskip("onnxruntime", reason="onnxruntime not importable")
-    from tests.models import write_per_image_nms_saved_model
-
-    return write_per_image_nms_saved_model(tmp_path_factory.mktemp("detector"))
+    return _written(tmp_path_factory, "write_per_image_nms_saved_model")
 
 
 def test_a_per_image_nms_detector_is_judged_per_sample(ssd_per_image: Path, tmp_path: Path) -> None:
