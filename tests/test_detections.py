@@ -175,3 +175,16 @@ def test_a_per_image_nms_detector_is_judged_per_sample(ssd_per_image: Path, tmp_
     bare = {r.output: r for r in ws.compare(request, ["onnxruntime"], ["int8"], calibration=broken).results}
     assert set(bare) == {"boxes", "scores", "classes"}  # each output elementwise, per sample
     assert not bare["boxes"].passed and "another shape than the reference's" in bare["boxes"].failures[0]
+
+
+def test_the_golden_warns_elementwise_only_about_outputs_judged_elementwise() -> None:
+    """An engine ignoring its input would pass a detector's `valid` count elementwise, but `valid`
+    is judged with the boxes, as detections: the golden's elementwise warnings leave out every
+    output of a detection or a class map, and the per-sample shapes that are not outputs."""
+    policy = TolerancePolicy.from_table({"model": {"m": {"output": {
+        "boxes": {"detections": {"scores": "scores", "classes": "classes", "valid": "valid"}},
+        "mask": {"segmentation": True}}}}})
+    outputs = ["boxes", "scores", "classes", "valid", "mask", "logits", "kept", "kept:shape"]
+    assert set(policy.for_outputs("int8", "m", outputs)) == set(outputs) - {"kept:shape"}
+    assert set(policy.elementwise("int8", "m", outputs)) == {"logits", "kept"}
+    assert set(policy.elementwise("int8", "other", outputs)) == set(outputs) - {"kept:shape"}
