@@ -50,7 +50,12 @@ def test_one_off_work_in_one_counted_call_does_not_move_the_count(harness_worksp
     # ~20% of a call's work, once, in the second counted call: a sum over the calls moves by ~4%.
     got = count_instructions(replace(recipe, kwargs={**recipe.kwargs, "spin": 4_000, "at": WARMUP + 2}), [1], root)[1]
     assert got.calls[1] > 1.1 * plain.per_call, got.calls  # the event was counted, in that call
-    assert abs(got.per_call - plain.per_call) / plain.per_call <= 0.001, (got.per_call, plain.per_call)
+    # Within 0.5%, against the ~4% a sum would move: two processes whose job files differ (here the
+    # spin's arguments) lay out their heaps differently, which moved batch 1 by 0.19% on a cold CI
+    # machine (one call of each process also carried one-off work of ONNX Runtime's, +4.6%).
+    assert abs(got.per_call - plain.per_call) / plain.per_call <= 0.005, (got.per_call, plain.per_call)
+    sums = sum(got.calls) / sum(plain.calls) - 1
+    assert sums > 0.04, sums  # what the trimmed mean is for: a sum would have moved this much
 
 
 def test_a_failing_child_names_the_engine_and_its_log(harness_workspace: Workspace) -> None:
