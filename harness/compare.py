@@ -437,15 +437,13 @@ def padded_alike(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.nd
         raise HarnessError(f"output {name!r}: samples of different ranks {sorted(set(shapes))}")
     largest = tuple(int(d) for d in np.max(shapes, axis=0)) if shapes and shapes[0] else ()
 
-    def padded(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        n = len(per_sample_shapes(outputs, name))
-        out = np.zeros((n, *largest), np.asarray(outputs[name]).dtype)
-        for i in range(n):
-            one = sample_output(outputs, name, i)
-            out[sample_index(i, one.shape)] = one
+    def padded(outputs: Mapping[str, np.ndarray], own: list[tuple[int, ...]]) -> np.ndarray:
+        out = np.zeros((len(own), *largest), np.asarray(outputs[name]).dtype)
+        for i, shape in enumerate(own):
+            out[sample_index(i, shape)] = sample_output(outputs, name, i)
         return out
 
-    return padded(actual), padded(reference)
+    return padded(actual, shapes_a), padded(reference, shapes_r)
 
 
 def _segmentation_result(name: str, actual: np.ndarray, reference: np.ndarray, tolerance: SegmentationTolerance,

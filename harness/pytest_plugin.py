@@ -390,14 +390,14 @@ def pytest_configure(config: pytest.Config) -> None:
         index = xdist_worker_index(config)  # xdist's public workerinput, not the environment
         mine = [devices[index % len(devices)]] if index is not None else devices
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, mine))
-    xdist = config.getoption("dist", "no") != "no" or hasattr(config, "workerinput")
+    xdist = config.getoption("dist", "no") != "no" or _is_worker(config)
     if config.getoption("harness_one_core", False):
         if xdist:
             raise pytest.UsageError("--harness-one-core pins the process to one CPU: every xdist worker would share "
                                     "it; run it without -n")
         _one_core()
     report = config.getoption("harness_report", None)
-    if (report is not None and not hasattr(config, "workerinput") and config.getoption("benchmark_only", False)
+    if (report is not None and not _is_worker(config) and config.getoption("benchmark_only", False)
             and not config.getoption("benchmark_json", None)):
         # The main job leaves its pytest-benchmark JSON beside its report without being asked.
         Path(report).mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness import __version__, stages
 from harness.artifacts import DEFAULT_ROOT, ArtifactStore, digest_json
-from harness.backends.base import SHAPE, Runner
+from harness.backends.base import Runner, by_sample
 from harness.backends.names import BACKENDS, ENGINE_BACKENDS, TRT_LIBRARIES
 from harness.backends.onnxrt import OrtRunner
 from harness.backends.tf import TFRunner
@@ -233,7 +233,7 @@ class Workspace:
         stores outputs only), and which failing outputs it cannot hold steady in fp32."""
         if golden.path is None:
             return [f"reference's noise floor: not measured (no golden; `{command}` writes one with its floor)"]
-        if any(o.endswith(SHAPE) for o in golden.outputs):
+        if by_sample(golden.outputs):
             return ["reference's noise floor: none (outputs whose shapes depend on the data are judged per sample)"]
         if not golden.floors:
             return [f"reference's noise floor: not in this golden ({golden.where}); measure it with: "
@@ -452,9 +452,9 @@ class Workspace:
             with self._step(f"computing TensorFlow reference outputs of {request.model}"):
                 outputs = tf.infer_batched(feed)
             fixed = any(t.shape and t.shape[0] is not None for t in frozen.spec.inputs)
-            by_sample = [o[: -len(SHAPE)] for o in outputs if o.endswith(SHAPE)]
-            if by_sample:  # nudged inputs may change a count of boxes: no elementwise floor to measure
-                floor_warnings.append(f"no noise floor measured: output(s) {by_sample} have shapes that depend on "
+            ragged = by_sample(outputs)
+            if ragged:  # nudged inputs may change a count of boxes: no elementwise floor to measure
+                floor_warnings.append(f"no noise floor measured: output(s) {ragged} have shapes that depend on "
                                       "the data (judged per sample)")
             else:
                 with self._step(f"measuring the reference's own noise floor of {request.model} (TensorFlow on the "
@@ -493,9 +493,9 @@ class Workspace:
         # Loaded without its old floor: this replaces it (one from an older harness may not load).
         golden = load_golden(root, key, frozen.name, frozen.digest, self.golden_command(request), frozen.spec.classes,
                              with_floor=False)
-        by_sample = [o[: -len(SHAPE)] for o in golden.outputs if o.endswith(SHAPE)]
-        if by_sample:
-            raise UsageError(f"{golden.where}: no noise floor can be measured: output(s) {by_sample} have shapes that "
+        ragged = by_sample(golden.outputs)
+        if ragged:
+            raise UsageError(f"{golden.where}: no noise floor can be measured: output(s) {ragged} have shapes that "
                              "depend on the data (judged per sample)")
         policy = policy or TolerancePolicy()
         classes = set(golden.classes) | policy.classes(frozen.name)

@@ -148,6 +148,11 @@ class Runner(ABC):
 SHAPE = ":shape"  # suffix of an output's shape per sample, where it depends on the data
 
 
+def by_sample(outputs: Mapping[str, Any]) -> list[str]:
+    """The outputs kept per sample (`join_samples`): those with a `NAME:shape`."""
+    return [o[: -len(SHAPE)] for o in outputs if o.endswith(SHAPE)]
+
+
 def _has_row_per_sample(array: Any, samples: int) -> bool:
     return np.ndim(array) > 0 and len(array) == samples
 
